@@ -1,0 +1,81 @@
+"""PyTorch dataset and collate for MR-MedSeg splits: what stage-1 / JCM training consumes.
+
+One item is one conversation: the image, each round's ground-truth mask, the referenced round's
+ground-truth mask and box (teacher forcing), and, given a tokenizer, the templated token ids with
+answer-only labels. Images keep their own sizes; ``collate`` pads tokens and lists the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from model.data.images import load_image, load_mask
+from model.data.mrmedseg import Conversation, load
+from model.data.template import IGNORE_INDEX, dialogue_text, tokenize_dialogue
+from model.reference import reference_box
+
+
+class MRMedSegDataset(Dataset):
+    """Conversations of one split file under ``root`` (e.g. ``root/train.json``).
+
+    ``tokenizer`` (optional) adds ``input_ids`` / ``labels``; ``image_tokens`` is how many
+    ``<image>`` positions the vision tower fills. ``max_rounds`` truncates long dialogues.
+    """
+
+    def __init__(self, root: str | Path, split: str, *, tokenizer=None, image_tokens: int = 1,
+                 max_rounds: int | None = None):
+        self.root = Path(root)
+        candidates = [self.root / f"{split}.json", self.root / f"{split}.jsonl"]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            raise FileNotFoundError(f"split '{split}' not found: expected {candidates[0]} or {candidates[1]}")
+        self.conversations: list[Conversation] = load(path)
+        self.tokenizer, self.image_tokens, self.max_rounds = tokenizer, image_tokens, max_rounds
+
+    def __len__(self) -> int:
+        return len(self.conversations)
+
+    def __getitem__(self, i: int) -> dict:
+        conv = self.conversations[i]
+        rounds = conv.rounds[: self.max_rounds] if self.max_rounds else conv.rounds
+        image = load_image(self.root / conv.image)  # (H, W, 3) uint8
+        h, w = image.shape[:2]
+        masks = np.stack([load_mask(self.root / r.mask) for r in rounds])  # (R, H, W)
+        ref_masks = np.zeros_like(masks)
+        for k, r in enumerate(rounds):
+            if r.reference is not None:
+                ref_masks[k] = masks[r.reference]
+        boxes = np.stack([reference_box(ref_masks[k] if r.reference is not None else None, (h, w))
+                          for k, r in enumerate(rounds)])
+        item = {
+            "id": conv.extra.get("id", str(i)),
+            "image": torch.from_numpy(image).permute(2, 0, 1),  # (3, H, W) uint8
+            "masks": torch.from_numpy(masks),  # (R, H, W) bool
+            "reference_masks": torch.from_numpy(ref_masks),  # (R, H, W) bool, all False without reference
+            "reference_boxes": torch.from_numpy(boxes),  # (R, 4) normalised xyxy
+            "references": torch.tensor([-1 if r.reference is None else r.reference for r in rounds]),
+            "text": dialogue_text(rounds),
+        }
+        if self.tokenizer is not None:
+            ids, labels = tokenize_dialogue(self.tokenizer, rounds, image_tokens=self.image_tokens)
+            item["input_ids"], item["labels"] = torch.tensor(ids), torch.tensor(labels)
+        return item
+
+
+def collate(batch: list[dict], pad_token_id: int = 0) -> dict:
+    """Batch items: tokens padded on the right (labels with -100), per-conversation tensors listed."""
+    out = {key: [item[key] for item in batch] for key in batch[0] if key not in ("input_ids", "labels")}
+    if "input_ids" in batch[0]:
+        longest = max(len(item["input_ids"]) for item in batch)
+        ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), longest), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(batch), longest), dtype=torch.long)
+        for b, item in enumerate(batch):
+            n = len(item["input_ids"])
+            ids[b, :n], labels[b, :n], attention[b, :n] = item["input_ids"], item["labels"], 1
+        out.update(input_ids=ids, labels=labels, attention_mask=attention)
+    return out

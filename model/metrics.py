@@ -1,0 +1,120 @@
+"""Segmentation metrics exactly as the official MediRound evaluation computes them.
+
+Per predicted mask P and ground truth G: I = |P and G|, U = |P| + |G| - I.
+
+- gIoU: mean over masks of I / U (1.0 when U == 0);
+- cIoU: sum of I over the split / sum of U over the split;
+- Dice: mean over masks of 2I / (|P| + |G|) (1.0 when U == 0).
+
+``SegmentationMetric`` accumulates batch after batch and ``aggregate()`` reports overall and per
+round index (1-based, as the paper's tables: round #1..#8); ``MetricsBySplit`` keeps one per split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _flat_bool(x: ArrayLike) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    return (x > 0.5 if x.dtype.kind == "f" else x.astype(bool)).reshape(x.shape[0], -1)
+
+
+def intersection_and_union(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Per-mask I and U for batches of binary masks shaped (N, ...); returns two int64 arrays (N,)."""
+    p, g = _flat_bool(pred), _flat_bool(target)
+    if p.shape != g.shape:
+        raise ValueError(f"prediction and ground truth shapes differ: {p.shape} vs {g.shape}")
+    inter = (p & g).sum(1, dtype=np.int64)
+    union = p.sum(1, dtype=np.int64) + g.sum(1, dtype=np.int64) - inter
+    return inter, union
+
+
+def dice_scores(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """2I / (|P| + |G|) per mask, 1.0 where both are empty. |P| + |G| = U + I."""
+    denom = union + inter
+    return np.where(union == 0, 1.0, 2 * inter / np.maximum(denom, 1))
+
+
+def iou_scores(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """I / U per mask, 1.0 where both are empty."""
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1))
+
+
+@dataclass
+class _Sums:
+    n: int = 0
+    dice: float = 0.0
+    giou: float = 0.0
+    inter: int = 0
+    union: int = 0
+
+    def add(self, inter: np.ndarray, union: np.ndarray) -> None:
+        self.n += len(inter)
+        self.dice += float(dice_scores(inter, union).sum())
+        self.giou += float(iou_scores(inter, union).sum())
+        self.inter += int(inter.sum())
+        self.union += int(union.sum())
+
+    def result(self) -> dict:
+        if self.n == 0:
+            return {"n": 0, "dice": None, "giou": None, "ciou": None}
+        ciou = self.inter / self.union if self.union else 1.0
+        return {"n": self.n, "dice": self.dice / self.n, "giou": self.giou / self.n, "ciou": ciou}
+
+
+class SegmentationMetric:
+    """Dice, gIoU and cIoU accumulated over batches, overall and per round index."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._overall = _Sums()
+        self._per_round: dict[int, _Sums] = defaultdict(_Sums)
+
+    def __call__(self, pred: ArrayLike, target: ArrayLike, rounds: ArrayLike | list[int] | None = None) -> None:
+        """Add a batch. ``rounds`` are the 0-based round indices of the masks (reported 1-based)."""
+        inter, union = intersection_and_union(pred, target)
+        self._overall.add(inter, union)
+        if rounds is not None:
+            rounds = np.asarray(rounds.cpu() if isinstance(rounds, torch.Tensor) else rounds).reshape(-1)
+            if len(rounds) != len(inter):
+                raise ValueError(f"got {len(rounds)} round indices for {len(inter)} masks")
+            for r in np.unique(rounds):
+                sel = rounds == r
+                self._per_round[int(r) + 1].add(inter[sel], union[sel])
+
+    def aggregate(self) -> dict:
+        """{"overall": {n, dice, giou, ciou}, "per_round": {"1": {...}, ...}}."""
+        return {"overall": self._overall.result(),
+                "per_round": {str(k): v.result() for k, v in sorted(self._per_round.items())}}
+
+
+class MetricsBySplit:
+    """One :class:`SegmentationMetric` per split name, written out together as JSON."""
+
+    def __init__(self) -> None:
+        self.splits: dict[str, SegmentationMetric] = defaultdict(SegmentationMetric)
+
+    def __getitem__(self, split: str) -> SegmentationMetric:
+        return self.splits[split]
+
+    def aggregate(self) -> dict:
+        return {split: m.aggregate() for split, m in sorted(self.splits.items())}
+
+    def to_json(self, path: str | None = None) -> str:
+        text = json.dumps(self.aggregate(), indent=2)
+        if path:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+        return text
