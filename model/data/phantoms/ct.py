@@ -204,9 +204,10 @@ def ct_chest(size: int, rng: np.random.Generator) -> Scene:
             if pe is not None:
                 _paint(hu, eff, 12, rng, 4)
                 b.carve(lung, pe)
+    effusions = [e for e in b.entities.values() if e.category == "pleural effusion"]
     for lung in lungs:
         if lung is not None:
             _lesions(b, hu, rng, lung, rng.choice([0, 1, 2], p=[0.3, 0.5, 0.2]), "lung nodule",
-                     (0.012, 0.028), 35, texture=10, exclude=[e for e in b.entities.values() if e.category == "pleural effusion"])
+                     (0.012, 0.028), 35, texture=10, exclude=effusions)
     image = _window(blur(hu, 0.6) + rng.normal(0, rng.uniform(8, 20), hu.shape), -500, 1500)
     return b.finish(image)

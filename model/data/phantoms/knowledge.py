@@ -19,7 +19,7 @@ SCENARIOS = ("organ-lesion", "anatomical stratification", "attribute relationshi
 
 FRAMES = (
     "Segment {x}.", "Please segment {x}.", "Now segment {x}.", "Outline {x}.", "Show me {x}.",
-    "Can you delineate {x}?", "Mark {x} in the image.", "Highlight {x}.", "Where is {x}? Please segment it.",
+    "Can you delineate {x}?", "Please mark {x}.", "Highlight {x}.", "Where is {x}? Please segment it.",
     "Next, find {x}.", "I want to see {x}.", "Identify and segment {x}.",
 )
 HELD_OUT_FRAMES = ("Could you pick out {x}?", "Produce a mask of {x}.", "Draw the boundary of {x}.")

@@ -17,7 +17,7 @@ def mr_brain(size: int, rng: np.random.Generator) -> Scene:
     skull_outer = blob(size, rng, cx, cy, rx + 0.03, ry + 0.03, wobble=0.02)
     brain_m = blob(size, rng, cx, cy, rx, ry, wobble=0.03)
     img[head] = 190  # scalp fat
-    skull = b.add("skull", BONE, skull_outer & ~brain_m)
+    b.add("skull", BONE, skull_outer & ~brain_m)
     img[skull_outer & ~brain_m] = 25
     csf_rim = brain_m & ~erode(brain_m, 2)
     brain = b.add("brain", ORGAN, brain_m)

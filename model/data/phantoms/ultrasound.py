@@ -17,7 +17,7 @@ def us_thyroid(size: int, rng: np.random.Generator) -> Scene:
     echo[strap] = 0.18  # strap muscles
     cx = 0.5 + rng.uniform(-0.03, 0.03)
     trachea_m = ellipse(size, cx, 0.42, 0.1, 0.11)
-    trachea = b.add("trachea", ORGAN, trachea_m)
+    b.add("trachea", ORGAN, trachea_m)
     echo[trachea_m] = 0.05
     ring = ellipse(size, cx, 0.42, 0.1, 0.11) & ~ellipse(size, cx, 0.43, 0.09, 0.1) & (y < 0.4)
     echo[ring] = 1.2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.data.phantoms.scene import BONE, LESION, ORGAN, Scene, SceneBuilder
-from model.data.phantoms.shapes import blob, blur, dilate, elliptic_distance, ellipse, grid, smooth_noise
+from model.data.phantoms.shapes import blob, blur, dilate, ellipse, elliptic_distance, grid, smooth_noise
 
 
 def xray_chest(size: int, rng: np.random.Generator) -> Scene:
@@ -27,7 +27,7 @@ def xray_chest(size: int, rng: np.random.Generator) -> Scene:
         lung = b.add("lung", ORGAN, lm, side=s)
         density[lm] -= 0.75 - 0.1 * smooth_noise(size, rng, 2.5)[lm]
         lung_entities.append(lung)
-    heart = b.add("heart", ORGAN, heart_m)
+    b.add("heart", ORGAN, heart_m)
     density[heart_m] += 0.35
     density[ellipse(size, cx, 0.45, 0.05, 0.4)] += 0.25  # mediastinum and spine
     trachea = b.add("trachea", ORGAN, ellipse(size, cx, 0.22, 0.018, 0.12) & (y > 0.12))
@@ -59,7 +59,7 @@ def xray_chest(size: int, rng: np.random.Generator) -> Scene:
             i = rng.integers(len(xs))
             r = rng.uniform(0.018, 0.035)
             m = blob(size, rng, (xs[i] + 0.5) / size, (ys[i] + 0.5) / size, r, r, wobble=0.1)
-            nodule = b.add("lung nodule", LESION, m & ~dilate(b.entities.get("heart_1").mask, 1),
+            nodule = b.add("lung nodule", LESION, m & ~dilate(heart_m, 1),
                            side=lung.side, parent=lung)
             if nodule is not None:
                 density[nodule.mask] += 0.3

@@ -1,0 +1,29 @@
+# Two commands on a fresh machine with Python 3.11: `make demo` (the main job) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint data clean
+
+# torch first, exact: any looser request pulls a multi-GB CUDA build on Linux (README: GPU install).
+$(BIN)/mediround: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/mediround
+	$(BIN)/mediround demo
+
+lint: $(BIN)/mediround
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest -q
+
+data: $(BIN)/mediround
+	$(BIN)/mediround data phantoms --out data/phantoms --seed 0
+
+clean:
+	rm -rf $(VENV) out data .pytest_cache .ruff_cache

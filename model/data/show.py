@@ -1,0 +1,61 @@
+"""Render a conversation as one PNG: a panel per round with its mask over the image and its text.
+
+The referenced round's mask is outlined in a second colour, so a reader can check each reference.
+Also used for predicted masks (pass ``masks=`` to override the ground truth).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from model.data.images import load_image, load_mask
+from model.data.mrmedseg import Conversation
+from model.data.phantoms.shapes import dilate
+
+PANEL, TEXT_H, COLUMNS = 256, 96, 4
+TARGET, REFERENCE = np.array([255, 60, 40]), np.array([40, 200, 255])
+
+
+def overlay(image: np.ndarray, mask: np.ndarray | None, reference: np.ndarray | None = None) -> np.ndarray:
+    """``image`` (H, W, 3) with ``mask`` tinted and the outline of ``reference``."""
+    out = image.astype(np.float32)
+    if mask is not None:
+        out[mask] = 0.5 * out[mask] + 0.5 * TARGET
+    if reference is not None:
+        edge = dilate(reference, 1) & ~reference
+        out[edge] = REFERENCE
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def render_conversation(conv: Conversation, root: str | Path, out: str | Path,
+                        masks: list[np.ndarray] | None = None, title: str | None = None) -> Path:
+    """Write the picture of ``conv`` (dataset files under ``root``) to ``out``; returns the path."""
+    root = Path(root)
+    image = load_image(root / conv.image)
+    truth = [load_mask(root / r.mask) for r in conv.rounds]
+    shown = masks if masks is not None else truth
+    font = ImageFont.load_default(size=12)
+    n = len(conv.rounds)
+    cols = min(COLUMNS, n)
+    rows = (n + cols - 1) // cols
+    header = 24
+    sheet = Image.new("RGB", (cols * PANEL, header + rows * (PANEL + TEXT_H)), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((6, 5), title or f"{conv.extra.get('id', '')}  {conv.image}  "
+              f"{conv.extra.get('modality', '')}  {conv.extra.get('scenario', '')}", fill="black", font=font)
+    for k, r in enumerate(conv.rounds):
+        x, y = (k % cols) * PANEL, header + (k // cols) * (PANEL + TEXT_H)
+        ref = shown[r.reference] if r.reference is not None else None
+        tile = Image.fromarray(overlay(image, shown[k], ref)).resize((PANEL - 4, PANEL - 4), Image.NEAREST)
+        sheet.paste(tile, (x + 2, y + 2))
+        label = f"round {k + 1}" + (f" (refers to round {r.reference + 1})" if r.reference is not None else "")
+        lines = [label, *textwrap.wrap(r.question, 40)[:4], f"-> {r.answer or '(mask)'}"]
+        draw.multiline_text((x + 4, y + PANEL + 2), "\n".join(lines), fill="black", font=font, spacing=2)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
