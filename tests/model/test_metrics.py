@@ -1,0 +1,90 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model.metrics import MetricsBySplit, SegmentationMetric, intersection_and_union
+
+# 2x2: P has 2 pixels, G has 3, they share 2 -> I=2, U=3, Dice=4/5, IoU=2/3.
+P = np.array([[[1, 1], [0, 0]]], bool)
+G = np.array([[[1, 1], [1, 0]]], bool)
+EMPTY = np.zeros((1, 2, 2), bool)
+
+
+def result(pred, gt):
+    m = SegmentationMetric()
+    m(pred, gt)
+    return m.aggregate()["overall"]
+
+
+def test_two_by_two_hand_computed():
+    r = result(P, G)
+    assert r["dice"] == pytest.approx(0.8) and r["giou"] == pytest.approx(2 / 3)
+    assert r["ciou"] == pytest.approx(2 / 3) and r["n"] == 1
+
+
+def test_empty_prediction_scores_zero():
+    r = result(EMPTY, G)
+    assert (r["dice"], r["giou"], r["ciou"]) == (0.0, 0.0, 0.0)
+
+
+def test_empty_ground_truth_with_a_prediction_scores_zero():
+    r = result(P, EMPTY)
+    assert (r["dice"], r["giou"], r["ciou"]) == (0.0, 0.0, 0.0)
+
+
+def test_both_empty_counts_one_for_dice_and_giou():
+    r = result(EMPTY, EMPTY)
+    assert (r["dice"], r["giou"]) == (1.0, 1.0)
+    assert r["ciou"] == 1.0  # no union anywhere in the split
+
+
+def test_ciou_is_a_ratio_of_sums_while_giou_is_a_mean():
+    m = SegmentationMetric()
+    m(P, G)  # I=2, U=3
+    m(EMPTY, EMPTY)  # I=0, U=0 -> counts 1.0 in gIoU/Dice, nothing in cIoU
+    big_p = np.zeros((1, 4, 4), bool)
+    big_p[:, :2] = True  # 8 px
+    big_g = np.zeros((1, 4, 4), bool)
+    big_g[:, :1] = True  # 4 px inside it: I=4, U=8
+    m(big_p, big_g)
+    r = m.aggregate()["overall"]
+    assert r["n"] == 3
+    assert r["giou"] == pytest.approx((2 / 3 + 1.0 + 0.5) / 3)
+    assert r["dice"] == pytest.approx((0.8 + 1.0 + 8 / 12) / 3)
+    assert r["ciou"] == pytest.approx((2 + 0 + 4) / (3 + 0 + 8))
+
+
+def test_batches_accumulate_like_one_batch_and_rounds_report_one_based():
+    preds = np.concatenate([P, EMPTY, P])
+    gts = np.concatenate([G, G, P])
+    one = SegmentationMetric()
+    one(preds, gts, rounds=[0, 1, 1])
+    split = SegmentationMetric()
+    split(preds[:1], gts[:1], rounds=[0])
+    split(torch.from_numpy(preds[1:]), torch.from_numpy(gts[1:]), rounds=torch.tensor([1, 1]))
+    assert one.aggregate() == split.aggregate()
+    per_round = one.aggregate()["per_round"]
+    assert set(per_round) == {"1", "2"}
+    assert per_round["2"]["dice"] == pytest.approx((0.0 + 1.0) / 2)
+
+
+def test_probabilities_threshold_at_one_half():
+    inter, union = intersection_and_union(np.array([[0.6, 0.4]]), np.array([[1, 1]]))
+    assert (inter[0], union[0]) == (1, 2)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shapes differ"):
+        intersection_and_union(np.zeros((1, 2, 2)), np.zeros((1, 3, 3)))
+
+
+def test_splits_write_json(tmp_path):
+    metrics = MetricsBySplit()
+    metrics["val"](P, G, rounds=[0])
+    metrics["test_hard"](EMPTY, G, rounds=[3])
+    metrics.to_json(str(tmp_path / "m.json"))
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["val"]["overall"]["dice"] == pytest.approx(0.8)
+    assert data["test_hard"]["per_round"]["4"]["n"] == 1
