@@ -87,7 +87,7 @@ def to_conversation(scene: Scene, plan: list[PlannedRound], rng: np.random.Gener
     rounds, rounds_meta = [], []
     for k, p in enumerate(plan):
         if p.relation is None:
-            options, style = absolute_questions(scene.name(p.entity), held_out=held_out), None
+            options, style = absolute_questions(scene.name(p.entity), held_out=held_out, first=k == 0), None
         else:
             style = _ref_style(rng, k, p.reference)
             options = question_variants(p.relation, style, p.reference + 1, held_out=held_out)

@@ -258,6 +258,9 @@ def question_variants(relation: Relation, ref_style: str, n: int, *, held_out: b
     return out
 
 
-def absolute_questions(name: str, *, held_out: bool) -> list[str]:
-    """Questions naming an entity outright ("Segment the left kidney.")."""
-    return [f.format(x=f"the {name}") for f in (HELD_OUT_FRAMES if held_out else FRAMES)]
+def absolute_questions(name: str, *, held_out: bool, first: bool = False) -> list[str]:
+    """Questions naming an entity outright ("Segment the left kidney."); ``first`` drops "Now ..."/"Next, ..."."""
+    frames = HELD_OUT_FRAMES if held_out else FRAMES
+    if first:
+        frames = [f for f in frames if not f.startswith(("Now", "Next"))]
+    return [f.format(x=f"the {name}") for f in frames]
