@@ -103,7 +103,7 @@ def check_files(conv: Conversation, checker: _FileChecker, *, file: str, index: 
     return list({str(p): p for p in problems}.values())
 
 
-def validate_split(path: Path, root: Path, report: Report, checker: _FileChecker) -> None:
+def validate_split(path: Path, report: Report, checker: _FileChecker) -> None:
     split = path.stem
     for i, parsed in enumerate(iter_parsed(path)):
         if isinstance(parsed, FormatError):
@@ -129,5 +129,5 @@ def validate_dataset(root: str | Path, splits: list[str] | None = None) -> Repor
         raise FileNotFoundError(f"no split files (*.json, *.jsonl) in {root}")
     report, checker = Report(), _FileChecker(root)
     for path in files:
-        validate_split(path, root, report, checker)
+        validate_split(path, report, checker)
     return report

@@ -33,14 +33,13 @@ def us_thyroid(size: int, rng: np.random.Generator) -> Scene:
         echo[lm] = level + 0.04 * smooth_noise(size, rng, 1.5)[lm]
         lobes.append(lobe)
         ca = ellipse(size, lx + sign * 0.13, 0.46, 0.055, 0.055)
-        b.add("carotid artery", VESSEL, ca, side=s)
+        carotid = b.add("carotid artery", VESSEL, ca, side=s)
+        b.carve(lobe, carotid)
         echo[ca] = 0.02
         echo[(np.abs(x - lx - sign * 0.13) < 0.05) & (y > 0.51)] *= 1.3  # posterior enhancement
         jv = blob(size, rng, lx + sign * 0.26, 0.4, 0.06, 0.035, wobble=0.15)
         b.add("jugular vein", VESSEL, jv & ~ca, side=s)
         echo[jv & ~ca] = 0.04
-        for lobe_ in lobes:
-            b.carve(lobe_, b.entities.get(f"carotid_artery_{len(lobes)}"))
     if isthmus is not None:
         echo[isthmus.mask] = level
         for lobe in lobes:
