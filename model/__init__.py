@@ -1,0 +1,1 @@
+"""MediRound: the model and everything to train and judge it (data, metrics, reference handling)."""

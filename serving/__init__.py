@@ -1,0 +1,1 @@
+"""MediRound Serve: the service and the `mediround` command."""

@@ -1,0 +1,1 @@
+"""MR-MedSeg data: the format, validation, phantom generation, the training dataset, pictures."""
