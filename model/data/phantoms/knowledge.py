@@ -249,9 +249,9 @@ def question_variants(relation: Relation, ref_style: str, n: int, *, held_out: b
                     ref = ref.format(n=n)
                     out.append(frame.format(x=phrase.format(ref=ref)))
                     if phrase.endswith("{ref}") and frame.startswith(("Segment", "Outline")):
-                        x = phrase.replace("{ref}", "it")
-                        out += [p.format(ref=ref) + frame.format(x=x)[0].lower() + frame.format(x=x)[1:]
-                                for p in PREFIXES]
+                        # "Based on instance 2, segment the lesion inside it." (appendix D.1)
+                        clause = frame.format(x=phrase.replace("{ref}", "it"))
+                        out += [p.format(ref=ref) + clause[0].lower() + clause[1:] for p in PREFIXES]
     if ref_style == "its":
         frames = HELD_OUT_FRAMES if held_out else FRAMES
         out += [f.format(x=p) for f in frames for p in relation.its]
