@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
+
+from model.config import SHIPPED_TINY
 
 
 def _data_validate(args) -> int:
@@ -44,32 +47,66 @@ def _data_show(args) -> int:
     return 0
 
 
+def _train_recipe(args) -> int:
+    import torch
+
+    from model.recipe import RECIPES, run_recipe
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_recipe(RECIPES[args.name], args.out, data=args.data, workers=args.workers, use_gpu=args.gpu)
+    return 0
+
+
+def _eval(args) -> int:
+    from model.evaluate import SPLITS, evaluate
+
+    results = evaluate(args.checkpoint, args.data, args.out, limit=args.limit, splits=tuple(args.split or SPLITS),
+                       protocols=tuple(args.protocol or ("paper", "auto")), real=not args.no_real)
+    print((Path(args.out) / "tables.md").read_text())
+    if args.manifest:
+        from model.checkpoint import read_manifest
+
+        manifest = read_manifest(args.checkpoint)
+        manifest["evaluation"] = {"command": "mediround " + " ".join(sys.argv[1:]), "tables": results["tables"]}
+        (Path(args.checkpoint) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return 0
+
+
 def _demo(args) -> int:
-    """Generate a small phantom set, validate it and the real slices, and draw sample dialogues."""
+    """Multi-round dialogues with the shipped model on a held-out phantom image and on a real CT slice."""
+    from model.data.images import load_mask
     from model.data.mrmedseg import load
-    from model.data.phantoms.generate import default_splits, generate_dataset
+    from model.data.phantoms.generate import SplitSpec, generate_dataset
     from model.data.real import REAL_DIALOGUES, REAL_SLICES
     from model.data.show import render_conversation
-    from model.data.validate import validate_dataset
+    from model.metrics import dice_scores, intersection_and_union
+    from model.predictor import MultiRoundPredictor
 
     out = Path(args.out)
-    print(f"== phantom MR-MedSeg data (seed {args.seed}) -> {out / 'phantoms'}")
-    generate_dataset(out / "phantoms", seed=args.seed, splits=default_splits(0.02), workers=1, progress=False)
-    report = validate_dataset(out / "phantoms")
-    print(report.summary())
-    for split in ("test", "test_hard"):
-        conv = load(out / "phantoms" / f"{split}.json")[0]
-        print(f"\n-- {split}: {conv.extra['modality']}, {conv.extra['scenario']}")
-        for k, r in enumerate(conv.rounds):
-            ref = f" [refers to round {r.reference + 1}]" if r.reference is not None else ""
-            print(f"  round {k + 1}{ref}: {r.question}\n      -> {r.answer} <mask {r.mask}>")
-        print(f"  picture: {render_conversation(conv, out / 'phantoms', out / f'{split}.png')}")
-    print(f"\n== real CT slices -> {REAL_SLICES}")
-    real = validate_dataset(REAL_SLICES, ["dialogues"])
-    print(real.summary())
-    conv = load(REAL_DIALOGUES)[0]
-    print(f"  picture: {render_conversation(conv, REAL_SLICES, out / 'real.png')}")
-    return 0 if report.ok and real.ok else 1
+    phantoms = out / "phantoms"
+    generate_dataset(phantoms, seed=args.seed, splits={"test_hard": SplitSpec(1, 1, 1.0)}, workers=1, progress=False)
+    predictor = MultiRoundPredictor.from_checkpoint(args.checkpoint)
+    print(f"model: {args.checkpoint}")
+    dialogues = [("held-out phantom", "phantom", Path(phantoms), load(phantoms / "test_hard.json")[0]),
+                 ("real CT slice", "real", Path(REAL_SLICES), load(REAL_DIALOGUES)[0])]
+    for title, name, root, conv in dialogues:
+        print(f"\n== {title}: {conv.image}")
+        predictor.set_image(root / conv.image)
+        masks = []
+        for r in conv.rounds:
+            result = predictor.ask(r.question)
+            inter, union = intersection_and_union(result.mask[None], load_mask(root / r.mask)[None])
+            ref = f"round {result.reference + 1}" if result.reference is not None else "none"
+            judged = "no [SEG]"
+            if result.has_seg:
+                judged = f"q {result.quality:.2f}{', corrected' if result.corrected else ''}"
+            print(f"  round {result.index + 1}: {r.question}\n    -> {result.answer}   [reference: {ref}; {judged}; "
+                  f"Dice against the ground truth {dice_scores(inter, union)[0]:.2f}]")
+            masks.append(result.mask)
+        picture = render_conversation(conv, root, out / f"{name}.png", masks=masks, title=f"{title}: predicted masks")
+        print(f"  picture: {picture}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,9 +134,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="conversation.png", help="output PNG (default conversation.png)")
     p.set_defaults(func=_data_show)
 
+    train = sub.add_parser("train", help="train MediRound models")
+    tsub = train.add_subparsers(dest="train_command", required=True)
+    p = tsub.add_parser("recipe", help="run a whole training recipe (data, tokenizer, every stage), resumable")
+    p.add_argument("name", choices=["tiny"], help="the recipe: 'tiny' makes the shipped CPU checkpoint")
+    p.add_argument("--out", default="runs/tiny", help="run directory; rerunning resumes (default runs/tiny)")
+    p.add_argument("--data", help="phantom dataset root (default <out>/data, generated when missing)")
+    p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers (default 1: in-process)")
+    p.add_argument("--gpu", action="store_true", help="Ray Train workers use GPUs (NCCL)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads in-process (default: torch's choice)")
+    p.set_defaults(func=_train_recipe)
+
+    p = sub.add_parser("eval", help="paper-style tables for a checkpoint on the phantom splits and real slices")
+    p.add_argument("--checkpoint", default=str(SHIPPED_TINY), help="checkpoint directory (default: the shipped tiny)")
+    p.add_argument("--data", default="data/phantoms", help="phantom dataset root (default data/phantoms)")
+    p.add_argument("--out", default="out/eval", help="where tables, plots and pictures go (default out/eval)")
+    p.add_argument("--limit", type=int, help="only the first N dialogues of each split")
+    p.add_argument("--split", action="append", help="only this split (repeatable)")
+    p.add_argument("--protocol", action="append", choices=["paper", "auto"], help="only this protocol (repeatable)")
+    p.add_argument("--no-real", action="store_true", help="skip the real CT-slice dialogues")
+    p.add_argument("--manifest", action="store_true", help="record the tables in the checkpoint's manifest.json")
+    p.set_defaults(func=_eval)
+
     p = sub.add_parser("demo", help="the main job: run the demo end to end")
     p.add_argument("--out", default="out/demo", help="where pictures and data go (default out/demo)")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7, help="seed of the held-out phantom image (default 7)")
+    p.add_argument("--checkpoint", default=str(SHIPPED_TINY), help="checkpoint directory (default: the shipped tiny)")
     p.set_defaults(func=_demo)
     return parser
 

@@ -12,3 +12,28 @@ def phantom_root(tmp_path_factory):
               "test_hard": SplitSpec(4, 1, 1.0), "test_unseen": SplitSpec(4, 1, 0.0, held_out=True)}
     generate_dataset(root, seed=3, splits=splits, image_size=160, workers=1, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def phantom_tokenizer(phantom_root):
+    """The tiny model's BPE tokenizer trained on the small phantom set's dialogues."""
+    from model.data.mrmedseg import load
+    from model.data.template import dialogue_text
+    from model.tokenizer import train_tokenizer
+
+    texts = [dialogue_text(c.rounds) for split in ("train", "val") for c in load(phantom_root / f"{split}.json")]
+    return train_tokenizer(texts + ["upper middle lower left center right", "Describe the image."], vocab_size=400)
+
+
+@pytest.fixture
+def tiny_model(phantom_tokenizer):
+    """A freshly built tiny MediRound (random weights) and its config."""
+    import torch
+
+    from model.build import build_model
+    from model.config import ModelConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny()
+    cfg.mllm.text["vocab_size"] = len(phantom_tokenizer)
+    return build_model(cfg, phantom_tokenizer).eval(), cfg

@@ -7,6 +7,7 @@ answer-only labels. Images keep their own sizes; ``collate`` pads tokens and lis
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,8 @@ class MRMedSegDataset(Dataset):
                           for k, r in enumerate(rounds)])
         item = {
             "id": conv.extra.get("id", str(i)),
+            "image_file": conv.image,
+            "reference_files": [rounds[r.reference].mask if r.reference is not None else "" for r in rounds],
             "image": torch.from_numpy(image).permute(2, 0, 1),  # (3, H, W) uint8
             "masks": torch.from_numpy(masks),  # (R, H, W) bool
             "reference_masks": torch.from_numpy(ref_masks),  # (R, H, W) bool, all False without reference
@@ -64,6 +67,40 @@ class MRMedSegDataset(Dataset):
             ids, labels = tokenize_dialogue(self.tokenizer, rounds, image_tokens=self.image_tokens)
             item["input_ids"], item["labels"] = torch.tensor(ids), torch.tensor(labels)
         return item
+
+
+class ImageMaskDataset(Dataset):
+    """Each distinct image of a split with every distinct mask its dialogues use.
+
+    Items: ``image`` (3, H, W) uint8, ``masks`` (K, H, W) bool, ``names`` (K,) entity names read from
+    the phantom mask file names (``masks/<image>_<entity>_<n>.png``), ``modality`` when recorded.
+    What the box-prompted SAM pretraining and the image-text alignment of the tiny model consume.
+    """
+
+    def __init__(self, root: str | Path, split: str):
+        self.root = Path(root)
+        by_image: dict[str, dict] = {}
+        for conv in MRMedSegDataset(root, split).conversations:
+            entry = by_image.setdefault(conv.image, {"masks": [], "modality": conv.extra.get("modality", "")})
+            for mask in [r.mask for r in conv.rounds]:
+                if mask not in entry["masks"]:
+                    entry["masks"].append(mask)
+        self.images = sorted(by_image.items())
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict:
+        image_file, entry = self.images[i]
+        stem = Path(image_file).stem
+        names = [re.sub(r"_\d+$", "", Path(m).stem.removeprefix(stem + "_")).replace("_", " ") for m in entry["masks"]]
+        return {
+            "image_file": image_file,
+            "image": torch.from_numpy(load_image(self.root / image_file)).permute(2, 0, 1),
+            "masks": torch.from_numpy(np.stack([load_mask(self.root / m) for m in entry["masks"]])),
+            "names": names,
+            "modality": entry["modality"],
+        }
 
 
 def collate(batch: list[dict], pad_token_id: int = 0) -> dict:

@@ -12,7 +12,7 @@ def run(*args):
 
 
 @pytest.mark.parametrize("args", [[], ["data"], ["data", "validate"], ["data", "phantoms"], ["data", "show"],
-                                  ["demo"]])
+                                  ["train"], ["train", "recipe"], ["eval"], ["demo"]])
 def test_every_subcommand_has_help(args):
     r = run(*args, "--help")
     assert r.returncode == 0 and "usage: mediround" in r.stdout

@@ -1,0 +1,120 @@
+"""Builders: the only place that turns a ``ModelConfig`` into modules and loads pretrained weights.
+
+``build_model(cfg, tokenizer)`` gives a ``MediRound``; the pretrained LLaVA-Med directory and the
+MedSAM state dict named in the config are loaded strictly (every missing or unexpected key is
+listed in the error). ``apply_lora`` adds LoRA to the language model's q/v projections only.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, MistralConfig
+
+from model.config import MLLMConfig, ModelConfig, SegConfig
+from model.jcm import JCM
+from model.mediround import MediRound
+from model.preprocess import SAM_MEAN, SAM_STD
+from model.sam_parts import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from model.tokenizer import token_ids
+
+LORA_TARGETS = r".*language_model.*\.(q_proj|v_proj)"  # the language model's q/v only, never the CLIP tower's
+
+
+class WeightsMismatch(ValueError):
+    """A checkpoint whose keys do not match the architecture."""
+
+    def __init__(self, what: str, missing: list[str], unexpected: list[str]):
+        def show(keys):
+            return ", ".join(keys[:20]) + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else "")
+        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else ""]
+        super().__init__(f"{what} does not match the architecture; " + "; ".join(p for p in parts if p))
+        self.missing, self.unexpected = missing, unexpected
+
+
+def llava_config(cfg: MLLMConfig, ids: dict[str, int], vocab_size: int) -> LlavaConfig:
+    text = MistralConfig(**{"vocab_size": vocab_size, **cfg.text})
+    return LlavaConfig(text_config=text, vision_config=CLIPVisionConfig(**cfg.vision), image_token_index=ids["image"],
+                       projector_hidden_act="gelu", vision_feature_layer=cfg.vision_feature_layer,
+                       vision_feature_select_strategy="default", tie_word_embeddings=False)
+
+
+def build_mllm(cfg: MLLMConfig, tokenizer, *, load_pretrained: bool = True) -> LlavaForConditionalGeneration:
+    """LLaVA from ``cfg.pretrained`` (strict) or from the config; embeddings grown to fit the tokenizer."""
+    if cfg.pretrained and load_pretrained:
+        model, info = LlavaForConditionalGeneration.from_pretrained(cfg.pretrained, output_loading_info=True,
+                                                                    dtype=torch.float32)
+        if info["missing_keys"] or info["unexpected_keys"]:
+            raise WeightsMismatch(f"LLaVA checkpoint {cfg.pretrained}", sorted(info["missing_keys"]),
+                                  sorted(info["unexpected_keys"]))
+    else:
+        vocab = max(len(tokenizer), cfg.text.get("vocab_size", 0))
+        model = LlavaForConditionalGeneration(llava_config(cfg, token_ids(tokenizer), vocab))
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(len(tokenizer))
+    return model
+
+
+def build_sam(cfg: SegConfig, *, load_pretrained: bool = True) -> Sam:
+    """A segment-anything ``Sam`` of the configured size, as ``build_sam_vit_b`` builds ViT-B."""
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            depth=cfg.encoder_depth, embed_dim=cfg.encoder_dim, img_size=cfg.img_size, mlp_ratio=4,
+            norm_layer=partial(nn.LayerNorm, eps=1e-6), num_heads=cfg.encoder_heads, patch_size=cfg.patch_size,
+            qkv_bias=True, use_rel_pos=True, global_attn_indexes=cfg.encoder_global_attn,
+            window_size=cfg.window_size, out_chans=cfg.prompt_dim),
+        prompt_encoder=PromptEncoder(embed_dim=cfg.prompt_dim, image_embedding_size=(cfg.grid, cfg.grid),
+                                     input_image_size=(cfg.img_size, cfg.img_size), mask_in_chans=cfg.mask_in_chans),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=cfg.decoder_depth, embedding_dim=cfg.prompt_dim,
+                                          mlp_dim=cfg.decoder_mlp_dim, num_heads=cfg.decoder_heads),
+            transformer_dim=cfg.prompt_dim, iou_head_depth=3, iou_head_hidden_dim=cfg.iou_head_hidden),
+        pixel_mean=list(SAM_MEAN), pixel_std=list(SAM_STD),
+    )
+    if cfg.checkpoint and load_pretrained:
+        load_sam_weights(sam, cfg.checkpoint)
+    return sam
+
+
+def load_sam_weights(sam: Sam, path: str | Path) -> None:
+    """Load a SAM / MedSAM state dict (``medsam_vit_b.pth``) strictly, listing any mismatch."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # training checkpoints wrap the weights
+    own = sam.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own
+             if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise WeightsMismatch(f"SAM checkpoint {path}", missing, unexpected + wrong)
+    sam.load_state_dict(state, strict=True)
+
+
+def build_model(cfg: ModelConfig, tokenizer, *, load_pretrained: bool = True) -> MediRound:
+    """The whole model. ``load_pretrained=False`` skips the base weights (a full checkpoint follows)."""
+    mllm = build_mllm(cfg.mllm, tokenizer, load_pretrained=load_pretrained)
+    d, p = mllm.config.text_config.hidden_size, cfg.seg.prompt_dim
+    return MediRound(
+        mllm=mllm,
+        sam=build_sam(cfg.seg, load_pretrained=load_pretrained),
+        text_hidden_fcs=nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p)),
+        bbox_encoder=nn.Linear(4, d),
+        jcm=JCM(dim=p, hidden=cfg.jcm.hidden, beta=cfg.jcm.beta),
+        token_ids=token_ids(tokenizer),
+        vision_feature_layer=cfg.mllm.vision_feature_layer,
+    )
+
+
+def apply_lora(model: MediRound, *, r: int = 8, alpha: int = 16, dropout: float = 0.05):
+    """Inject LoRA into the language model's q_proj / v_proj (in place); returns the peft ``LoraConfig``."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS, bias="none")
+    inject_adapter_in_model(config, model.mllm)
+    return config

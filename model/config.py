@@ -1,0 +1,157 @@
+"""Model configuration: dataclasses that explain and check themselves, and the two sizes.
+
+``ModelConfig.tiny()`` is the CPU model trained here on phantoms; ``ModelConfig.full()`` is
+LLaVA-Med v1.5 Mistral-7B + MedSAM ViT-B loaded from local paths. Only ``model/build.py`` turns a
+config into modules; everything else reads the built modules.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+SHIPPED_TINY = Path(__file__).resolve().parent / "checkpoints" / "tiny"
+"""The tiny checkpoint that ships with the package (made by ``mediround train recipe tiny``)."""
+
+
+@dataclass
+class MLLMConfig:
+    """The LLaVA part: vision tower, projector and language model (transformers classes)."""
+
+    text: dict = field(default_factory=dict)
+    """Keyword arguments of ``MistralConfig`` (the language model)."""
+    vision: dict = field(default_factory=dict)
+    """Keyword arguments of ``CLIPVisionConfig`` (the vision tower)."""
+    vision_feature_layer: int = -2
+    """Vision tower layer whose patch tokens (and CLS, for reference crops) are used."""
+    max_length: int = 2048
+    """Longest dialogue sequence (image tokens included) the model accepts."""
+    pretrained: str | None = None
+    """Local directory of a transformers-format LLaVA checkpoint (LLaVA-Med for ``full``)."""
+
+    @property
+    def image_tokens(self) -> int:
+        """How many ``<image>`` positions one image fills (patch tokens, CLS dropped)."""
+        return (self.vision["image_size"] // self.vision["patch_size"]) ** 2
+
+
+@dataclass
+class SegConfig:
+    """The SAM part (segment-anything modelling classes), sized by keyword."""
+
+    img_size: int = 1024
+    """SAM input side: images are resized longest-side-first and padded to a square of this size."""
+    patch_size: int = 16
+    encoder_dim: int = 768
+    encoder_depth: int = 12
+    encoder_heads: int = 12
+    encoder_global_attn: tuple[int, ...] = (2, 5, 8, 11)
+    """Blocks with global attention; the others attend within windows of ``window_size``."""
+    window_size: int = 14
+    prompt_dim: int = 256
+    """Width of prompts, image embedding and mask decoder; the [SEG] vector is projected to it."""
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_mlp_dim: int = 2048
+    decoder_heads: int = 8
+    iou_head_hidden: int = 256
+    checkpoint: str | None = None
+    """Local path of a SAM/MedSAM state dict (``medsam_vit_b.pth``), loaded strictly."""
+
+    def __post_init__(self):
+        self.encoder_global_attn = tuple(self.encoder_global_attn)
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size must be a multiple of patch_size, got {self.img_size} and {self.patch_size}")
+        if self.prompt_dim % 8:
+            raise ValueError(f"prompt_dim must be a multiple of 8 (the decoder upscales by 8), got {self.prompt_dim}")
+
+    @property
+    def grid(self) -> int:
+        """Side of the image embedding grid."""
+        return self.img_size // self.patch_size
+
+
+@dataclass
+class JCMConfig:
+    """Judgment & Correction Mechanism (reference notes §5)."""
+
+    hidden: int = 512
+    """Width of both MLPs' hidden layers."""
+    beta: float = 0.6
+    """Keep the [SEG] vector when quality q > beta, else use the corrected one."""
+
+    def __post_init__(self):
+        if not 0.0 < self.beta < 1.0:
+            raise ValueError(f"beta must be in (0, 1), got {self.beta}")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a MediRound model of one size."""
+
+    name: str
+    mllm: MLLMConfig
+    seg: SegConfig
+    jcm: JCMConfig = field(default_factory=JCMConfig)
+
+    @classmethod
+    def tiny(cls) -> ModelConfig:
+        """The CPU-sized model: same architecture, trained from scratch on phantoms (notes §9)."""
+        return cls(
+            name="tiny",
+            mllm=MLLMConfig(
+                text=dict(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=6,
+                          num_key_value_heads=2, head_dim=32, max_position_embeddings=1024, rms_norm_eps=1e-5,
+                          sliding_window=None, tie_word_embeddings=False),
+                vision=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                            image_size=96, patch_size=12, projection_dim=128),
+                max_length=1024,
+            ),
+            seg=SegConfig(img_size=192, patch_size=8, encoder_dim=96, encoder_depth=4, encoder_heads=4,
+                          encoder_global_attn=(1, 3), window_size=12, prompt_dim=64, mask_in_chans=16,
+                          decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64),
+            jcm=JCMConfig(hidden=128),
+        )
+
+    @classmethod
+    def full(cls, llava: str | None = None, medsam: str | None = None) -> ModelConfig:
+        """LLaVA-Med v1.5 Mistral-7B (transformers format, ``llava``) + MedSAM ViT-B (``medsam``)."""
+        return cls(
+            name="full",
+            mllm=MLLMConfig(
+                text=dict(vocab_size=32064, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                          num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                          max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0,
+                          sliding_window=None, tie_word_embeddings=False),
+                vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                            image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu"),
+                max_length=4096,
+                pretrained=llava,
+            ),
+            seg=SegConfig(checkpoint=medsam),
+            jcm=JCMConfig(hidden=512),
+        )
+
+    @classmethod
+    def named(cls, name: str) -> ModelConfig:
+        if name == "tiny":
+            return cls.tiny()
+        if name == "full":
+            return cls.full()
+        raise ValueError(f"unknown model size '{name}': expected 'tiny' or 'full'")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        return cls(name=d["name"], mllm=MLLMConfig(**d["mllm"]), seg=SegConfig(**d["seg"]),
+                   jcm=JCMConfig(**d.get("jcm", {})))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,213 @@
+"""Evaluation in the paper's shape: tables as JSON and Markdown, a per-round plot, overlay pictures.
+
+Two protocols for every dialogue:
+- ``paper``: the ground-truth answer text is the history (teacher-forced text), the references
+  are the model's *own* earlier masks, the reference round is the data's ``ind``;
+- ``auto``: fully autoregressive: the model generates every answer, resolves the reference from
+  the question and crops it from its own mask.
+
+Tables: 1 (Dice / gIoU / cIoU per split, with and without JCM), 2 (cIoU per round #1..#8),
+A (reference-information ablation: none / crop / crop + box), 3 (the box-prompted SAM alone:
+an upper bound), plus the real CT-slice dialogues.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.data.images import load_image, load_mask
+from model.data.mrmedseg import Conversation, load
+from model.metrics import SegmentationMetric
+from model.predictor import MultiRoundPredictor
+
+SPLITS = ("val", "test", "test_hard", "test_unseen")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way of running the model over dialogues."""
+
+    protocol: str = "paper"  # "paper" or "auto"
+    jcm: bool = True
+    reference: str = "crop+box"  # "crop+box", "crop" or "none"
+
+    @property
+    def label(self) -> str:
+        name = "MediRound + JCM" if self.jcm else "MediRound"
+        if self.reference != "crop+box":
+            name += f" (reference: {self.reference})"
+        return name
+
+
+def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversation], root: Path, setting: Setting,
+                  *, keep: int = 0, progress: bool = False, desc: str = "") -> tuple[SegmentationMetric, list]:
+    """Every round of every dialogue through ``predictor``; returns the metric and the first ``keep``
+    dialogues' predicted masks (for pictures)."""
+    predictor.use_jcm, predictor.reference_mode = setting.jcm, setting.reference
+    metric, kept = SegmentationMetric(), []
+    for conv in tqdm(conversations, desc=desc, disable=not progress, dynamic_ncols=True):
+        predictor.set_image(root / conv.image)
+        masks = []
+        for k, r in enumerate(conv.rounds):
+            if setting.protocol == "paper":
+                result = predictor.ask(r.question, reference=r.reference, answer=r.answer)
+            else:
+                result = predictor.ask(r.question)
+            metric(result.mask[None], load_mask(root / r.mask)[None], rounds=[k])
+            masks.append(result.mask)
+        if len(kept) < keep:
+            kept.append((conv, masks))
+    return metric, kept
+
+
+@torch.inference_mode()
+def box_prompted_upper_bound(predictor: MultiRoundPredictor, conversations: list[Conversation],
+                             root: Path) -> SegmentationMetric:
+    """Table 3 analogue: the SAM part prompted with each ground-truth mask's box, one round at a time."""
+    model, metric = predictor.model, SegmentationMetric()
+    for conv in conversations:
+        image = torch.from_numpy(load_image(root / conv.image)).permute(2, 0, 1)
+        enc = model.encode_image(image)
+        targets = np.stack([load_mask(root / r.mask) for r in conv.rounds])
+        boxes = []
+        for t in targets:
+            ys, xs = np.nonzero(t)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        logits = model.box_masks(enc.sam_embedding, torch.tensor(boxes, dtype=torch.float32), enc.input_size,
+                                 enc.original_size)
+        metric((logits > 0).numpy(), targets)
+    return metric
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit: int | None = None,
+             splits: tuple[str, ...] = SPLITS, protocols: tuple[str, ...] = ("paper", "auto"),
+             real: bool = True, pictures: int = 3, progress: bool = True) -> dict:
+    """Run every table on ``data`` (an MR-MedSeg root with the phantom splits) and write them to ``out``."""
+    data, out = Path(data), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
+    results: dict = {"checkpoint": str(checkpoint), "limit": limit, "tables": {}}
+    dialogues = {s: load(data / f"{s}.json")[:limit] for s in splits if (data / f"{s}.json").exists()}
+
+    main = {}
+    for protocol in protocols:
+        for jcm in (False, True):
+            setting = Setting(protocol, jcm)
+            for split, convs in dialogues.items():
+                metric, kept = run_dialogues(predictor, convs, data, setting, keep=pictures if jcm else 0,
+                                             progress=progress, desc=f"{protocol} {setting.label} {split}")
+                main[(protocol, setting.label, split)] = metric.aggregate()
+                for i, (conv, masks) in enumerate(kept if split in ("test", "test_hard") else []):
+                    _picture(conv, masks, data, out / "samples" / f"{protocol}_{split}_{i}.png", setting.label)
+    results["tables"]["main"] = [{"protocol": p, "model": m, "split": s, **r} for (p, m, s), r in main.items()]
+
+    ablation_split = "test" if "test" in dialogues else next(iter(dialogues))
+    ablation = []
+    for protocol in protocols:
+        for mode in ("none", "crop", "crop+box"):
+            key = (protocol, Setting(protocol, True, mode).label, ablation_split)
+            if key not in main:
+                metric, _ = run_dialogues(predictor, dialogues[ablation_split], data, Setting(protocol, True, mode),
+                                          progress=progress, desc=f"{protocol} ablation {mode}")
+                main[key] = metric.aggregate()
+            ablation.append({"protocol": protocol, "reference": mode, "split": ablation_split,
+                             **main[key]["overall"]})
+    results["tables"]["reference_ablation"] = ablation
+
+    upper = box_prompted_upper_bound(predictor, dialogues[ablation_split], data).aggregate()
+    results["tables"]["box_prompted_sam"] = {"split": ablation_split, **upper["overall"]}
+
+    if real:
+        from model.data.real import REAL_DIALOGUES, REAL_SLICES
+
+        convs = load(REAL_DIALOGUES)
+        results["tables"]["real_ct"] = []
+        for protocol in protocols:
+            metric, kept = run_dialogues(predictor, convs, Path(REAL_SLICES), Setting(protocol, True), keep=len(convs))
+            results["tables"]["real_ct"].append({"protocol": protocol, **metric.aggregate()})
+            for i, (conv, masks) in enumerate(kept[:pictures]):
+                _picture(conv, masks, Path(REAL_SLICES), out / "samples" / f"{protocol}_real_{i}.png", "real CT")
+
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "tables.md").write_text(markdown_tables(results))
+    plot_per_round(results, out / "per_round.png")
+    return results
+
+
+def _picture(conv, masks, root: Path, path: Path, label: str) -> None:
+    from model.data.show import render_conversation
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    render_conversation(conv, root, path, masks=masks, title=f"{label}: predicted masks")
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def markdown_tables(results: dict) -> str:
+    """The tables as Markdown (scores in %)."""
+    t = results["tables"]
+    lines = []
+    for protocol in sorted({r["protocol"] for r in t["main"]}, reverse=True):
+        rows = [r for r in t["main"] if r["protocol"] == protocol and "reference:" not in r["model"]]
+        splits = list(dict.fromkeys(r["split"] for r in rows))
+        lines += [f"### Table 1 ({protocol} protocol): Dice / gIoU / cIoU (%)", "",
+                  "| model | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+        for model in dict.fromkeys(r["model"] for r in rows):
+            cells = []
+            for s in splits:
+                o = next(r for r in rows if r["model"] == model and r["split"] == s)["overall"]
+                cells.append(f"{_pct(o['dice'])} / {_pct(o['giou'])} / {_pct(o['ciou'])}")
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for split in [s for s in ("test", "test_hard") if s in splits]:
+            lines += [f"### Table 2 ({protocol} protocol, {split}): cIoU (%) per round", "",
+                      "| model | " + " | ".join(f"#{k}" for k in range(1, 9)) + " |", "|---|" + "---|" * 8]
+            for model in dict.fromkeys(r["model"] for r in rows):
+                per = next(r for r in rows if r["model"] == model and r["split"] == split)["per_round"]
+                lines.append(f"| {model} | " + " | ".join(_pct(per.get(str(k), {}).get("ciou")) for k in range(1, 9))
+                             + " |")
+            lines.append("")
+    lines += ["### Table A: reference information (with JCM), Dice / gIoU / cIoU (%)", "",
+              "| protocol | reference | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['protocol']} | {r['reference']} | {r['split']} | {_pct(r['dice'])} | {_pct(r['giou'])} | "
+              f"{_pct(r['ciou'])} |" for r in t["reference_ablation"]]
+    b = t["box_prompted_sam"]
+    lines += ["", "### Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)", "",
+              "| split | Dice | gIoU | cIoU |", "|---|---|---|---|",
+              f"| {b['split']} | {_pct(b['dice'])} | {_pct(b['giou'])} | {_pct(b['ciou'])} |", ""]
+    if "real_ct" in t:
+        lines += ["### Real CT slices (SA-Med2D sample, MediRound + JCM)", "",
+                  "| protocol | rounds | Dice | gIoU | cIoU |", "|---|---|---|---|---|"]
+        lines += [f"| {r['protocol']} | {r['overall']['n']} | {_pct(r['overall']['dice'])} | "
+                  f"{_pct(r['overall']['giou'])} | {_pct(r['overall']['ciou'])} |" for r in t["real_ct"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_round(results: dict, path: Path) -> Path:
+    """cIoU per round index, one line per protocol / model / split (test and test_hard)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results["tables"]["main"]:
+        if r["split"] not in ("test", "test_hard") or "reference:" in r["model"]:
+            continue
+        ks = sorted(int(k) for k in r["per_round"])
+        ax.plot(ks, [r["per_round"][str(k)]["ciou"] for k in ks], marker="o",
+                linestyle="-" if "JCM" in r["model"] else "--", label=f"{r['protocol']} {r['model']} {r['split']}")
+    ax.set(xlabel="round", ylabel="cIoU", title="cIoU per round", ylim=(0, 1))
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,171 @@
+"""MediRound: the LLaVA MLLM, the [SEG] projection, the reference encoders, SAM and the JCM, composed.
+
+The module exposes the model's steps one by one, so that training (teacher forcing), the
+multi-round predictor (generation with a key/value cache) and the serving deployments (which run
+the steps on different replicas) share one code path:
+
+    encode_image      -> SAM image embedding + LLaVA patch features (once per image)
+    reference_tokens  -> the [CROPPEDIMAGE] and [BBOXINPUT] embeddings of a referenced mask (§4)
+    embed             -> input embeddings with image / crop / box positions filled in
+    language          -> last hidden states and logits of the language model (with a cache)
+    seg_prompts       -> text_hidden_fcs: [SEG] hidden state (N, d) -> SAM prompt (N, P)   (§3)
+    decode_masks      -> SAM mask decoder -> mask logits at the original resolution
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.jcm import JCM
+from model.preprocess import clip_input, sam_input
+from model.reference import reference_box, reference_crop
+
+
+@dataclass
+class ImageEncoding:
+    """What both encoders make of one image: computed once, reused by every round."""
+
+    sam_embedding: torch.Tensor  # (1, P, g, g)
+    image_features: torch.Tensor  # (T, d) projected LLaVA patch features
+    input_size: tuple[int, int]  # (h, w) inside the padded SAM input
+    original_size: tuple[int, int]  # (H, W)
+
+
+class MediRound(nn.Module):
+    """Composition of the parts built by ``model.build``; holds no sizes of its own."""
+
+    def __init__(self, *, mllm: nn.Module, sam: nn.Module, text_hidden_fcs: nn.Module, bbox_encoder: nn.Module,
+                 jcm: JCM, token_ids: dict[str, int], vision_feature_layer: int = -2):
+        super().__init__()
+        self.mllm, self.sam = mllm, sam  # LlavaForConditionalGeneration, segment-anything Sam
+        self.text_hidden_fcs, self.bbox_encoder, self.jcm = text_hidden_fcs, bbox_encoder, jcm
+        self.token_ids = dict(token_ids)
+        self.vision_feature_layer = vision_feature_layer
+
+    # -- parts ---------------------------------------------------------------------------------
+    @property
+    def llava(self) -> nn.Module:
+        """The ``LlavaModel`` inside the generation wrapper (vision tower, projector, language model)."""
+        return self.mllm.model
+
+    @property
+    def clip_size(self) -> int:
+        return self.llava.config.vision_config.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.bbox_encoder.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.bbox_encoder.weight.dtype
+
+    # -- vision --------------------------------------------------------------------------------
+    def sam_embed(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """uint8 (3, H, W) images -> SAM image embeddings (N, P, g, g) and their resized sizes."""
+        inputs = [sam_input(im.to(self.device), self.sam.image_encoder.img_size) for im in images]
+        x = torch.stack([x for x, _ in inputs]).to(self.dtype)
+        return self.sam.image_encoder(x), [size for _, size in inputs]
+
+    def _vision_layer(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Hidden states of the selected vision layer (N, 1 + T, c), CLS first."""
+        x = torch.stack([clip_input(im.to(self.device), self.clip_size) for im in images]).to(self.dtype)
+        out = self.llava.vision_tower(x, output_hidden_states=True)
+        return out.hidden_states[self.vision_feature_layer]
+
+    def image_features(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Projected patch features (N, T, d) that fill the ``<image>`` positions."""
+        return self.llava.multi_modal_projector(self._vision_layer(images)[:, 1:])
+
+    def encode_image(self, image: torch.Tensor) -> ImageEncoding:
+        """Both encoders on one uint8 (3, H, W) image."""
+        emb, sizes = self.sam_embed([image])
+        return ImageEncoding(emb, self.image_features([image])[0], sizes[0], tuple(image.shape[-2:]))
+
+    def reference_tokens(self, image: torch.Tensor,
+                         masks: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings (N, d) for ``[CROPPEDIMAGE]`` and ``[BBOXINPUT]`` of each referenced mask (H, W).
+
+        Crop: the masked object cut out, square-padded, vision CLS of the selected layer, projected.
+        Box: normalised xyxy through ``bbox_encoder``. Masks of <= 9 pixels fall back to the whole image.
+        """
+        picture = image.permute(1, 2, 0).cpu().numpy()
+        crops = [torch.from_numpy(reference_crop(picture, m)).permute(2, 0, 1) for m in masks]
+        cls = self._vision_layer(crops)[:, 0]  # (N, c)
+        crop_tokens = self.llava.multi_modal_projector(cls)  # (N, d)
+        boxes = torch.from_numpy(np.stack([reference_box(m, picture.shape[:2]) for m in masks]))
+        return crop_tokens, self.bbox_encoder(boxes.to(self.device, self.dtype))  # (N, d), (N, d)
+
+    # -- language ------------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, *, image_features: torch.Tensor | None = None,
+              crop_tokens: torch.Tensor | None = None, box_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings (B, L, d) with the image, crop and box positions filled, row by row in order."""
+        x = self.mllm.get_input_embeddings()(input_ids)
+        for name, values in (("image", image_features), ("crop", crop_tokens), ("box", box_tokens)):
+            where = input_ids == self.token_ids[name]
+            n = int(where.sum())
+            if values is None:
+                if n:
+                    raise ValueError(f"the sequence has {n} {name} tokens but no {name} embeddings were given")
+                continue
+            values = values.reshape(-1, x.shape[-1])
+            if values.shape[0] != n:
+                raise ValueError(f"{n} {name} tokens in the sequence but {values.shape[0]} {name} embeddings")
+            x = x.masked_scatter(where[..., None], values.to(x.dtype))
+        return x
+
+    def language(self, inputs_embeds: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                 cache=None, position_ids: torch.Tensor | None = None):
+        """The language model: (last hidden states (B, L, d), logits (B, L, V), cache)."""
+        out = self.llava.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache,
+                                        position_ids=position_ids, use_cache=cache is not None)
+        hidden = out.last_hidden_state
+        return hidden, self.mllm.lm_head(hidden), out.cache
+
+    def seg_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Bool (B, L): positions whose next token is ``[SEG]`` (their hidden state is h_c, §3)."""
+        nxt = torch.zeros_like(input_ids, dtype=torch.bool)
+        nxt[:, :-1] = input_ids[:, 1:] == self.token_ids["seg"]
+        return nxt
+
+    # -- masks ---------------------------------------------------------------------------------
+    def seg_prompts(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[SEG] hidden states (N, d) -> SAM sparse prompts (N, P)."""
+        return self.text_hidden_fcs(hidden)
+
+    def decode_masks(self, sam_embedding: torch.Tensor, prompts: torch.Tensor, input_size: tuple[int, int],
+                     original_size: tuple[int, int]) -> torch.Tensor:
+        """Prompts (N, P) on one image embedding (1, P, g, g) -> mask logits (N, H, W); foreground is > 0."""
+        pe = self.sam.prompt_encoder
+        dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(prompts.shape[0], -1, *sam_embedding.shape[-2:])
+        low_res, _ = self.sam.mask_decoder(image_embeddings=sam_embedding, image_pe=pe.get_dense_pe(),
+                                           sparse_prompt_embeddings=prompts[:, None, :].to(sam_embedding.dtype),
+                                           dense_prompt_embeddings=dense, multimask_output=False)
+        return self.postprocess(low_res, input_size, original_size)[:, 0]
+
+    def postprocess(self, low_res: torch.Tensor, input_size: tuple[int, int],
+                    original_size: tuple[int, int]) -> torch.Tensor:
+        """Low-res logits (N, 1, h, w) -> SAM input size -> padding cropped -> original (N, 1, H, W)."""
+        side = self.sam.image_encoder.img_size
+        x = F.interpolate(low_res.float(), (side, side), mode="bilinear", align_corners=False)
+        x = x[..., : input_size[0], : input_size[1]]
+        return F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+
+    def box_masks(self, sam_embedding: torch.Tensor, boxes: torch.Tensor, input_size: tuple[int, int],
+                  original_size: tuple[int, int]) -> torch.Tensor:
+        """Box-prompted SAM (pixel xyxy boxes (N, 4) in the original image) -> mask logits (N, H, W).
+
+        The MedSAM-style path: used to pretrain the tiny SAM and as the upper-bound baseline.
+        """
+        scale = boxes.new_tensor([input_size[1] / original_size[1], input_size[0] / original_size[0]] * 2)
+        sparse, dense = self.sam.prompt_encoder(points=None, boxes=boxes * scale, masks=None)
+        low_res, _ = self.sam.mask_decoder(image_embeddings=sam_embedding,
+                                           image_pe=self.sam.prompt_encoder.get_dense_pe(),
+                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                           multimask_output=False)
+        return self.postprocess(low_res, input_size, original_size)[:, 0]

@@ -1,0 +1,211 @@
+"""MultiRoundPredictor: one image, then round after round of questions, a mask every round.
+
+    predictor = MultiRoundPredictor.from_checkpoint("model/checkpoints/tiny")
+    predictor.set_image(image)                    # both encoders run once
+    r1 = predictor.ask("Segment the left kidney.")
+    r2 = predictor.ask("Segment the lesion inside the output of round 1.")
+
+Each round extends one append-only token sequence whose key/value cache is kept, so a round only
+prefills its own tokens. The answer is generated greedily; h_c is the last hidden state at the
+step where ``[SEG]`` is produced (§3). The referenced round's *predicted* mask gives the
+``[CROPPEDIMAGE]`` / ``[BBOXINPUT]`` tokens (§4); the JCM may swap in the corrected vector (§5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from model.data.images import ImageSource, load_image, mask_box
+from model.data.template import BOX_TOKEN, CROP_TOKEN, answer_text, human_text
+from model.mediround import ImageEncoding, MediRound
+from model.reference import ReferenceRoundError, resolve_reference
+
+REFERENCE_MODES = ("crop+box", "crop", "none")
+
+
+class QuestionError(ValueError):
+    """An empty question or one longer than the model accepts."""
+
+
+@dataclass
+class RoundResult:
+    """What one round produced."""
+
+    index: int  # 0-based round index
+    question: str
+    answer: str  # the generated (or given) answer text, ``[SEG]`` included when produced
+    mask: np.ndarray  # (H, W) bool at the image's original resolution; all False without [SEG]
+    box: tuple[int, int, int, int] | None  # mask box (x0, y0, x1, y1) in pixels, inclusive; None if empty
+    quality: float | None  # the judge's q; None without [SEG]
+    corrected: bool  # the JCM replaced h_c by its correction
+    reference: int | None  # 0-based round whose mask fed the reference tokens
+    has_seg: bool  # the answer contained [SEG]
+    seg_vector: np.ndarray | None = field(default=None, repr=False)  # (P,) the uncorrected SAM prompt
+
+
+class MultiRoundPredictor:
+    """Multi-round inference with one model; not thread-safe (one dialogue at a time).
+
+    ``use_jcm`` toggles the JCM; ``reference_mode`` ablates the reference tokens ("crop+box",
+    "crop", "none"); ``max_question_tokens`` bounds a question (long queries degrade the model).
+    """
+
+    def __init__(self, model: MediRound, tokenizer, *, use_jcm: bool = True, reference_mode: str = "crop+box",
+                 max_new_tokens: int = 24, max_question_tokens: int = 96, max_length: int | None = None):
+        if reference_mode not in REFERENCE_MODES:
+            raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got '{reference_mode}'")
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.use_jcm, self.reference_mode = use_jcm, reference_mode
+        self.max_new_tokens, self.max_question_tokens = max_new_tokens, max_question_tokens
+        self.max_length = max_length or model.mllm.config.text_config.max_position_embeddings
+        self.image_tokens = (model.clip_size // model.llava.config.vision_config.patch_size) ** 2
+        self._image: torch.Tensor | None = None
+        self.encoding: ImageEncoding | None = None
+        self.rounds: list[RoundResult] = []
+
+    @classmethod
+    def from_checkpoint(cls, path, *, device: str = "cpu", **kwargs) -> MultiRoundPredictor:
+        from model.checkpoint import load_checkpoint
+
+        model, tokenizer, cfg = load_checkpoint(path, device=device)
+        return cls(model, tokenizer, max_length=cfg.mllm.max_length, **kwargs)
+
+    # -- state ---------------------------------------------------------------------------------
+    def set_image(self, image: ImageSource | torch.Tensor, encoding: ImageEncoding | None = None) -> None:
+        """Start a dialogue on ``image`` (path, bytes, PIL, array of any dtype/channels, or uint8 (3, H, W)).
+
+        ``encoding`` reuses an earlier ``model.encode_image`` of the same image (a cache hit).
+        """
+        if isinstance(image, torch.Tensor):
+            picture = image.to(torch.uint8)
+        else:
+            picture = torch.from_numpy(load_image(image)).permute(2, 0, 1)
+        self._image = picture.contiguous()
+        with torch.inference_mode():
+            self.encoding = encoding or self.model.encode_image(self._image)
+        self.rounds = []
+        self._cache = DynamicCache()
+        self.tokens: list[int] = []  # every token in the cache, in order
+        bos = self.tokenizer.bos_token_id
+        self._pending = [bos] if bos is not None else []  # tokens not yet in the cache
+
+    @property
+    def image(self) -> torch.Tensor:
+        if self._image is None:
+            raise RuntimeError("call set_image() before ask()")
+        return self._image
+
+    # -- one round -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def ask(self, question: str, reference: int | None = None, *, answer: str | None = None) -> RoundResult:
+        """Run one round. ``reference`` (0-based) overrides what the question says; ``answer`` forces
+        the answer text (teacher forcing, the paper's evaluation protocol) instead of generating it.
+        """
+        if self._image is None:
+            raise RuntimeError("call set_image() before ask()")
+        question = " ".join(question.split())
+        if not question:
+            raise QuestionError("the question is empty; ask for a structure, e.g. 'Segment the liver.'")
+        n_tokens = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
+        if n_tokens > self.max_question_tokens:
+            raise QuestionError(f"the question is {n_tokens} tokens long; at most {self.max_question_tokens} are "
+                                "accepted (long queries degrade the model): shorten it")
+        index = len(self.rounds)
+        if reference is None:
+            reference = resolve_reference(question, index)
+        elif not 0 <= reference < index:
+            have = f"rounds 0..{index - 1}" if index else "no earlier rounds"
+            raise ReferenceRoundError(f"reference round {reference} does not exist; the dialogue has {have}")
+
+        text = human_text(question, index, reference is not None)
+        if self.reference_mode != "crop+box":
+            text = text.replace(BOX_TOKEN, "")
+        if self.reference_mode == "none":
+            text = text.replace(CROP_TOKEN, "")
+        prompt = self._tokens(f"[INST] {text} [/INST]")
+        if len(self.tokens) + len(self._pending) + len(prompt) + self.max_new_tokens > self.max_length:
+            raise QuestionError(f"the dialogue would exceed the model's {self.max_length}-token context; "
+                                "start a new session on this image")
+        ref_mask = self.rounds[reference].mask if reference is not None else None
+        hidden = self._prefill(self._pending + prompt, ref_mask)
+        self._pending = []
+        if answer is None:
+            answer_ids, h_c = self._generate(hidden)
+        else:
+            answer_ids, h_c = self._force(self._tokens(f" {answer_text(answer)} {self.tokenizer.eos_token}"), hidden)
+        result = self._finish(index, question, answer_ids, h_c, reference)
+        self.rounds.append(result)
+        return result
+
+    def _tokens(self, text: str) -> list[int]:
+        """Tokenize a template piece as training does, expanding ``<image>`` to the patch-token count."""
+        image_id = self.model.token_ids["image"]
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [t for i in ids for t in ([image_id] * self.image_tokens if i == image_id else [i])]
+
+    def _prefill(self, ids: list[int], ref_mask: np.ndarray | None) -> torch.Tensor:
+        """Feed ``ids`` through the cache; returns the last position's hidden state (d,)."""
+        m, t = self.model, torch.tensor([ids], device=self.model.device)
+        crop = box = None
+        if (t == m.token_ids["crop"]).any() or (t == m.token_ids["box"]).any():
+            crop, box = m.reference_tokens(self.image, [ref_mask])
+            crop = crop if (t == m.token_ids["crop"]).any() else None
+            box = box if (t == m.token_ids["box"]).any() else None
+        features = self.encoding.image_features if (t == m.token_ids["image"]).any() else None
+        x = m.embed(t, image_features=features, crop_tokens=crop, box_tokens=box)
+        hidden, logits, self._cache = m.language(x, cache=self._cache)
+        self.tokens += ids
+        self._logits = logits[0, -1]
+        return hidden[0, -1]
+
+    def _step(self, token: int) -> torch.Tensor:
+        return self._prefill([token], None)
+
+    def _generate(self, hidden: torch.Tensor) -> tuple[list[int], torch.Tensor | None]:
+        """Greedy decoding up to EOS; h_c is the state that produced [SEG] (the first one)."""
+        eos, seg = self.tokenizer.eos_token_id, self.model.token_ids["seg"]
+        out, h_c = [], None
+        for _ in range(self.max_new_tokens):
+            token = int(self._logits.argmax())
+            if token == seg and h_c is None:
+                h_c = hidden
+            out.append(token)
+            hidden = self._step(token)
+            if token == eos:
+                return out, h_c
+        hidden = self._step(eos)  # close the turn so the next round's template stays intact
+        return out + [eos], h_c
+
+    def _force(self, ids: list[int], hidden: torch.Tensor) -> tuple[list[int], torch.Tensor | None]:
+        """Feed a given answer; h_c is the state at the position before its [SEG]."""
+        seg = self.model.token_ids["seg"]
+        before = torch.cat([hidden[None], self._states(ids[:-1])])  # state before each answer token
+        where = [k for k, t in enumerate(ids) if t == seg]
+        return ids, (before[where[0]] if where else None)
+
+    def _states(self, ids: list[int]) -> torch.Tensor:
+        """Feed ``ids`` one prefill; hidden states (n, d) of every position."""
+        m, t = self.model, torch.tensor([ids], device=self.model.device)
+        hidden, _, self._cache = m.language(m.embed(t), cache=self._cache)
+        self.tokens += ids
+        return hidden[0]
+
+    def _finish(self, index, question, answer_ids, h_c, reference) -> RoundResult:
+        special = {self.tokenizer.eos_token_id}
+        answer = self.tokenizer.decode([t for t in answer_ids if t not in special]).strip()
+        h, w = self.image.shape[-2:]
+        if h_c is None:
+            return RoundResult(index, question, answer, np.zeros((h, w), bool), None, None, False, reference, False)
+        m, enc = self.model, self.encoding
+        prompt = m.seg_prompts(h_c[None])  # (1, P)
+        decoded, q, corrected = m.jcm(prompt)
+        if not self.use_jcm:
+            decoded, corrected = prompt, torch.zeros_like(corrected)
+        mask = (m.decode_masks(enc.sam_embedding, decoded, enc.input_size, enc.original_size)[0] > 0).cpu().numpy()
+        box = mask_box(mask)
+        return RoundResult(index, question, answer, mask, box, float(q[0]), bool(corrected[0]), reference, True,
+                           prompt[0].float().cpu().numpy())

@@ -1,0 +1,269 @@
+"""Training stages: for each, which parameters learn, what data it reads and what its loss is.
+
+- ``SamPretraining``   box-prompted SAM, as MedSAM was trained (tiny model only: it has no MedSAM);
+- ``Alignment``        image -> grounded caption, LLaVA-style (tiny model only: no pretrained LLaVA);
+- ``MediRoundTraining`` stage 1 of the paper: teacher forcing, 1.0 CE + 2.0 BCE + 0.5 Dice (§6);
+- ``JCMTraining``      stage 2: only the judge and the corrector learn (§5).
+
+``model/train.py`` runs any of them with one loop.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from model.data.dataset import ImageMaskDataset, MRMedSegDataset, collate
+from model.data.template import IGNORE_INDEX, IMAGE_TOKEN
+from model.losses import mask_loss, soft_iou, text_ce
+from model.mediround import ImageEncoding, MediRound
+from model.reference import reference_crop
+
+
+class Stage:
+    """One training stage. Subclasses set ``name`` and implement the four methods."""
+
+    name = "stage"
+
+    def trainable(self, name: str) -> bool:
+        """Whether the parameter called ``name`` learns in this stage."""
+        raise NotImplementedError
+
+    def dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def collate(self, items: list[dict]):
+        return items
+
+    def loss(self, model: MediRound, batch) -> dict[str, torch.Tensor]:
+        """Named loss terms; ``"loss"`` is the one minimised."""
+        raise NotImplementedError
+
+
+def _weighted(terms: list[tuple[dict, int]]) -> dict[str, torch.Tensor]:
+    """Average per-image loss dicts weighted by how many masks each covered."""
+    n = sum(k for _, k in terms)
+    return {key: sum(d[key] * k for d, k in terms) / n for key in terms[0][0]}
+
+
+class SamPretraining(Stage):
+    """Box-prompted segmentation of every labelled instance; the whole tiny SAM learns.
+
+    Boxes are the tight mask box with each side moved by up to ``jitter`` of the box size, as
+    MedSAM perturbs its training boxes.
+    """
+
+    name = "sam"
+
+    def __init__(self, root, split: str = "train", *, masks_per_image: int = 6, jitter: float = 0.1):
+        self.root, self.split, self.masks_per_image, self.jitter = root, split, masks_per_image, jitter
+
+    def trainable(self, name: str) -> bool:
+        return name.startswith("sam.")
+
+    def dataset(self) -> Dataset:
+        return ImageMaskDataset(self.root, self.split)
+
+    def _boxes(self, masks: torch.Tensor) -> torch.Tensor:
+        boxes = []
+        for m in masks:
+            ys, xs = torch.nonzero(m, as_tuple=True)
+            box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+            size = (box[2:] - box[:2]).repeat(2)
+            box = box + (torch.rand(4) * 2 - 1) * self.jitter * size
+            h, w = m.shape
+            boxes.append(box.clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32)))
+        return torch.stack(boxes)
+
+    def loss(self, model, batch):
+        emb, sizes = model.sam_embed([item["image"] for item in batch])
+        terms = []
+        for k, item in enumerate(batch):
+            keep = [i for i in range(len(item["masks"])) if item["masks"][i].any()]
+            chosen = random.sample(keep, min(self.masks_per_image, len(keep)))
+            target = item["masks"][chosen]
+            logits = model.box_masks(emb[k:k + 1], self._boxes(target), sizes[k], tuple(item["image"].shape[-2:]))
+            terms.append((mask_loss(logits, target, bce_weight=1.0, dice_weight=1.0), len(chosen)))
+        out = _weighted(terms)
+        return {"loss": out["mask"], "bce": out["bce"], "dice": out["dice"]}
+
+
+def grounded_caption(names: list[str], masks: torch.Tensor, modality: str) -> str:
+    """'us thyroid: thyroid lobe upper left, trachea middle center, ...' in reading order."""
+    rows, cols = ("upper", "middle", "lower"), ("left", "center", "right")
+    placed = []
+    for name, m in zip(names, masks, strict=True):
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        if len(ys):
+            r, c = int(3 * ys.float().mean() / m.shape[0]), int(3 * xs.float().mean() / m.shape[1])
+            placed.append((r, c, name))
+    words = ", ".join(f"{name} {rows[r]} {cols[c]}" for r, c, name in sorted(placed))
+    return f"{modality.replace('_', ' ')}: {words}."
+
+
+class Alignment(Stage):
+    """Image -> grounded caption (which entities, where): vision tower, projector and language model learn."""
+
+    name = "align"
+    prompt = "Describe the image."
+
+    def __init__(self, root, tokenizer, image_tokens: int, split: str = "train"):
+        self.root, self.split, self.tokenizer, self.image_tokens = root, split, tokenizer, image_tokens
+
+    def trainable(self, name: str) -> bool:
+        return name.startswith("mllm.")
+
+    def dataset(self) -> Dataset:
+        return ImageMaskDataset(self.root, self.split)
+
+    def collate(self, items):
+        tok, rows = self.tokenizer, []
+        image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
+        for item in items:
+            prompt = tok(f"[INST] {IMAGE_TOKEN}\n {self.prompt} [/INST]", add_special_tokens=False)["input_ids"]
+            prompt = [t for p in prompt for t in ([image_id] * self.image_tokens if p == image_id else [p])]
+            caption = grounded_caption(item["names"], item["masks"], item["modality"])
+            answer = tok(f" {caption} {tok.eos_token}", add_special_tokens=False)["input_ids"]
+            ids = [tok.bos_token_id] + prompt + answer
+            rows.append({"input_ids": torch.tensor(ids),
+                         "labels": torch.tensor([IGNORE_INDEX] * (1 + len(prompt)) + answer), "image": item["image"]})
+        return collate(rows, tok.pad_token_id)
+
+    def loss(self, model, batch):
+        x = model.embed(batch["input_ids"], image_features=model.image_features(batch["image"]))
+        _, logits, _ = model.language(x, attention_mask=batch["attention_mask"])
+        ce = text_ce(logits, batch["labels"])
+        return {"loss": ce, "ce": ce}
+
+
+class FrozenEncodings:
+    """Per-image encodings and per-mask crop tokens, computed once: valid while those encoders are frozen."""
+
+    def __init__(self):
+        self.images: dict[str, ImageEncoding] = {}
+        self.crops: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def image(self, model: MediRound, item: dict) -> ImageEncoding:
+        key = item["image_file"]
+        if key not in self.images:
+            self.images[key] = model.encode_image(item["image"])
+        return self.images[key]
+
+    @torch.no_grad()
+    def crop_tokens(self, model: MediRound, item: dict, rounds: list[int]) -> torch.Tensor:
+        """[CROPPEDIMAGE] embeddings (n, d) of the ground-truth referenced masks of ``rounds``."""
+        todo = [k for k in rounds if item["reference_files"][k] not in self.crops]
+        if todo:
+            picture = item["image"].permute(1, 2, 0).numpy()
+            crops = [torch.from_numpy(reference_crop(picture, item["reference_masks"][k].numpy())).permute(2, 0, 1)
+                     for k in todo]
+            cls = model._vision_layer(crops)[:, 0]
+            for k, token in zip(todo, model.llava.multi_modal_projector(cls), strict=True):
+                self.crops[item["reference_files"][k]] = token
+        return torch.stack([self.crops[item["reference_files"][k]] for k in rounds])
+
+
+class MediRoundTraining(Stage):
+    """Stage 1 (§6): teacher-forced dialogues; text CE on the answers and mask loss on every [SEG].
+
+    Learns the language model (LoRA on q/v when ``lora``, else all of it), embeddings, lm_head, the
+    SAM mask decoder, text_hidden_fcs and bbox_encoder; the two vision encoders stay frozen.
+    """
+
+    name = "mediround"
+    LEARNS = ("mllm.lm_head.", "mllm.model.language_model.embed_tokens.", "sam.mask_decoder.", "text_hidden_fcs.",
+              "bbox_encoder.")
+
+    def __init__(self, root, tokenizer, image_tokens: int, split: str = "train", *, lora: bool = False,
+                 ce_weight: float = 1.0, bce_weight: float = 2.0, dice_weight: float = 0.5):
+        self.root, self.split, self.tokenizer, self.image_tokens, self.lora = root, split, tokenizer, image_tokens, lora
+        self.weights = (ce_weight, bce_weight, dice_weight)
+        self.frozen = FrozenEncodings()
+
+    def trainable(self, name: str) -> bool:
+        if name.startswith(self.LEARNS):
+            return True
+        if self.lora:
+            return "lora_" in name
+        return name.startswith("mllm.model.language_model.")
+
+    def dataset(self) -> Dataset:
+        return MRMedSegDataset(self.root, self.split, tokenizer=self.tokenizer, image_tokens=self.image_tokens)
+
+    def collate(self, items):
+        return collate(items, self.tokenizer.pad_token_id)
+
+    def seg_states(self, model: MediRound, batch) -> tuple[list[ImageEncoding], torch.Tensor, torch.Tensor]:
+        """Encodings per conversation, h_c (N, d) of every round in order, and the logits (B, L, V)."""
+        encodings, crops, boxes = [], [], []
+        for item in self._items(batch):
+            encodings.append(self.frozen.image(model, item))
+            refs = [k for k, r in enumerate(item["references"].tolist()) if r >= 0]
+            if refs:
+                crops.append(self.frozen.crop_tokens(model, item, refs))
+                boxes.append(model.bbox_encoder(item["reference_boxes"][refs].to(model.dtype)))
+        x = model.embed(batch["input_ids"], image_features=torch.stack([e.image_features for e in encodings]),
+                        crop_tokens=torch.cat(crops) if crops else None, box_tokens=torch.cat(boxes) if boxes else None)
+        hidden, logits, _ = model.language(x, attention_mask=batch["attention_mask"])
+        seg = model.seg_positions(batch["input_ids"]) & batch["attention_mask"].bool()
+        expected = sum(len(r) for r in batch["references"])
+        if int(seg.sum()) != expected:
+            raise ValueError(f"{int(seg.sum())} [SEG] tokens for {expected} rounds: one answer per round must hold one")
+        return encodings, hidden[seg], logits
+
+    @staticmethod
+    def _items(batch) -> list[dict]:
+        keys = ("image", "image_file", "references", "reference_masks", "reference_boxes", "reference_files", "masks")
+        return [dict(zip(keys, values, strict=True)) for values in zip(*(batch[k] for k in keys), strict=True)]
+
+    def decode_each(self, model, encodings, prompts, batch):
+        """Mask logits per conversation, paired with its ground-truth masks."""
+        out, start = [], 0
+        for enc, target in zip(encodings, batch["masks"], strict=True):
+            n = len(target)
+            out.append((model.decode_masks(enc.sam_embedding, prompts[start:start + n], enc.input_size,
+                                           enc.original_size), target))
+            start += n
+        return out
+
+    def loss(self, model, batch):
+        ce_w, bce_w, dice_w = self.weights
+        encodings, h, logits = self.seg_states(model, batch)
+        decoded = self.decode_each(model, encodings, model.seg_prompts(h), batch)
+        masks = _weighted([(mask_loss(logits, t, bce_weight=bce_w, dice_weight=dice_w), len(t))
+                           for logits, t in decoded])
+        ce = text_ce(logits, batch["labels"])
+        return {"loss": ce_w * ce + masks["mask"], "ce": ce, "bce": masks["bce"], "dice": masks["dice"]}
+
+
+class JCMTraining(MediRoundTraining):
+    """Stage 2 (§5): everything frozen but the JCM; mask loss on corrected vectors + BCE(q, IoU)."""
+
+    name = "jcm"
+
+    def trainable(self, name: str) -> bool:
+        return name.startswith("jcm.")
+
+    def loss(self, model, batch):
+        _, bce_w, dice_w = self.weights
+        with torch.no_grad():
+            encodings, h, _ = self.seg_states(model, batch)
+            prompts = model.seg_prompts(h)
+            uncorrected = self.decode_each(model, encodings, prompts, batch)
+            quality = torch.cat([soft_iou(logits, t) for logits, t in uncorrected])
+        decoded = self.decode_each(model, encodings, model.jcm.corrector(prompts), batch)
+        masks = _weighted([(mask_loss(logits, t, bce_weight=bce_w, dice_weight=dice_w), len(t))
+                           for logits, t in decoded])
+        judge = torch.nn.functional.binary_cross_entropy_with_logits(model.jcm.judge(prompts), quality)
+        return {"loss": masks["mask"] + judge, "bce": masks["bce"], "dice": masks["dice"], "judge": judge,
+                "q_target": quality.mean()}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from model.build import apply_lora
+from model.checkpoint import load_checkpoint, read_manifest, save_checkpoint
+
+
+def _same_state(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoint_round_trips_bit_exactly(tmp_path, tiny_model, phantom_tokenizer):
+    model, cfg = tiny_model
+    save_checkpoint(model, phantom_tokenizer, cfg, tmp_path / "ckpt", manifest={"recipe": "test"})
+    assert {p.name for p in (tmp_path / "ckpt").iterdir()} == {"config.json", "model.safetensors", "tokenizer",
+                                                               "manifest.json"}
+    loaded, tokenizer, loaded_cfg = load_checkpoint(tmp_path / "ckpt")
+    assert loaded_cfg == cfg and _same_state(model, loaded)
+    assert tokenizer("[SEG] the liver")["input_ids"] == phantom_tokenizer("[SEG] the liver")["input_ids"]
+    assert read_manifest(tmp_path / "ckpt") == {"recipe": "test"}
+
+
+def test_fp16_checkpoint_loads_the_rounded_weights(tmp_path, tiny_model, phantom_tokenizer):
+    model, cfg = tiny_model
+    save_checkpoint(model, phantom_tokenizer, cfg, tmp_path / "half", dtype=torch.float16)
+    loaded, _, _ = load_checkpoint(tmp_path / "half")
+    w = model.bbox_encoder.weight
+    assert torch.equal(loaded.bbox_encoder.weight, w.half().float()) and not torch.equal(w.half().float(), w)
+
+
+def test_lora_checkpoint_keeps_its_adapter(tmp_path, tiny_model, phantom_tokenizer):
+    model, cfg = tiny_model
+    apply_lora(model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # a trained-looking adapter (peft starts B at zero)
+    save_checkpoint(model, phantom_tokenizer, cfg, tmp_path / "lora")
+    assert (tmp_path / "lora" / "adapter" / "adapter_config.json").exists()
+    assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").exists()
+    loaded, _, _ = load_checkpoint(tmp_path / "lora")
+    assert _same_state(model, loaded)
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_model, phantom_tokenizer):
+    model, cfg = tiny_model
+    save_checkpoint(model, phantom_tokenizer, cfg, tmp_path / "ckpt")
+    cfg.jcm.hidden = 64
+    cfg.save(tmp_path / "ckpt" / "config.json")
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        load_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="not a MediRound checkpoint"):
+        load_checkpoint(tmp_path)

@@ -1,0 +1,25 @@
+import pytest
+
+from model.config import JCMConfig, ModelConfig, SegConfig
+
+
+def test_configs_round_trip_through_json(tmp_path):
+    for cfg in (ModelConfig.tiny(), ModelConfig.full("/llava", "/medsam.pth")):
+        cfg.save(tmp_path / "c.json")
+        assert ModelConfig.load(tmp_path / "c.json") == cfg
+
+
+def test_tiny_and_full_share_the_architecture_but_not_the_sizes():
+    tiny, full = ModelConfig.tiny(), ModelConfig.full()
+    assert tiny.mllm.image_tokens == 64 and full.mllm.image_tokens == 576
+    assert full.seg.prompt_dim == 256 and full.seg.img_size == 1024 and full.jcm.hidden == 512
+    assert tiny.mllm.vision_feature_layer == full.mllm.vision_feature_layer == -2
+
+
+def test_bad_values_are_refused_with_what_is_accepted():
+    with pytest.raises(ValueError, match=r"beta must be in \(0, 1\), got 1.2"):
+        JCMConfig(beta=1.2)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        SegConfig(img_size=100, patch_size=16)
+    with pytest.raises(ValueError, match="expected 'tiny' or 'full'"):
+        ModelConfig.named("huge")

@@ -1,0 +1,92 @@
+"""MultiRoundPredictor on a tiny model: state, references, errors, image forms, and cache exactness."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.data.images import load_image
+from model.data.mrmedseg import load
+from model.predictor import MultiRoundPredictor, QuestionError
+from model.reference import ReferenceRoundError
+
+
+@pytest.fixture
+def predictor(tiny_model, phantom_tokenizer):
+    model, cfg = tiny_model
+    return MultiRoundPredictor(model, phantom_tokenizer, max_length=cfg.mllm.max_length, max_new_tokens=6)
+
+
+def test_ask_before_set_image_is_refused(predictor):
+    with pytest.raises(RuntimeError, match=r"call set_image\(\) before ask\(\)"):
+        predictor.ask("Segment the liver.")
+
+
+def test_rounds_keep_references_and_report_results_at_original_size(predictor, phantom_root):
+    conv = load(phantom_root / "test.json")[0]
+    predictor.set_image(phantom_root / conv.image)
+    h, w = load_image(phantom_root / conv.image).shape[:2]
+    results = [predictor.ask(r.question, answer=r.answer) for r in conv.rounds]
+    assert [r.reference for r in results] == [r.reference for r in conv.rounds]
+    for r in results:
+        assert r.has_seg and r.mask.shape == (h, w) and r.mask.dtype == bool and 0.0 <= r.quality <= 1.0
+        assert r.seg_vector.shape == (64,)
+    assert [r.index for r in predictor.rounds] == list(range(len(conv.rounds)))
+
+
+def test_bad_questions_and_references_are_clear_errors_and_leave_the_dialogue_intact(predictor, phantom_root):
+    predictor.set_image(phantom_root / load(phantom_root / "test.json")[0].image)
+    with pytest.raises(QuestionError, match="empty"):
+        predictor.ask("   ")
+    with pytest.raises(QuestionError, match="at most 96 are accepted"):
+        predictor.ask("Segment the liver " * 60)
+    with pytest.raises(ReferenceRoundError, match="refers to round 2, but the dialogue has no earlier rounds"):
+        predictor.ask("Segment the lesion inside round 2.")
+    predictor.ask("Segment the liver.", answer="It is")
+    with pytest.raises(ReferenceRoundError, match="reference round 4 does not exist"):
+        predictor.ask("Segment the lesion.", reference=4)
+    second = predictor.ask("Segment its lesion.", answer="Sure,")
+    assert second.reference == 0 and len(predictor.rounds) == 2
+
+
+def test_an_answer_without_seg_is_reported_not_a_crash(predictor, phantom_root):
+    predictor.set_image(phantom_root / load(phantom_root / "test.json")[0].image)
+    result = predictor.ask("Segment the liver.", answer="")  # forced "[SEG]." -> has SEG
+    assert result.has_seg
+    seg = predictor.model.token_ids["seg"]
+    with torch.no_grad():
+        predictor.model.mllm.lm_head.weight[seg] = -1e4  # this model can never say [SEG]
+    result = predictor.ask("Segment the spleen.")
+    assert not result.has_seg and result.quality is None and not result.mask.any() and result.box is None
+
+
+@pytest.mark.parametrize("form", ["grey16", "rgba", "grey8", "png_bytes"])
+def test_images_in_any_common_form_give_masks_at_their_own_size(predictor, form):
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 4096, (70, 90)).astype(np.uint16)
+    image = {"grey16": grey, "grey8": (grey // 16).astype(np.uint8),
+             "rgba": rng.integers(0, 255, (70, 90, 4)).astype(np.uint8)}.get(form)
+    if form == "png_bytes":
+        buf = io.BytesIO()
+        Image.fromarray(grey).save(buf, format="PNG")
+        image = buf.getvalue()
+    predictor.set_image(image)
+    assert predictor.ask("Segment the liver.", answer="It is").mask.shape == (70, 90)
+
+
+def test_the_key_value_cache_gives_what_a_full_recompute_gives(predictor, phantom_root):
+    """h_c of every round from the incremental cache equals one forward over the whole dialogue."""
+    conv = load(phantom_root / "test_hard.json")[0]
+    predictor.set_image(phantom_root / conv.image)
+    results = [predictor.ask(r.question, answer=r.answer) for r in conv.rounds]
+    model, ids = predictor.model, torch.tensor([predictor.tokens])
+    refs = [results[r.reference].mask for r in results if r.reference is not None]
+    crop, box = model.reference_tokens(predictor.image, refs)
+    with torch.no_grad():
+        x = model.embed(ids, image_features=predictor.encoding.image_features, crop_tokens=crop, box_tokens=box)
+        hidden, _, _ = model.language(x)
+        prompts = model.seg_prompts(hidden[model.seg_positions(ids)])
+    assert prompts.shape[0] == len(results)
+    assert np.allclose(prompts.numpy(), np.stack([r.seg_vector for r in results]), atol=1e-4)

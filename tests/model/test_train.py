@@ -1,0 +1,75 @@
+"""The training loop and every stage on the small phantom set: losses, logs, resume, what learns."""
+
+import csv
+
+import pytest
+import torch
+
+from model.build import apply_lora
+from model.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, grounded_caption
+from model.train import StageSettings, fit, mark_trainable
+
+
+def _stage(name, root, tokenizer, image_tokens, **kw):
+    return {"sam": lambda: SamPretraining(root, masks_per_image=2),
+            "align": lambda: Alignment(root, tokenizer, image_tokens),
+            "mediround": lambda: MediRoundTraining(root, tokenizer, image_tokens, **kw),
+            "jcm": lambda: JCMTraining(root, tokenizer, image_tokens)}[name]()
+
+
+@pytest.mark.parametrize("name", ["sam", "align", "mediround", "jcm"])
+def test_each_stage_trains_only_its_parameters_and_logs(name, tmp_path, tiny_model, phantom_root, phantom_tokenizer):
+    model, cfg = tiny_model
+    stage = _stage(name, phantom_root, phantom_tokenizer, cfg.mllm.image_tokens)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    last = fit(model, stage, StageSettings(steps=2, batch_size=2, warmup=1), tmp_path, progress=False)
+    assert torch.isfinite(torch.tensor(last["loss"]))
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(stage.trainable(n) for n in changed)
+    frozen = {"sam": "mllm.", "align": "sam.", "mediround": "sam.image_encoder.", "jcm": "sam."}[name]
+    assert not any(n.startswith(frozen) for n in changed)
+    with open(tmp_path / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["1", "2"] and "loss" in rows[0]
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "done").read_text() == "2\n"
+
+
+def test_training_resumes_from_its_saved_state(tmp_path, tiny_model, phantom_root, phantom_tokenizer):
+    model, cfg = tiny_model
+    stage = MediRoundTraining(phantom_root, phantom_tokenizer, cfg.mllm.image_tokens)
+    fit(model, stage, StageSettings(steps=2, batch_size=2, warmup=1, save_every=1), tmp_path, progress=False)
+    fit(model, stage, StageSettings(steps=3, batch_size=2, warmup=1, save_every=1), tmp_path, progress=False)
+    with open(tmp_path / "losses.csv") as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3"]
+    assert torch.load(tmp_path / "state.pt", weights_only=False)["step"] == 3
+
+
+def test_stage_one_with_lora_trains_adapters_not_the_base_language_model(tiny_model, phantom_root, phantom_tokenizer,
+                                                                          tmp_path):
+    model, cfg = tiny_model
+    apply_lora(model)
+    stage = MediRoundTraining(phantom_root, phantom_tokenizer, cfg.mllm.image_tokens, lora=True)
+    names = {n for n, p in model.named_parameters() if p in set(mark_trainable(model, stage))}
+    assert any("lora_A" in n for n in names) and any("lora_B" in n for n in names)
+    assert "mllm.lm_head.weight" in names and "mllm.model.language_model.embed_tokens.weight" in names
+    assert not any(".base_layer." in n or ".mlp." in n for n in names if ".language_model." in n)
+    assert not any(n.startswith(("sam.image_encoder.", "mllm.model.vision_tower.")) for n in names)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    fit(model, stage, StageSettings(steps=2, batch_size=2, warmup=1), tmp_path, progress=False)
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_captions_name_entities_where_they_are():
+    masks = torch.zeros(2, 30, 30, dtype=torch.bool)
+    masks[0, :5, :5] = True  # upper left
+    masks[1, 25:, 12:18] = True  # lower center
+    assert grounded_caption(["spleen", "kidney"], masks, "ct_abdomen") == \
+        "ct abdomen: spleen upper left, kidney lower center."
+
+
+def test_settings_refuse_nonsense_and_schedule_warmup_then_decay():
+    with pytest.raises(ValueError, match="steps and batch_size must be >= 1"):
+        StageSettings(steps=0)
+    s = StageSettings(steps=100, warmup=10)
+    assert s.lr_at(0) == pytest.approx(0.1) and s.lr_at(9) == pytest.approx(1.0)
+    assert s.lr_at(99) == pytest.approx(0.1, abs=1e-3) and s.lr_at(10) > s.lr_at(50) > s.lr_at(90)
