@@ -211,3 +211,21 @@ def plot_per_round(results: dict, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+REGRESSION_SLICE = {"seed": 11, "images": 24, "hard": 0.3}
+"""A small held-out phantom slice (its own seed, never trained on) the shipped checkpoint is re-scored on."""
+
+
+def regression_score(checkpoint: str | Path, workdir: str | Path) -> dict:
+    """Overall metrics of the fully autoregressive model with JCM on ``REGRESSION_SLICE``."""
+    from model.data.phantoms.generate import SplitSpec, generate_dataset
+
+    root = Path(workdir)
+    spec = REGRESSION_SLICE
+    if not (root / "test.json").exists():
+        generate_dataset(root, seed=spec["seed"], splits={"test": SplitSpec(spec["images"], 1, spec["hard"])},
+                         workers=1, progress=False)
+    predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
+    metric, _ = run_dialogues(predictor, load(root / "test.json"), root, Setting("auto", True))
+    return {**spec, **metric.aggregate()["overall"]}

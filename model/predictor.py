@@ -9,6 +9,10 @@ Each round extends one append-only token sequence whose key/value cache is kept,
 prefills its own tokens. The answer is generated greedily; h_c is the last hidden state at the
 step where ``[SEG]`` is produced (§3). The referenced round's *predicted* mask gives the
 ``[CROPPEDIMAGE]`` / ``[BBOXINPUT]`` tokens (§4); the JCM may swap in the corrected vector (§5).
+
+A round is two halves, ``reason`` (language: answer + [SEG] vector) and ``segment`` (JCM + mask),
+so a service can run them on different workers; ``restore`` rebuilds a dialogue from its stored
+rounds, bit-identically, on a worker that has not seen it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,19 @@ class RoundResult:
     reference: int | None  # 0-based round whose mask fed the reference tokens
     has_seg: bool  # the answer contained [SEG]
     seg_vector: np.ndarray | None = field(default=None, repr=False)  # (P,) the uncorrected SAM prompt
+    answer_ids: list[int] = field(default_factory=list, repr=False)  # the answer's tokens, EOS included
+
+
+@dataclass
+class Turn:
+    """The language side of a round, before its mask: what ``reason`` hands to ``segment``."""
+
+    index: int
+    question: str
+    reference: int | None
+    answer_ids: list[int]
+    answer: str
+    seg_vector: torch.Tensor | None  # (P,) SAM prompt from h_c; None when no [SEG] was produced
 
 
 class MultiRoundPredictor:
@@ -100,11 +117,15 @@ class MultiRoundPredictor:
         return self._image
 
     # -- one round -----------------------------------------------------------------------------
-    @torch.inference_mode()
     def ask(self, question: str, reference: int | None = None, *, answer: str | None = None) -> RoundResult:
         """Run one round. ``reference`` (0-based) overrides what the question says; ``answer`` forces
         the answer text (teacher forcing, the paper's evaluation protocol) instead of generating it.
         """
+        return self.segment(self.reason(question, reference, answer=answer))
+
+    @torch.inference_mode()
+    def reason(self, question: str, reference: int | None = None, *, answer: str | None = None) -> Turn:
+        """The language side of a round: validate, prefill, generate (or force) the answer, take h_c."""
         if self._image is None:
             raise RuntimeError("call set_image() before ask()")
         question = " ".join(question.split())
@@ -120,26 +141,68 @@ class MultiRoundPredictor:
         elif not 0 <= reference < index:
             have = f"rounds 0..{index - 1}" if index else "no earlier rounds"
             raise ReferenceRoundError(f"reference round {reference} does not exist; the dialogue has {have}")
+        prompt = self._prompt(question, index, reference)
+        if len(self.tokens) + len(self._pending) + len(prompt) + self.max_new_tokens > self.max_length:
+            raise QuestionError(f"the dialogue would exceed the model's {self.max_length}-token context; "
+                                "start a new session on this image")
+        hidden = self._open_round(prompt, reference)
+        if answer is None:
+            answer_ids, h_c = self._generate(hidden)
+        else:
+            answer_ids, h_c = self._force(self._tokens(f" {answer_text(answer)} {self.tokenizer.eos_token}"), hidden)
+        special = {self.tokenizer.eos_token_id}
+        text = self.tokenizer.decode([t for t in answer_ids if t not in special]).strip()
+        seg_vector = None if h_c is None else self.model.seg_prompts(h_c[None])[0]
+        return Turn(index, question, reference, answer_ids, text, seg_vector)
 
+    @torch.inference_mode()
+    def segment(self, turn: Turn) -> RoundResult:
+        """The mask side: JCM and SAM decoding of the turn's [SEG] vector; appends the round."""
+        if turn.index != len(self.rounds):
+            raise RuntimeError(f"turn {turn.index} does not follow the dialogue's {len(self.rounds)} rounds")
+        h, w = self.image.shape[-2:]
+        if turn.seg_vector is None:
+            result = RoundResult(turn.index, turn.question, turn.answer, np.zeros((h, w), bool), None, None, False,
+                                 turn.reference, False, None, turn.answer_ids)
+        else:
+            mask, q, corrected = judge_and_decode(self.model, self.encoding, turn.seg_vector[None], self.use_jcm)
+            result = RoundResult(turn.index, turn.question, turn.answer, mask[0], mask_box(mask[0]), float(q[0]),
+                                 bool(corrected[0]), turn.reference, True, turn.seg_vector.float().cpu().numpy(),
+                                 turn.answer_ids)
+        self.rounds.append(result)
+        return result
+
+    @torch.inference_mode()
+    def restore(self, rounds: list[RoundResult]) -> None:
+        """Rebuild the dialogue state (cache included) from earlier rounds on this image, as they ran.
+
+        Replays each round exactly as ``ask`` ran it when generating (prompt prefill, then the answer
+        one token at a time), so the state is bit-identical to the one that produced them.
+        """
+        if self._image is None:
+            raise RuntimeError("call set_image() before restore()")
+        if self.rounds:
+            raise RuntimeError("restore() needs a fresh dialogue: call set_image() first")
+        for r in rounds:
+            self._open_round(self._prompt(r.question, r.index, r.reference), r.reference)
+            for token in r.answer_ids:
+                self._step(token)
+            self.rounds.append(r)
+
+    def _prompt(self, question: str, index: int, reference: int | None) -> list[int]:
         text = human_text(question, index, reference is not None)
         if self.reference_mode != "crop+box":
             text = text.replace(BOX_TOKEN, "")
         if self.reference_mode == "none":
             text = text.replace(CROP_TOKEN, "")
-        prompt = self._tokens(f"[INST] {text} [/INST]")
-        if len(self.tokens) + len(self._pending) + len(prompt) + self.max_new_tokens > self.max_length:
-            raise QuestionError(f"the dialogue would exceed the model's {self.max_length}-token context; "
-                                "start a new session on this image")
+        return self._tokens(f"[INST] {text} [/INST]")
+
+    def _open_round(self, prompt: list[int], reference: int | None) -> torch.Tensor:
+        """Prefill the round's human turn (with the referenced round's mask); the last hidden state."""
         ref_mask = self.rounds[reference].mask if reference is not None else None
         hidden = self._prefill(self._pending + prompt, ref_mask)
         self._pending = []
-        if answer is None:
-            answer_ids, h_c = self._generate(hidden)
-        else:
-            answer_ids, h_c = self._force(self._tokens(f" {answer_text(answer)} {self.tokenizer.eos_token}"), hidden)
-        result = self._finish(index, question, answer_ids, h_c, reference)
-        self.rounds.append(result)
-        return result
+        return hidden
 
     def _tokens(self, text: str) -> list[int]:
         """Tokenize a template piece as training does, expanding ``<image>`` to the patch-token count."""
@@ -194,18 +257,15 @@ class MultiRoundPredictor:
         self.tokens += ids
         return hidden[0]
 
-    def _finish(self, index, question, answer_ids, h_c, reference) -> RoundResult:
-        special = {self.tokenizer.eos_token_id}
-        answer = self.tokenizer.decode([t for t in answer_ids if t not in special]).strip()
-        h, w = self.image.shape[-2:]
-        if h_c is None:
-            return RoundResult(index, question, answer, np.zeros((h, w), bool), None, None, False, reference, False)
-        m, enc = self.model, self.encoding
-        prompt = m.seg_prompts(h_c[None])  # (1, P)
-        decoded, q, corrected = m.jcm(prompt)
-        if not self.use_jcm:
-            decoded, corrected = prompt, torch.zeros_like(corrected)
-        mask = (m.decode_masks(enc.sam_embedding, decoded, enc.input_size, enc.original_size)[0] > 0).cpu().numpy()
-        box = mask_box(mask)
-        return RoundResult(index, question, answer, mask, box, float(q[0]), bool(corrected[0]), reference, True,
-                           prompt[0].float().cpu().numpy())
+
+def judge_and_decode(model: MediRound, encoding: ImageEncoding, prompts: torch.Tensor,
+                     use_jcm: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[SEG] vectors (N, P) of one image -> masks (N, H, W) bool, quality q (N,), corrected (N,) bool.
+
+    The JCM judges every vector; with ``use_jcm`` the weak ones are decoded from their correction.
+    """
+    decoded, q, corrected = model.jcm(prompts)
+    if not use_jcm:
+        decoded, corrected = prompts, torch.zeros_like(corrected)
+    logits = model.decode_masks(encoding.sam_embedding, decoded, encoding.input_size, encoding.original_size)
+    return (logits > 0).cpu().numpy(), q.float().cpu().numpy(), corrected.cpu().numpy()

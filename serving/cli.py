@@ -68,7 +68,10 @@ def _eval(args) -> int:
         from model.checkpoint import read_manifest
 
         manifest = read_manifest(args.checkpoint)
+        from model.evaluate import regression_score
+
         manifest["evaluation"] = {"command": "mediround " + " ".join(sys.argv[1:]), "tables": results["tables"]}
+        manifest["regression"] = regression_score(args.checkpoint, Path(args.out) / "regression")
         (Path(args.checkpoint) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return 0
 
@@ -153,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", help="only this split (repeatable)")
     p.add_argument("--protocol", action="append", choices=["paper", "auto"], help="only this protocol (repeatable)")
     p.add_argument("--no-real", action="store_true", help="skip the real CT-slice dialogues")
-    p.add_argument("--manifest", action="store_true", help="record the tables in the checkpoint's manifest.json")
+    p.add_argument("--manifest", action="store_true", help="record the tables (and the regression slice's "
+                   "score) in the checkpoint's manifest.json")
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("demo", help="the main job: run the demo end to end")

