@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint data clean
+.PHONY: demo test lint data proto clean
 
 # torch first, exact: any looser request pulls a multi-GB CUDA build on Linux (README: GPU install).
 $(BIN)/mediround: pyproject.toml
@@ -24,6 +24,11 @@ test: lint
 
 data: $(BIN)/mediround
 	$(BIN)/mediround data phantoms --out data/phantoms --seed 0
+
+# Regenerate the gRPC code from proto/mediround/v1/*.proto (a test checks it is current).
+proto: $(BIN)/mediround
+	cd proto && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
+		mediround/v1/mediround.proto
 
 clean:
 	rm -rf $(VENV) out data .pytest_cache .ruff_cache

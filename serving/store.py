@@ -9,7 +9,7 @@ Schema (every key carries the session's expiry, refreshed on use; ``mr`` is the 
                                        question, answer, answer_ids, reference (0-based or null),
                                        mask (PNG, base64), box, quality, corrected, has_seg,
                                        seg_vector (float32, base64: lets a later round re-judge it),
-                                       request_id, timings, created
+                                       request_id, timings, created, served_by
     mr:session:{id}:requests   hash    request_id -> round index (a retried request appends once)
     mr:session:{id}:lock       string  token of the worker computing this session's next round
 
@@ -87,6 +87,7 @@ class RoundRecord:
     request_id: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     created: float = 0.0
+    served_by: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -105,9 +106,9 @@ class RoundRecord:
         return cls(**d)
 
     @property
-    def mask(self) -> np.ndarray:
-        """(H, W) bool."""
-        return np.asarray(Image.open(io.BytesIO(self.mask_png))) > 0
+    def mask(self) -> np.ndarray | None:
+        """(H, W) bool; None for a round whose answer had no [SEG]."""
+        return np.asarray(Image.open(io.BytesIO(self.mask_png))) > 0 if self.mask_png else None
 
     @classmethod
     def from_result(cls, r: RoundResult, *, request_id: str = "", timings: dict | None = None) -> RoundRecord:

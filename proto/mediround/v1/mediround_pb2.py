@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmediround/v1/mediround.proto\x12\x0cmediround.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bround_count\x18\x06 \x01(\x05\x12\x35\n\x08metadata\x18\x07 \x03(\x0b\x32#.mediround.v1.Session.MetadataEntry\x12\x14\n\x0cimage_sha256\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x03\x42ox\x12\r\n\x05x_min\x18\x01 \x01(\x05\x12\r\n\x05y_min\x18\x02 \x01(\x05\x12\r\n\x05x_max\x18\x03 \x01(\x05\x12\r\n\x05y_max\x18\x04 \x01(\x05\"o\n\x07Timings\x12\x11\n\tencode_ms\x18\x01 \x01(\x01\x12\x11\n\treason_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x19\n\x11\x65ncoder_cache_hit\x18\x05 \x01(\x08\"\xba\x02\n\x05Round\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x10\n\x08question\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x10\n\x08mask_png\x18\x05 \x01(\x0c\x12\x10\n\x08has_mask\x18\x06 \x01(\x08\x12\x1e\n\x03\x62ox\x18\x07 \x01(\x0b\x32\x11.mediround.v1.Box\x12\x0f\n\x07quality\x18\x08 \x01(\x02\x12\x11\n\tcorrected\x18\t \x01(\x08\x12\x17\n\x0freference_round\x18\n \x01(\x05\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12&\n\x07timings\x18\x0c \x01(\x0b\x32\x15.mediround.v1.Timings\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x14\x43reateSessionRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x42\n\x08metadata\x18\x02 \x03(\x0b\x32\x30.mediround.v1.CreateSessionRequest.MetadataEntry\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"g\n\x12\x43reateRoundRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x17\n\x0freference_round\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\nRoundEvent\x12\x10\n\x06\x61nswer\x18\x01 \x01(\tH\x00\x12$\n\x05round\x18\x02 \x01(\x0b\x32\x13.mediround.v1.RoundH\x00\x42\x07\n\x05\x65vent\"4\n\x0fGetRoundRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\">\n\x11ListRoundsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rinclude_masks\x18\x02 \x01(\x08\"9\n\x12ListRoundsResponse\x12#\n\x06rounds\x18\x01 \x03(\x0b\x32\x13.mediround.v1.Round\"1\n\x0eSegmentRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08question\x18\x02 \x01(\t2\xd9\x04\n\tMediRound\x12J\n\rCreateSession\x12\".mediround.v1.CreateSessionRequest\x1a\x15.mediround.v1.Session\x12\x44\n\nGetSession\x12\x1f.mediround.v1.GetSessionRequest\x1a\x15.mediround.v1.Session\x12X\n\rDeleteSession\x12\".mediround.v1.DeleteSessionRequest\x1a#.mediround.v1.DeleteSessionResponse\x12\x44\n\x0b\x43reateRound\x12 .mediround.v1.CreateRoundRequest\x1a\x13.mediround.v1.Round\x12K\n\x0bStreamRound\x12 .mediround.v1.CreateRoundRequest\x1a\x18.mediround.v1.RoundEvent0\x01\x12>\n\x08GetRound\x12\x1d.mediround.v1.GetRoundRequest\x1a\x13.mediround.v1.Round\x12O\n\nListRounds\x12\x1f.mediround.v1.ListRoundsRequest\x1a .mediround.v1.ListRoundsResponse\x12<\n\x07Segment\x12\x1c.mediround.v1.SegmentRequest\x1a\x13.mediround.v1.Roundb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cmediround/v1/mediround.proto\x12\x0cmediround.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x02\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bround_count\x18\x06 \x01(\x05\x12\x35\n\x08metadata\x18\x07 \x03(\x0b\x32#.mediround.v1.Session.MetadataEntry\x12\x14\n\x0cimage_sha256\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x03\x42ox\x12\r\n\x05x_min\x18\x01 \x01(\x05\x12\r\n\x05y_min\x18\x02 \x01(\x05\x12\r\n\x05x_max\x18\x03 \x01(\x05\x12\r\n\x05y_max\x18\x04 \x01(\x05\"o\n\x07Timings\x12\x11\n\tencode_ms\x18\x01 \x01(\x01\x12\x11\n\treason_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x19\n\x11\x65ncoder_cache_hit\x18\x05 \x01(\x08\"\xa1\x03\n\x05Round\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\x10\n\x08question\x18\x03 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x10\n\x08mask_png\x18\x05 \x01(\x0c\x12\x10\n\x08has_mask\x18\x06 \x01(\x08\x12\x1e\n\x03\x62ox\x18\x07 \x01(\x0b\x32\x11.mediround.v1.Box\x12\x0f\n\x07quality\x18\x08 \x01(\x02\x12\x11\n\tcorrected\x18\t \x01(\x08\x12\x17\n\x0freference_round\x18\n \x01(\x05\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12&\n\x07timings\x18\x0c \x01(\x0b\x32\x15.mediround.v1.Timings\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\tserved_by\x18\x0e \x03(\x0b\x32!.mediround.v1.Round.ServedByEntry\x1a/\n\rServedByEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xaf\x01\n\x14\x43reateSessionRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x42\n\x08metadata\x18\x02 \x03(\x0b\x32\x30.mediround.v1.CreateSessionRequest.MetadataEntry\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\x05\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"*\n\x14\x44\x65leteSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"(\n\x15\x44\x65leteSessionResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"g\n\x12\x43reateRoundRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x17\n\x0freference_round\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"M\n\nRoundEvent\x12\x10\n\x06\x61nswer\x18\x01 \x01(\tH\x00\x12$\n\x05round\x18\x02 \x01(\x0b\x32\x13.mediround.v1.RoundH\x00\x42\x07\n\x05\x65vent\"4\n\x0fGetRoundRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\">\n\x11ListRoundsRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rinclude_masks\x18\x02 \x01(\x08\"9\n\x12ListRoundsResponse\x12#\n\x06rounds\x18\x01 \x03(\x0b\x32\x13.mediround.v1.Round\"1\n\x0eSegmentRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08question\x18\x02 \x01(\t2\xd9\x04\n\tMediRound\x12J\n\rCreateSession\x12\".mediround.v1.CreateSessionRequest\x1a\x15.mediround.v1.Session\x12\x44\n\nGetSession\x12\x1f.mediround.v1.GetSessionRequest\x1a\x15.mediround.v1.Session\x12X\n\rDeleteSession\x12\".mediround.v1.DeleteSessionRequest\x1a#.mediround.v1.DeleteSessionResponse\x12\x44\n\x0b\x43reateRound\x12 .mediround.v1.CreateRoundRequest\x1a\x13.mediround.v1.Round\x12K\n\x0bStreamRound\x12 .mediround.v1.CreateRoundRequest\x1a\x18.mediround.v1.RoundEvent0\x01\x12>\n\x08GetRound\x12\x1d.mediround.v1.GetRoundRequest\x1a\x13.mediround.v1.Round\x12O\n\nListRounds\x12\x1f.mediround.v1.ListRoundsRequest\x1a .mediround.v1.ListRoundsResponse\x12<\n\x07Segment\x12\x1c.mediround.v1.SegmentRequest\x1a\x13.mediround.v1.Roundb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSION_METADATAENTRY']._loaded_options = None
   _globals['_SESSION_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_ROUND_SERVEDBYENTRY']._loaded_options = None
+  _globals['_ROUND_SERVEDBYENTRY']._serialized_options = b'8\001'
   _globals['_CREATESESSIONREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CREATESESSIONREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SESSION']._serialized_start=80
@@ -45,29 +47,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMINGS']._serialized_start=446
   _globals['_TIMINGS']._serialized_end=557
   _globals['_ROUND']._serialized_start=560
-  _globals['_ROUND']._serialized_end=874
-  _globals['_CREATESESSIONREQUEST']._serialized_start=877
-  _globals['_CREATESESSIONREQUEST']._serialized_end=1052
+  _globals['_ROUND']._serialized_end=977
+  _globals['_ROUND_SERVEDBYENTRY']._serialized_start=930
+  _globals['_ROUND_SERVEDBYENTRY']._serialized_end=977
+  _globals['_CREATESESSIONREQUEST']._serialized_start=980
+  _globals['_CREATESESSIONREQUEST']._serialized_end=1155
   _globals['_CREATESESSIONREQUEST_METADATAENTRY']._serialized_start=330
   _globals['_CREATESESSIONREQUEST_METADATAENTRY']._serialized_end=377
-  _globals['_GETSESSIONREQUEST']._serialized_start=1054
-  _globals['_GETSESSIONREQUEST']._serialized_end=1093
-  _globals['_DELETESESSIONREQUEST']._serialized_start=1095
-  _globals['_DELETESESSIONREQUEST']._serialized_end=1137
-  _globals['_DELETESESSIONRESPONSE']._serialized_start=1139
-  _globals['_DELETESESSIONRESPONSE']._serialized_end=1179
-  _globals['_CREATEROUNDREQUEST']._serialized_start=1181
-  _globals['_CREATEROUNDREQUEST']._serialized_end=1284
-  _globals['_ROUNDEVENT']._serialized_start=1286
-  _globals['_ROUNDEVENT']._serialized_end=1363
-  _globals['_GETROUNDREQUEST']._serialized_start=1365
-  _globals['_GETROUNDREQUEST']._serialized_end=1417
-  _globals['_LISTROUNDSREQUEST']._serialized_start=1419
-  _globals['_LISTROUNDSREQUEST']._serialized_end=1481
-  _globals['_LISTROUNDSRESPONSE']._serialized_start=1483
-  _globals['_LISTROUNDSRESPONSE']._serialized_end=1540
-  _globals['_SEGMENTREQUEST']._serialized_start=1542
-  _globals['_SEGMENTREQUEST']._serialized_end=1591
-  _globals['_MEDIROUND']._serialized_start=1594
-  _globals['_MEDIROUND']._serialized_end=2195
+  _globals['_GETSESSIONREQUEST']._serialized_start=1157
+  _globals['_GETSESSIONREQUEST']._serialized_end=1196
+  _globals['_DELETESESSIONREQUEST']._serialized_start=1198
+  _globals['_DELETESESSIONREQUEST']._serialized_end=1240
+  _globals['_DELETESESSIONRESPONSE']._serialized_start=1242
+  _globals['_DELETESESSIONRESPONSE']._serialized_end=1282
+  _globals['_CREATEROUNDREQUEST']._serialized_start=1284
+  _globals['_CREATEROUNDREQUEST']._serialized_end=1387
+  _globals['_ROUNDEVENT']._serialized_start=1389
+  _globals['_ROUNDEVENT']._serialized_end=1466
+  _globals['_GETROUNDREQUEST']._serialized_start=1468
+  _globals['_GETROUNDREQUEST']._serialized_end=1520
+  _globals['_LISTROUNDSREQUEST']._serialized_start=1522
+  _globals['_LISTROUNDSREQUEST']._serialized_end=1584
+  _globals['_LISTROUNDSRESPONSE']._serialized_start=1586
+  _globals['_LISTROUNDSRESPONSE']._serialized_end=1643
+  _globals['_SEGMENTREQUEST']._serialized_start=1645
+  _globals['_SEGMENTREQUEST']._serialized_end=1694
+  _globals['_MEDIROUND']._serialized_start=1697
+  _globals['_MEDIROUND']._serialized_end=2298
 # @@protoc_insertion_point(module_scope)

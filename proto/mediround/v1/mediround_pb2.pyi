@@ -63,7 +63,14 @@ class Timings(_message.Message):
     def __init__(self, encode_ms: _Optional[float] = ..., reason_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., encoder_cache_hit: _Optional[bool] = ...) -> None: ...
 
 class Round(_message.Message):
-    __slots__ = ("session_id", "index", "question", "answer", "mask_png", "has_mask", "box", "quality", "corrected", "reference_round", "request_id", "timings", "create_time")
+    __slots__ = ("session_id", "index", "question", "answer", "mask_png", "has_mask", "box", "quality", "corrected", "reference_round", "request_id", "timings", "create_time", "served_by")
+    class ServedByEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +84,7 @@ class Round(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     index: int
     question: str
@@ -90,7 +98,8 @@ class Round(_message.Message):
     request_id: str
     timings: Timings
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., index: _Optional[int] = ..., question: _Optional[str] = ..., answer: _Optional[str] = ..., mask_png: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., quality: _Optional[float] = ..., corrected: _Optional[bool] = ..., reference_round: _Optional[int] = ..., request_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    served_by: _containers.ScalarMap[str, str]
+    def __init__(self, session_id: _Optional[str] = ..., index: _Optional[int] = ..., question: _Optional[str] = ..., answer: _Optional[str] = ..., mask_png: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., quality: _Optional[float] = ..., corrected: _Optional[bool] = ..., reference_round: _Optional[int] = ..., request_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
     __slots__ = ("image", "metadata", "ttl_seconds")

@@ -1,0 +1,61 @@
+"""The Ray Serve applications and their deployment from a Serve config file.
+
+Three applications (``encoder``, ``reasoner``, ``decoder``), each one deployment; replicas, CPU/GPU
+shares, batch sizes and waits come from a config in ``serve build``'s schema (``deploy/serve/``).
+``deploy_pipeline`` deploys them and returns the ``ServePipeline`` the gRPC front calls.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+from ray import serve
+
+from model.config import SHIPPED_TINY
+from serving.deployments import ImageEncoder, MaskDecoder, Reasoner, ServePipeline
+
+CONFIGS = Path(__file__).resolve().parent.parent / "deploy" / "serve"
+APPS = ("encoder", "reasoner", "decoder")
+
+
+def encoder_app(args: dict):
+    return ImageEncoder.bind(args["checkpoint"], args.get("redis_url"), args.get("cache_size", 64))
+
+
+def reasoner_app(args: dict):
+    return Reasoner.bind(args["checkpoint"])
+
+
+def decoder_app(args: dict):
+    return MaskDecoder.bind(args["checkpoint"], args.get("use_jcm", True))
+
+
+def load_serve_config(path: str | Path | None = None, *, checkpoint: str | Path | None = None,
+                      redis_url: str | None = None, replicas: dict[str, int] | None = None) -> dict:
+    """A Serve config dict with every application's null ``checkpoint``/``redis_url`` filled in and
+    ``replicas`` (deployment name -> count) applied."""
+    config = copy.deepcopy(yaml.safe_load(Path(path or CONFIGS / "cpu-tiny.yaml").read_text()))
+    for app in config["applications"]:
+        args = app.setdefault("args", {})
+        if args.get("checkpoint") is None:
+            args["checkpoint"] = str(checkpoint or SHIPPED_TINY)
+        if "redis_url" in args and args["redis_url"] is None:
+            args["redis_url"] = redis_url
+        for d in app.get("deployments", []):
+            if replicas and d["name"] in replicas:
+                d["num_replicas"] = replicas[d["name"]]
+    return config
+
+
+def deploy_pipeline(config: dict) -> ServePipeline:
+    """Deploy the three applications of ``config`` on the connected Ray cluster; wait until running."""
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
+                                   proxy_location=schema.proxy_location)
+    client.deploy_apps(schema, _blocking=True)
+    return ServePipeline(*(serve.get_app_handle(name) for name in APPS))

@@ -1,0 +1,91 @@
+"""A small Python client of the MediRound gRPC API (what ``mediround demo`` and ``mediround chat`` use).
+
+    with MediRoundClient("127.0.0.1:50051") as client:
+        session = client.create_session("scan.png")
+        r1 = client.ask(session.id, "Segment the liver.")
+        mask = client.mask(r1)            # (H, W) bool
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from pathlib import Path
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from mediround.v1 import mediround_pb2 as pb
+from mediround.v1 import mediround_pb2_grpc as pb_grpc
+
+
+class MediRoundClient:
+    """Blocking client; ``token`` adds bearer-token metadata, ``root_certificates`` switches to TLS."""
+
+    def __init__(self, address: str, *, token: str | None = None, root_certificates: bytes | None = None,
+                 timeout: float = 120.0, max_message_bytes: int = 64 * 2**20):
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        if root_certificates is not None:
+            self.channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates), options)
+        else:
+            self.channel = grpc.insecure_channel(address, options)
+        self.stub = pb_grpc.MediRoundStub(self.channel)
+        self.metadata = [("authorization", f"Bearer {token}")] if token else []
+        self.timeout = timeout
+
+    def _call(self, method: str, request, timeout: float | None = None):
+        return getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=self.metadata)
+
+    def create_session(self, image: bytes | str | Path, metadata: dict[str, str] | None = None,
+                       ttl_seconds: int = 0) -> pb.Session:
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        return self._call("CreateSession", pb.CreateSessionRequest(image=data, metadata=metadata or {},
+                                                                   ttl_seconds=ttl_seconds))
+
+    def ask(self, session_id: str, question: str, *, reference_round: int = 0, request_id: str | None = None,
+            timeout: float | None = None) -> pb.Round:
+        """Append one round; ``reference_round`` is 1-based (0: resolved from the question)."""
+        request = pb.CreateRoundRequest(session_id=session_id, question=question, reference_round=reference_round,
+                                        request_id=request_id or uuid.uuid4().hex)
+        return self._call("CreateRound", request, timeout)
+
+    def stream(self, session_id: str, question: str, **kwargs):
+        """Yield ``RoundEvent``s: the answer text, then the round."""
+        request = pb.CreateRoundRequest(session_id=session_id, question=question, request_id=uuid.uuid4().hex,
+                                        **kwargs)
+        yield from self.stub.StreamRound(request, timeout=self.timeout, metadata=self.metadata)
+
+    def rounds(self, session_id: str, include_masks: bool = False) -> list[pb.Round]:
+        return list(self._call("ListRounds", pb.ListRoundsRequest(session_id=session_id,
+                                                                  include_masks=include_masks)).rounds)
+
+    def round(self, session_id: str, index: int) -> pb.Round:
+        return self._call("GetRound", pb.GetRoundRequest(session_id=session_id, index=index))
+
+    def session(self, session_id: str) -> pb.Session:
+        return self._call("GetSession", pb.GetSessionRequest(session_id=session_id))
+
+    def delete(self, session_id: str) -> bool:
+        return self._call("DeleteSession", pb.DeleteSessionRequest(session_id=session_id)).deleted
+
+    def segment(self, image: bytes | str | Path, question: str) -> pb.Round:
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        return self._call("Segment", pb.SegmentRequest(image=data, question=question))
+
+    @staticmethod
+    def mask(round_: pb.Round) -> np.ndarray | None:
+        """The round's mask as (H, W) bool, or None when the answer had no mask."""
+        if not round_.has_mask:
+            return None
+        return np.asarray(Image.open(io.BytesIO(round_.mask_png))) > 0
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> MediRoundClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

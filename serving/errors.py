@@ -1,0 +1,52 @@
+"""Domain errors and their gRPC status codes, in one place.
+
+The dialogue, the store and the model raise these (or the model's own ``QuestionError`` /
+``ReferenceRoundError``); the gRPC layer maps them once, with the error's message as the detail.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from model.predictor import QuestionError
+from model.reference import ReferenceRoundError
+from serving.store import Conflict, RoundNotFound, SessionNotFound, StoreUnavailable
+
+
+class InvalidImage(ValueError):
+    """Image bytes that are not a PNG (8/16-bit), JPEG or TIFF, or have a bad size."""
+
+
+class ImageTooLarge(ValueError):
+    """An image over the configured byte or pixel limits."""
+
+
+class SessionBusy(RuntimeError):
+    """Another round of the same session held the lock for too long."""
+
+
+class Overloaded(RuntimeError):
+    """The service has more rounds in flight than it accepts."""
+
+
+STATUS = [
+    (SessionNotFound, grpc.StatusCode.NOT_FOUND),
+    (RoundNotFound, grpc.StatusCode.NOT_FOUND),
+    (InvalidImage, grpc.StatusCode.INVALID_ARGUMENT),
+    (ImageTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (QuestionError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ReferenceRoundError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (SessionBusy, grpc.StatusCode.ABORTED),
+    (Conflict, grpc.StatusCode.ABORTED),
+    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+]
+
+
+def status_of(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status code for ``error`` (INTERNAL for anything unexpected)."""
+    for kind, code in STATUS:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL

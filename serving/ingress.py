@@ -1,0 +1,152 @@
+"""The gRPC methods of ``mediround.v1.MediRound``: convert proto <-> domain and call the Dialogue.
+
+Nothing else happens here: validation, state and the model live behind ``serving.dialogue``;
+errors become status codes through ``serving.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from mediround.v1 import mediround_pb2 as pb
+from mediround.v1 import mediround_pb2_grpc as pb_grpc
+from serving import metrics
+from serving.dialogue import Dialogue
+from serving.errors import Overloaded, status_of
+from serving.store import RoundRecord, SessionRecord
+
+log = logging.getLogger(__name__)
+
+
+def _timestamp(seconds: float) -> Timestamp:
+    t = Timestamp()
+    t.FromNanoseconds(int(seconds * 1e9))
+    return t
+
+
+def session_pb(s: SessionRecord) -> pb.Session:
+    return pb.Session(id=s.id, width=s.width, height=s.height, create_time=_timestamp(s.created),
+                      expire_time=_timestamp(s.expires), round_count=s.version, metadata=s.metadata,
+                      image_sha256=s.image_sha256)
+
+
+def round_pb(r: RoundRecord, session_id: str = "", *, with_mask: bool = True) -> pb.Round:
+    t = r.timings
+    msg = pb.Round(session_id=session_id, index=r.index, question=r.question, answer=r.answer,
+                   mask_png=r.mask_png if with_mask else b"", has_mask=r.has_seg, quality=r.quality or 0.0,
+                   corrected=r.corrected, reference_round=0 if r.reference is None else r.reference + 1,
+                   request_id=r.request_id, create_time=_timestamp(r.created), served_by=r.served_by,
+                   timings=pb.Timings(encode_ms=t.get("encode_ms", 0.0), reason_ms=t.get("reason_ms", 0.0),
+                                      decode_ms=t.get("decode_ms", 0.0), total_ms=t.get("total_ms", 0.0),
+                                      encoder_cache_hit=bool(t.get("encoder_cache_hit", False))))
+    if r.box is not None:
+        msg.box.CopyFrom(pb.Box(x_min=r.box[0], y_min=r.box[1], x_max=r.box[2], y_max=r.box[3]))
+    return msg
+
+
+async def _abort(context, method: str, e: Exception):
+    """Map a domain error to its status code (once, here); anything unexpected is INTERNAL and logged."""
+    code = status_of(e)
+    metrics.ERRORS.labels(method=method, code=code.name).inc()
+    if code is grpc.StatusCode.INTERNAL:
+        log.exception("%s failed", method)
+        await context.abort(code, f"internal error ({type(e).__name__}); the request was not applied")
+    await context.abort(code, str(e))
+
+
+def _status(method):
+    @functools.wraps(method)
+    async def wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            await _abort(context, method.__name__, e)
+
+    return wrapper
+
+
+class MediRoundServicer(pb_grpc.MediRoundServicer):
+    """gRPC front of a ``Dialogue``; ``max_inflight`` bounds concurrent rounds (beyond: RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, dialogue: Dialogue, *, max_inflight: int = 64):
+        self.dialogue = dialogue
+        self.max_inflight, self.inflight = max_inflight, 0
+
+    async def _bounded(self, context, coro_fn):
+        if self.inflight >= self.max_inflight:
+            raise Overloaded(f"{self.inflight} rounds are in flight, the limit is {self.max_inflight}; retry "
+                             "with backoff")
+        remaining = context.time_remaining()
+        self.inflight += 1
+        try:
+            with metrics.STAGE_SECONDS.labels(stage="round").time():
+                return await asyncio.wait_for(coro_fn(), timeout=remaining)
+        except TimeoutError as e:
+            raise TimeoutError(f"the deadline passed before the round finished ({remaining:.2f} s were left); "
+                               "nothing was appended") from e
+        finally:
+            self.inflight -= 1
+
+    @_status
+    async def CreateSession(self, request, context):
+        s = await self.dialogue.create_session(request.image, dict(request.metadata), request.ttl_seconds)
+        return session_pb(s)
+
+    @_status
+    async def GetSession(self, request, context):
+        return session_pb(await self.dialogue.store.get_session(request.session_id))
+
+    @_status
+    async def DeleteSession(self, request, context):
+        return pb.DeleteSessionResponse(deleted=await self.dialogue.store.delete_session(request.session_id))
+
+    async def _round(self, request, context, on_answer=None) -> pb.Round:
+        request_id = request.request_id or uuid.uuid4().hex
+        record = await self._bounded(context, lambda: self.dialogue.run_round(
+            request.session_id, request.question, request.reference_round, request_id, on_answer))
+        metrics.ROUNDS.inc()
+        metrics.ROUND_INDEX.observe(record.index)
+        return round_pb(record, request.session_id)
+
+    @_status
+    async def CreateRound(self, request, context):
+        return await self._round(request, context)
+
+    async def StreamRound(self, request, context):
+        """Yield the answer text as soon as the reasoning step has it, then the finished round."""
+        answers: asyncio.Queue[str] = asyncio.Queue()
+        task = asyncio.ensure_future(self._round(request, context, answers.put))
+        while not task.done():
+            getter = asyncio.ensure_future(answers.get())
+            await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield pb.RoundEvent(answer=getter.result())
+            else:
+                getter.cancel()
+        try:
+            yield pb.RoundEvent(round=task.result())
+        except Exception as e:
+            await _abort(context, "StreamRound", e)
+
+    @_status
+    async def GetRound(self, request, context):
+        return round_pb(await self.dialogue.store.round(request.session_id, request.index), request.session_id)
+
+    @_status
+    async def ListRounds(self, request, context):
+        await self.dialogue.store.get_session(request.session_id)  # NOT_FOUND for an unknown session
+        rounds = await self.dialogue.store.rounds(request.session_id)
+        return pb.ListRoundsResponse(rounds=[round_pb(r, request.session_id, with_mask=request.include_masks)
+                                             for r in rounds])
+
+    @_status
+    async def Segment(self, request, context):
+        return round_pb(await self._bounded(context, lambda: self.dialogue.segment(request.image, request.question)))

@@ -1,0 +1,83 @@
+"""A whole running service in one call: Redis (embedded unless a URL is given), Ray, the Serve
+applications and the gRPC front. ``mediround serve``, ``mediround demo`` and the tests use it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from serving.dialogue import Dialogue, Limits
+from serving.server import ServerOptions, start_server
+from serving.store import RedisSessionStore
+
+
+@dataclass
+class ServiceOptions:
+    checkpoint: str | None = None
+    """Model checkpoint directory (default: the shipped tiny model)."""
+    redis_url: str | None = None
+    """Dialogue Redis; None starts an embedded one (or uses ``REDIS_URL`` when set)."""
+    serve_config: str | None = None
+    """Ray Serve config file (default ``deploy/serve/cpu-tiny.yaml``)."""
+    replicas: dict[str, int] = field(default_factory=dict)
+    server: ServerOptions = field(default_factory=ServerOptions)
+    limits: Limits = field(default_factory=Limits)
+    metrics_port: int | None = None
+    ray_address: str | None = None
+    """Connect to this Ray cluster instead of starting a local one."""
+
+
+class Service:
+    """Start with ``await Service(options).start()``; ``address`` is then the gRPC target."""
+
+    def __init__(self, options: ServiceOptions | None = None):
+        self.options = options or ServiceOptions()
+        self.redis = self.server = self.store = None
+        self.address = ""
+
+    async def start(self) -> Service:
+        import ray
+
+        from serving.app import deploy_pipeline, load_serve_config
+
+        o = self.options
+        url = o.redis_url or os.environ.get("REDIS_URL")
+        if url is None:
+            from serving.embedded_redis import EmbeddedRedis
+
+            self.redis = EmbeddedRedis()
+            url = self.redis.url
+        if not ray.is_initialized():
+            ray.init(address=o.ray_address, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        pipeline = deploy_pipeline(load_serve_config(o.serve_config, checkpoint=o.checkpoint, redis_url=url,
+                                                     replicas=o.replicas))
+        self.store = RedisSessionStore(url)
+        self.dialogue = Dialogue(self.store, pipeline, o.limits)
+        self.server, port = await start_server(self.dialogue, o.server)
+        self.address = f"{o.server.address.rsplit(':', 1)[0]}:{port}"
+        if o.metrics_port:
+            from serving.metrics import serve_metrics
+
+            serve_metrics(o.metrics_port)
+        return self
+
+    async def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        if self.server is not None:
+            await self.server.stop(grace=2)
+        if self.store is not None:
+            await self.store.close()
+        serve.shutdown()
+        ray.shutdown()
+        if self.redis is not None:
+            self.redis.close()
+
+    async def __aenter__(self) -> Service:
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()

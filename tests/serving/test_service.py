@@ -1,0 +1,163 @@
+"""The whole service over real gRPC on loopback: real Ray Serve (two Reasoner replicas), real Redis,
+the shipped model. One service for the module; each test holds its own sessions."""
+
+import asyncio
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from model.config import SHIPPED_TINY
+from model.data.mrmedseg import load
+from model.data.real import REAL_DIALOGUES, REAL_SLICES
+from model.predictor import MultiRoundPredictor
+from serving.client import MediRoundClient
+from serving.server import ServerOptions
+from serving.service import Service, ServiceOptions
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """A running service on its own event loop thread; yields (address, service)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    options = ServiceOptions(replicas={"Reasoner": 2}, server=ServerOptions(address="127.0.0.1:0"))
+    svc = asyncio.run_coroutine_threadsafe(Service(options).start(), loop).result(timeout=300)
+    yield svc.address, svc
+    asyncio.run_coroutine_threadsafe(svc.stop(), loop).result(timeout=120)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with MediRoundClient(service[0]) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return MultiRoundPredictor.from_checkpoint(SHIPPED_TINY)
+
+
+def _in_process(predictor, image_path, questions):
+    predictor.set_image(image_path)
+    return [predictor.ask(q) for q in questions]
+
+
+def test_a_served_dialogue_equals_the_in_process_predictor(client, predictor):
+    conv = load(REAL_DIALOGUES)[0]
+    image = REAL_SLICES / conv.image
+    session = client.create_session(image, metadata={"study": "demo"})
+    served = [client.ask(session.id, r.question) for r in conv.rounds]
+    local = _in_process(predictor, image, [r.question for r in conv.rounds])
+    for s, lo in zip(served, local, strict=True):
+        assert s.answer == lo.answer and s.has_mask == lo.has_seg
+        assert s.reference_round == (0 if lo.reference is None else lo.reference + 1)
+        if lo.has_seg:
+            assert np.array_equal(MediRoundClient.mask(s), lo.mask)
+            assert s.quality == pytest.approx(lo.quality, abs=1e-6) and s.corrected == lo.corrected
+    assert [r.index for r in client.rounds(session.id)] == list(range(1, len(conv.rounds) + 1))
+    assert client.session(session.id).round_count == len(conv.rounds)
+
+
+def test_rounds_on_different_reasoner_replicas_stay_correct(client, predictor, phantom_root):
+    conv = load(phantom_root / "test_hard.json")[0]
+    image = phantom_root / conv.image
+    local = _in_process(predictor, image, [r.question for r in conv.rounds])
+    replicas = set()
+    for _ in range(3):  # Serve routes each round independently; 3 dialogues x 6+ rounds reach both
+        session = client.create_session(image)
+        served = [client.ask(session.id, r.question) for r in conv.rounds]
+        replicas |= {s.served_by["reasoner"] for s in served}
+        for s, lo in zip(served, local, strict=True):
+            assert s.answer == lo.answer
+            if lo.has_seg:
+                assert np.array_equal(MediRoundClient.mask(s), lo.mask)
+        if len(replicas) == 2:
+            break
+    assert len(replicas) == 2
+
+
+def test_concurrent_rounds_on_one_session_are_serialised(client):
+    session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[1].image)
+    questions = ["Segment the liver.", "Segment the spleen.", "Segment the aorta.", "Segment the left kidney."]
+    with ThreadPoolExecutor(4) as pool:
+        done = list(pool.map(lambda q: client.ask(session.id, q), questions))
+    assert sorted(r.index for r in done) == [1, 2, 3, 4]
+    listed = client.rounds(session.id)
+    assert sorted(r.question for r in listed) == sorted(questions) and [r.index for r in listed] == [1, 2, 3, 4]
+
+
+def test_a_retried_request_id_appends_once(client):
+    session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[2].image)
+    request_id = uuid.uuid4().hex
+    first = client.ask(session.id, "Segment the liver.", request_id=request_id)
+    again = client.ask(session.id, "Segment the liver.", request_id=request_id)
+    assert (first.index, again.index) == (1, 1) and again.mask_png == first.mask_png
+    assert len(client.rounds(session.id)) == 1
+
+
+def test_the_image_encoder_runs_once_per_distinct_image(client, phantom_root):
+    from ray import serve
+
+    encoder = serve.get_app_handle("encoder")
+    image = phantom_root / load(phantom_root / "test.json")[1].image
+    before = encoder.stats.remote().result()["computed"]
+    for _ in range(3):
+        session = client.create_session(image)
+        client.ask(session.id, "Segment the left lung.")
+        client.ask(session.id, "Segment the heart.")
+    assert encoder.stats.remote().result()["computed"] == before + 1
+    assert client.rounds(session.id)[1].timings.encoder_cache_hit
+
+
+def test_the_answer_streams_before_the_round(client):
+    session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
+    events = list(client.stream(session.id, "Segment the liver."))
+    assert [e.WhichOneof("event") for e in events] == ["answer", "round"]
+    assert events[0].answer == events[1].round.answer
+
+
+def _code(call):
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_errors_carry_the_right_status_and_say_what_is_accepted(client):
+    session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
+    code, details = _code(lambda: client.ask("no-such-session", "Segment the liver."))
+    assert code == grpc.StatusCode.NOT_FOUND and "does not exist or has expired" in details
+    code, details = _code(lambda: client.create_session(b"GIF89a not an accepted image"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "PNG (8- or 16-bit), JPEG or TIFF" in details
+    code, details = _code(lambda: client.create_session(b"\x89PNG" + bytes(9 * 2**20)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most" in details
+    code, details = _code(lambda: client.ask(session.id, "   "))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "empty" in details
+    code, details = _code(lambda: client.ask(session.id, "Segment the lesion inside the output of round 3."))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "round 3" in details
+    code, details = _code(lambda: client.ask(session.id, "Segment the liver.", reference_round=2))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    code, _ = _code(lambda: client.ask(session.id, "Segment the liver.", timeout=0.001))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    code, _ = _code(lambda: client.round(session.id, 7))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert client.ask(session.id, "Segment the liver.").index == 1  # still serving, nothing half-stored
+
+
+def test_health_and_reflection_are_served(service):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(service[0]) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="mediround.v1.MediRound"))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in reply.list_services_response.service}
+        assert {"mediround.v1.MediRound", "grpc.health.v1.Health"} <= names
