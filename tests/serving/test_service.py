@@ -155,7 +155,8 @@ def test_health_and_reflection_are_served(service):
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     with grpc.insecure_channel(service[0]) as channel:
-        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="mediround.v1.MediRound"))
+        request = health_pb2.HealthCheckRequest(service="mediround.v1.MediRound")
+        health = health_pb2_grpc.HealthStub(channel).Check(request)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
