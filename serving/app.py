@@ -8,6 +8,7 @@ shares, batch sizes and waits come from a config in ``serve build``'s schema (``
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import yaml
@@ -49,13 +50,24 @@ def load_serve_config(path: str | Path | None = None, *, checkpoint: str | Path 
     return config
 
 
-def deploy_pipeline(config: dict) -> ServePipeline:
+def deploy_pipeline(config: dict, *, timeout: float = 600.0) -> ServePipeline:
     """Deploy the three applications of ``config`` on the connected Ray cluster; wait until running."""
     from ray.serve._private import api as serve_api
-    from ray.serve.schema import ServeDeploySchema
+    from ray.serve.schema import ApplicationStatus, ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
                                    proxy_location=schema.proxy_location)
-    client.deploy_apps(schema, _blocking=True)
-    return ServePipeline(*(serve.get_app_handle(name) for name in APPS))
+    client.deploy_apps(schema)
+    deadline = time.monotonic() + timeout
+    while True:
+        apps = serve.status().applications
+        failed = {n: a.message for n, a in apps.items() if a.status == ApplicationStatus.DEPLOY_FAILED}
+        if failed:
+            raise RuntimeError(f"Serve applications failed to deploy: {failed}")
+        if all(n in apps and apps[n].status == ApplicationStatus.RUNNING for n in APPS):
+            return ServePipeline(*(serve.get_app_handle(name) for name in APPS))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Serve applications not running after {timeout:.0f} s: "
+                               f"{ {n: a.status for n, a in apps.items()} }")
+        time.sleep(0.5)

@@ -77,38 +77,61 @@ def _eval(args) -> int:
 
 
 def _demo(args) -> int:
-    """Multi-round dialogues with the shipped model on a held-out phantom image and on a real CT slice."""
-    from model.data.images import load_mask
-    from model.data.mrmedseg import load
-    from model.data.phantoms.generate import SplitSpec, generate_dataset
-    from model.data.real import REAL_DIALOGUES, REAL_SLICES
-    from model.data.show import render_conversation
-    from model.metrics import dice_scores, intersection_and_union
-    from model.predictor import MultiRoundPredictor
+    from serving.demo import run_demo
 
-    out = Path(args.out)
-    phantoms = out / "phantoms"
-    generate_dataset(phantoms, seed=args.seed, splits={"test_hard": SplitSpec(1, 1, 1.0)}, workers=1, progress=False)
-    predictor = MultiRoundPredictor.from_checkpoint(args.checkpoint)
-    print(f"model: {args.checkpoint}")
-    dialogues = [("held-out phantom", "phantom", Path(phantoms), load(phantoms / "test_hard.json")[0]),
-                 ("real CT slice", "real", Path(REAL_SLICES), load(REAL_DIALOGUES)[0])]
-    for title, name, root, conv in dialogues:
-        print(f"\n== {title}: {conv.image}")
-        predictor.set_image(root / conv.image)
-        masks = []
-        for r in conv.rounds:
-            result = predictor.ask(r.question)
-            inter, union = intersection_and_union(result.mask[None], load_mask(root / r.mask)[None])
-            ref = f"round {result.reference + 1}" if result.reference is not None else "none"
-            judged = "no [SEG]"
-            if result.has_seg:
-                judged = f"q {result.quality:.2f}{', corrected' if result.corrected else ''}"
-            print(f"  round {result.index + 1}: {r.question}\n    -> {result.answer}   [reference: {ref}; {judged}; "
-                  f"Dice against the ground truth {dice_scores(inter, union)[0]:.2f}]")
-            masks.append(result.mask)
-        picture = render_conversation(conv, root, out / f"{name}.png", masks=masks, title=f"{title}: predicted masks")
-        print(f"  picture: {picture}")
+    return run_demo(args.out, seed=args.seed, checkpoint=args.checkpoint)
+
+
+def _serve(args) -> int:
+    import asyncio
+    import signal
+
+    from serving.server import ServerOptions
+    from serving.service import Service, ServiceOptions
+
+    replicas = dict(item.split("=", 1) for item in args.replicas or [])
+    options = ServiceOptions(checkpoint=args.checkpoint, redis_url=args.redis_url, serve_config=args.serve_config,
+                             replicas={k: int(v) for k, v in replicas.items()}, metrics_port=args.metrics_port,
+                             ray_address=args.ray_address,
+                             server=ServerOptions(address=args.address, token=args.token, tls_cert=args.tls_cert,
+                                                  tls_key=args.tls_key))
+
+    async def main() -> None:
+        service = await Service(options).start()
+        print(f"mediround serving on {service.address} (gRPC mediround.v1.MediRound; health and reflection on)"
+              + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else ""), flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await service.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def _chat(args) -> int:
+    from serving.client import MediRoundClient
+
+    with MediRoundClient(args.address, token=args.token) as client:
+        session = client.create_session(args.image)
+        print(f"session {session.id} on {args.image} ({session.width}x{session.height}); empty line to quit")
+        while True:
+            try:
+                question = input(f"round {client.session(session.id).round_count + 1}> ").strip()
+            except EOFError:
+                break
+            if not question:
+                break
+            r = client.ask(session.id, question)
+            box = f" box ({r.box.x_min},{r.box.y_min})-({r.box.x_max},{r.box.y_max})" if r.has_mask else ""
+            print(f"  {r.answer}  [q {r.quality:.2f}{', corrected' if r.corrected else ''}{box}; "
+                  f"reference round {r.reference_round or '-'}; {r.timings.total_ms:.0f} ms]")
+            if args.save_masks and r.has_mask:
+                path = Path(args.save_masks) / f"{session.id}_round{r.index}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(r.mask_png)
+                print(f"  mask: {path}")
     return 0
 
 
@@ -159,6 +182,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", action="store_true", help="record the tables (and the regression slice's "
                    "score) in the checkpoint's manifest.json")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("serve", help="run the gRPC service (embedded Redis unless --redis-url / REDIS_URL)")
+    p.add_argument("--address", default="127.0.0.1:50051", help="gRPC listen address (default 127.0.0.1:50051)")
+    p.add_argument("--checkpoint", default=str(SHIPPED_TINY), help="checkpoint directory (default: the shipped tiny)")
+    p.add_argument("--redis-url", help="dialogue Redis (redis://, rediss://, unix://); default: REDIS_URL or embedded")
+    p.add_argument("--serve-config", help="Ray Serve config YAML (default deploy/serve/cpu-tiny.yaml)")
+    p.add_argument("--replicas", action="append", metavar="DEPLOYMENT=N", help="override replicas, e.g. Reasoner=2")
+    p.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this port (e.g. 9464)")
+    p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--token", help="require 'authorization: Bearer <token>' metadata")
+    p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS)")
+    p.add_argument("--tls-key", help="PEM private key")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("chat", help="an interactive dialogue with a running service")
+    p.add_argument("image", help="PNG (8/16-bit), JPEG or TIFF file")
+    p.add_argument("--address", default="127.0.0.1:50051", help="service address (default 127.0.0.1:50051)")
+    p.add_argument("--token", help="bearer token, if the service asks for one")
+    p.add_argument("--save-masks", help="write each round's mask PNG into this folder")
+    p.set_defaults(func=_chat)
 
     p = sub.add_parser("demo", help="the main job: run the demo end to end")
     p.add_argument("--out", default="out/demo", help="where pictures and data go (default out/demo)")

@@ -81,3 +81,32 @@ class Service:
 
     async def __aexit__(self, *exc) -> None:
         await self.stop()
+
+
+class BackgroundService:
+    """A ``Service`` on its own event-loop thread, for synchronous callers (demo, tests, benchmarks).
+
+        with BackgroundService(options) as service:
+            client = MediRoundClient(service.address)
+    """
+
+    def __init__(self, options: ServiceOptions | None = None, *, start_timeout: float = 900.0):
+        self.options, self.start_timeout = options or ServiceOptions(), start_timeout
+
+    def __enter__(self) -> Service:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="mediround-service", daemon=True)
+        self.thread.start()
+        future = asyncio.run_coroutine_threadsafe(Service(self.options).start(), self.loop)
+        self.service = future.result(timeout=self.start_timeout)
+        return self.service
+
+    def __exit__(self, *exc) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.service.stop(), self.loop).result(timeout=120)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)

@@ -12,7 +12,7 @@ def run(*args):
 
 
 @pytest.mark.parametrize("args", [[], ["data"], ["data", "validate"], ["data", "phantoms"], ["data", "show"],
-                                  ["train"], ["train", "recipe"], ["eval"], ["demo"]])
+                                  ["train"], ["train", "recipe"], ["eval"], ["serve"], ["chat"], ["demo"]])
 def test_every_subcommand_has_help(args):
     r = run(*args, "--help")
     assert r.returncode == 0 and "usage: mediround" in r.stdout

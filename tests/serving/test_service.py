@@ -1,8 +1,6 @@
 """The whole service over real gRPC on loopback: real Ray Serve (two Reasoner replicas), real Redis,
 the shipped model. One service for the module; each test holds its own sessions."""
 
-import asyncio
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,21 +15,15 @@ from model.data.real import REAL_DIALOGUES, REAL_SLICES
 from model.predictor import MultiRoundPredictor
 from serving.client import MediRoundClient
 from serving.server import ServerOptions
-from serving.service import Service, ServiceOptions
+from serving.service import BackgroundService, ServiceOptions
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """A running service on its own event loop thread; yields (address, service)."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
+def service():
+    """A running service (two Reasoner replicas) on a free loopback port."""
     options = ServiceOptions(replicas={"Reasoner": 2}, server=ServerOptions(address="127.0.0.1:0"))
-    svc = asyncio.run_coroutine_threadsafe(Service(options).start(), loop).result(timeout=300)
-    yield svc.address, svc
-    asyncio.run_coroutine_threadsafe(svc.stop(), loop).result(timeout=120)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(timeout=10)
+    with BackgroundService(options) as svc:
+        yield svc.address, svc
 
 
 @pytest.fixture(scope="module")

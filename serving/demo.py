@@ -1,0 +1,56 @@
+"""The demo: start the embedded service, hold scripted dialogues over gRPC, print them, draw them.
+
+A held-out phantom image (generated with its own seed, never trained on) and a real CT slice, each
+a multi-round dialogue whose later rounds refer to earlier ones; every mask is compared with the
+ground truth and drawn next to it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from model.data.images import load_mask
+from model.data.mrmedseg import load
+from model.data.phantoms.generate import SplitSpec, generate_dataset
+from model.data.real import REAL_DIALOGUES, REAL_SLICES
+from model.data.show import render_conversation
+from model.metrics import dice_scores, intersection_and_union
+from serving.client import MediRoundClient
+from serving.server import ServerOptions
+from serving.service import BackgroundService, ServiceOptions
+
+
+def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -> int:
+    out = Path(out)
+    phantoms = out / "phantoms"
+    generate_dataset(phantoms, seed=seed, splits={"test_hard": SplitSpec(1, 1, 1.0)}, workers=1, progress=False)
+    dialogues = [("held-out phantom", "phantom", phantoms, load(phantoms / "test_hard.json")[0]),
+                 ("real CT slice", "real", Path(REAL_SLICES), load(REAL_DIALOGUES)[0])]
+    started = time.perf_counter()
+    options = ServiceOptions(checkpoint=checkpoint, server=ServerOptions(address="127.0.0.1:0"))
+    with BackgroundService(options) as service:
+        print(f"service up at {service.address} in {time.perf_counter() - started:.1f} s "
+              "(embedded Redis, local Ray, Serve applications encoder/reasoner/decoder)")
+        with MediRoundClient(service.address) as client:
+            for title, name, root, conv in dialogues:
+                session = client.create_session(root / conv.image, metadata={"demo": name})
+                print(f"\n== {title}: {conv.image} ({session.width}x{session.height}), session {session.id}")
+                masks = []
+                for r in conv.rounds:
+                    result = client.ask(session.id, r.question)
+                    mask = client.mask(result)
+                    truth = load_mask(root / r.mask)
+                    shown = mask if mask is not None else truth & False
+                    dice = dice_scores(*intersection_and_union(shown[None], truth[None]))[0]
+                    ref = f"round {result.reference_round}" if result.reference_round else "none"
+                    judged = (f"q {result.quality:.2f}{', corrected' if result.corrected else ''}" if result.has_mask
+                              else "no [SEG]")
+                    print(f"  round {result.index}: {r.question}\n    -> {result.answer}   [reference: {ref}; "
+                          f"{judged}; Dice against the ground truth {dice:.2f}; {result.timings.total_ms:.0f} ms]")
+                    masks.append(shown)
+                picture = render_conversation(conv, root, out / f"{name}.png", masks=masks,
+                                              title=f"{title}: served masks")
+                print(f"  picture: {picture}")
+    print("\nservice stopped")
+    return 0
