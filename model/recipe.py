@@ -92,9 +92,12 @@ def prepare_tokenizer(recipe: Recipe, data: Path, out: Path):
 
 
 def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+    """The commit the code runs from, with ``+dirty`` when tracked files differ from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
+    try:
+        return git("rev-parse", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -107,6 +110,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
     """
     out = Path(out)
     data = Path(data) if data else out / "data"
+    commit = git_commit()  # the code that runs, taken before anything can change it
     t = time.perf_counter()
     prepare_data(recipe, data)
     tokenizer = prepare_tokenizer(recipe, data, out)
@@ -145,7 +149,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
         "command": f"mediround train recipe {recipe.name}",
         "data_seed": recipe.data_seed,
         "data_scale": recipe.data_scale,
-        "commit": git_commit(),
+        "commit": commit,
         "stages": [{"name": n, **asdict(s)} for n, s in recipe.stages],
         "stage_seconds": timings,
         "total_seconds": round(sum(timings.values()), 1),

@@ -250,5 +250,5 @@ class ServePipeline:
         return await self.reasoner.reason.remote(encoding, history, question, reference)
 
     async def decode(self, encoding, seg_vector):
-        return await self.decoder.decode.remote(encoding, seg_vector)
+        return await self.decoder.decode.remote((encoding, seg_vector))  # one batch item
 

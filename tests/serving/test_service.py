@@ -34,7 +34,13 @@ def client(service):
 
 @pytest.fixture(scope="module")
 def predictor():
-    return MultiRoundPredictor.from_checkpoint(SHIPPED_TINY)
+    """The in-process reference, single-threaded like the Serve replicas (Ray sets OMP_NUM_THREADS=1)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield MultiRoundPredictor.from_checkpoint(SHIPPED_TINY)
+    torch.set_num_threads(threads)
 
 
 def _in_process(predictor, image_path, questions):
