@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -73,14 +74,16 @@ class ImageEncoderCore:
 
             self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
         self.computed = 0
+        self.lock = threading.Lock()  # lookups (event loop) and computes (worker thread) share the LRU
 
     def _shared_key(self, sha: str) -> str:
         return f"mr:encoding:{self.model_id}:{sha}"
 
     def lookup(self, sha: str) -> tuple[EncodedImage | None, str]:
-        if sha in self.cache:
-            self.cache.move_to_end(sha)
-            return self.cache[sha], "replica"
+        with self.lock:
+            if sha in self.cache:
+                self.cache.move_to_end(sha)
+                return self.cache[sha], "replica"
         if self.redis is not None:
             data = self.redis.get(self._shared_key(sha))
             if data is not None:
@@ -89,10 +92,11 @@ class ImageEncoderCore:
         return None, "miss"
 
     def _remember(self, sha: str, encoded: EncodedImage) -> None:
-        self.cache[sha] = encoded
-        self.cache.move_to_end(sha)
-        while len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
+        with self.lock:
+            self.cache[sha] = encoded
+            self.cache.move_to_end(sha)
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
 
     @torch.inference_mode()
     def compute(self, items: list[tuple[str, bytes]]) -> list[EncodedImage]:
@@ -119,13 +123,15 @@ class ReasonerCore:
     def __init__(self, checkpoint: str, **predictor_args):
         model, tokenizer, cfg = load_checkpoint(checkpoint)
         self.predictor = MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length, **predictor_args)
+        self.lock = threading.Lock()  # the predictor holds one dialogue's state at a time
 
     def reason(self, encoded: EncodedImage, history: list[RoundRecord], question: str,
                reference: int | None) -> dict:
         p = self.predictor
-        p.set_image(encoded.picture, encoding=encoded.encoding)
-        p.restore([r.to_result() for r in history])
-        turn = p.reason(question, reference)
+        with self.lock:
+            p.set_image(encoded.picture, encoding=encoded.encoding)
+            p.restore([r.to_result() for r in history])
+            turn = p.reason(question, reference)
         seg = None if turn.seg_vector is None else turn.seg_vector.float().cpu().numpy().tolist()
         return {"answer": turn.answer, "answer_ids": turn.answer_ids, "seg_vector": seg, "reference": turn.reference}
 

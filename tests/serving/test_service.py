@@ -160,3 +160,20 @@ def test_health_and_reflection_are_served(service):
         reply = next(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
         names = {s.name for s in reply.list_services_response.service}
         assert {"mediround.v1.MediRound", "grpc.health.v1.Health"} <= names
+
+
+def test_concurrent_dialogues_on_separate_sessions_each_stay_correct(client, predictor, phantom_root):
+    conv = load(phantom_root / "test_hard.json")[1]
+    image = phantom_root / conv.image
+    local = _in_process(predictor, image, [r.question for r in conv.rounds])
+
+    def dialogue(_):
+        session = client.create_session(image)
+        return [client.ask(session.id, r.question) for r in conv.rounds]
+
+    with ThreadPoolExecutor(4) as pool:
+        for served in pool.map(dialogue, range(4)):
+            for s, lo in zip(served, local, strict=True):
+                assert s.answer == lo.answer and s.index == lo.index + 1
+                if lo.has_seg:
+                    assert np.array_equal(MediRoundClient.mask(s), lo.mask)
