@@ -48,3 +48,28 @@ def test_demo_holds_dialogues_with_the_shipped_model(tmp_path, capsys):
     assert "== held-out phantom" in out and "== real CT slice" in out
     assert out.count("Dice against the ground truth") >= 8  # every round of both dialogues
     assert (tmp_path / "phantom.png").stat().st_size > 10_000 and (tmp_path / "real.png").stat().st_size > 10_000
+
+
+def test_serve_prints_its_address_serves_health_and_stops_on_sigterm(tmp_path):
+    import os
+    import signal
+    import socket
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # embedded Redis
+    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--address", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert f"mediround serving on 127.0.0.1:{port}" in line
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
