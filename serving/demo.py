@@ -8,6 +8,7 @@ ground truth and drawn next to it.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from model.data.images import load_mask
@@ -36,7 +37,7 @@ def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -
             for title, name, root, conv in dialogues:
                 session = client.create_session(root / conv.image, metadata={"demo": name})
                 print(f"\n== {title}: {conv.image} ({session.width}x{session.height}), session {session.id}")
-                masks = []
+                masks, answers = [], []
                 for r in conv.rounds:
                     result = client.ask(session.id, r.question)
                     mask = client.mask(result)
@@ -49,8 +50,10 @@ def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -
                     print(f"  round {result.index}: {r.question}\n    -> {result.answer}   [reference: {ref}; "
                           f"{judged}; Dice against the ground truth {dice:.2f}; {result.timings.total_ms:.0f} ms]")
                     masks.append(shown)
-                picture = render_conversation(conv, root, out / f"{name}.png", masks=masks,
-                                              title=f"{title}: served masks")
+                    answers.append(result.answer.replace("[SEG]", "").strip(" ."))
+                served = replace(conv, rounds=[replace(r, answer=a) for r, a in zip(conv.rounds, answers, strict=True)])
+                picture = render_conversation(served, root, out / f"{name}.png", masks=masks,
+                                              title=f"{title}: served answers and masks")
                 print(f"  picture: {picture}")
     print("\nservice stopped")
     return 0
