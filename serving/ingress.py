@@ -114,6 +114,8 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
             request.session_id, request.question, request.reference_round, request_id, on_answer))
         metrics.ROUNDS.inc()
         metrics.ROUND_INDEX.observe(record.index)
+        for stage in ("encode", "reason", "decode"):
+            metrics.STAGE_SECONDS.labels(stage=stage).observe(record.timings.get(f"{stage}_ms", 0.0) / 1e3)
         return round_pb(record, request.session_id)
 
     @_status

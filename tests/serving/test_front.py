@@ -105,3 +105,4 @@ def test_overload_is_resource_exhausted_and_rounds_are_counted(redis_url, pipeli
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode()
     assert 'mediround_errors_total{code="RESOURCE_EXHAUSTED",method="CreateRound"}' in text
     assert "mediround_rounds_total" in text and 'mediround_stage_seconds_count{stage="round"}' in text
+    assert 'mediround_stage_seconds_count{stage="reason"}' in text

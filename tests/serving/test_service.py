@@ -177,3 +177,11 @@ def test_concurrent_dialogues_on_separate_sessions_each_stay_correct(client, pre
                 assert s.answer == lo.answer and s.index == lo.index + 1
                 if lo.has_seg:
                     assert np.array_equal(MediRoundClient.mask(s), lo.mask)
+
+
+def test_segment_is_one_stateless_round(client, predictor):
+    image = REAL_SLICES / load(REAL_DIALOGUES)[0].image
+    served = client.segment(image, "Segment the liver.")
+    local = _in_process(predictor, image, ["Segment the liver."])[0]
+    assert served.index == 1 and served.answer == local.answer and not served.session_id
+    assert np.array_equal(MediRoundClient.mask(served), local.mask)
