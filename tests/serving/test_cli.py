@@ -50,7 +50,7 @@ def test_demo_holds_dialogues_with_the_shipped_model(tmp_path, capsys):
     assert (tmp_path / "phantom.png").stat().st_size > 10_000 and (tmp_path / "real.png").stat().st_size > 10_000
 
 
-def test_serve_prints_its_address_serves_health_and_stops_on_sigterm(tmp_path):
+def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_path):
     import os
     import signal
     import socket
@@ -70,6 +70,14 @@ def test_serve_prints_its_address_serves_health_and_stops_on_sigterm(tmp_path):
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        image = REAL_SLICES / "images" / sorted(p.name for p in (REAL_SLICES / "images").iterdir())[0]
+        chat = subprocess.run([sys.executable, "-m", "serving.cli", "chat", str(image), "--address",
+                               f"127.0.0.1:{port}", "--save-masks", str(tmp_path)],
+                              input="Segment the liver.\nSegment the lesion inside it.\n\n", capture_output=True,
+                              text=True, timeout=120)
+        assert chat.returncode == 0, chat.stderr
+        assert chat.stdout.count("[SEG]") == 2 and "reference round 1" in chat.stdout
+        assert len(list(tmp_path.glob("*_round*.png"))) == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
