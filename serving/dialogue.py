@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from model.data.images import to_uint8_rgb
+from model.predictor import QuestionError
 from model.reference import ReferenceRoundError, resolve_reference
 from serving.errors import ImageTooLarge, InvalidImage, SessionBusy
 from serving.store import RedisSessionStore, RoundRecord, SessionRecord
@@ -82,8 +83,6 @@ class Dialogue:
         return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl)
 
     def _check_question(self, question: str) -> str:
-        from model.predictor import QuestionError
-
         question = " ".join(question.split())
         if not question:
             raise QuestionError("the question is empty; ask for a structure, e.g. 'Segment the liver.'")

@@ -110,14 +110,6 @@ class RoundRecord:
         """(H, W) bool; None for a round whose answer had no [SEG]."""
         return np.asarray(Image.open(io.BytesIO(self.mask_png))) > 0 if self.mask_png else None
 
-    @classmethod
-    def from_result(cls, r: RoundResult, *, request_id: str = "", timings: dict | None = None) -> RoundRecord:
-        return cls(index=r.index + 1, question=r.question, answer=r.answer, answer_ids=list(r.answer_ids),
-                   reference=r.reference, mask_png=encode_mask(r.mask), box=r.box, quality=r.quality,
-                   corrected=r.corrected, has_seg=r.has_seg,
-                   seg_vector=None if r.seg_vector is None else r.seg_vector.astype(np.float32).tolist(),
-                   request_id=request_id, timings=dict(timings or {}), created=time.time())
-
     def to_result(self) -> RoundResult:
         """Back to the predictor's form (for ``MultiRoundPredictor.restore``)."""
         seg = None if self.seg_vector is None else np.asarray(self.seg_vector, np.float32)
@@ -192,10 +184,6 @@ class RedisSessionStore:
     @staticmethod
     def _key(*parts: str) -> str:
         return ":".join((PREFIX, *parts))
-
-    @_guard
-    async def ping(self) -> bool:
-        return bool(await self.redis.ping())
 
     # -- images and sessions -------------------------------------------------------------------
     @_guard
