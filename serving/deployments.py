@@ -4,7 +4,9 @@
   in-replica LRU and a shared tier in Redis, so an image is encoded once however many rounds and
   sessions use it; batches images across sessions.
 - ``Reasoner``: the LLaVA step: rebuilds the dialogue from its stored rounds (bit-exactly, see
-  ``MultiRoundPredictor.restore``), generates the answer and the [SEG] vector.
+  ``MultiRoundPredictor.restore``), generates the answer and the [SEG] vector. One dialogue at a
+  time per replica (not batched across sessions, which would break bit-exactness with the
+  in-process predictor); scale with replicas.
 - ``MaskDecoder``: JCM judge/correct and the SAM mask decoder; batches [SEG] vectors across sessions.
 
 ``LocalPipeline`` runs the three in one process; ``ServePipeline`` calls the deployments' handles.
