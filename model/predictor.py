@@ -126,6 +126,15 @@ class MultiRoundPredictor:
     @torch.inference_mode()
     def reason(self, question: str, reference: int | None = None, *, answer: str | None = None) -> Turn:
         """The language side of a round: validate, prefill, generate (or force) the answer, take h_c."""
+        index, reference, hidden = self._begin(question, reference)
+        if answer is None:
+            answer_ids, h_c = self._generate(hidden)
+        else:
+            answer_ids, h_c = self._force(self._tokens(f" {answer_text(answer)} {self.tokenizer.eos_token}"), hidden)
+        return self._turn(index, question, reference, answer_ids, h_c)
+
+    def _begin(self, question: str, reference: int | None) -> tuple[int, int | None, torch.Tensor]:
+        """Validate a question, resolve its reference and prefill its human turn: (index, reference, hidden)."""
         if self._image is None:
             raise RuntimeError("call set_image() before ask()")
         question = " ".join(question.split())
@@ -145,11 +154,10 @@ class MultiRoundPredictor:
         if len(self.tokens) + len(self._pending) + len(prompt) + self.max_new_tokens > self.max_length:
             raise QuestionError(f"the dialogue would exceed the model's {self.max_length}-token context; "
                                 "start a new session on this image")
-        hidden = self._open_round(prompt, reference)
-        if answer is None:
-            answer_ids, h_c = self._generate(hidden)
-        else:
-            answer_ids, h_c = self._force(self._tokens(f" {answer_text(answer)} {self.tokenizer.eos_token}"), hidden)
+        return index, reference, self._open_round(prompt, reference)
+
+    def _turn(self, index: int, question: str, reference: int | None, answer_ids: list[int],
+              h_c: torch.Tensor | None) -> Turn:
         special = {self.tokenizer.eos_token_id}
         text = self.tokenizer.decode([t for t in answer_ids if t not in special]).strip()
         seg_vector = None if h_c is None else self.model.seg_prompts(h_c[None])[0]
@@ -189,6 +197,21 @@ class MultiRoundPredictor:
                 self._step(token)
             self.rounds.append(r)
 
+    @torch.inference_mode()
+    def prefill(self, rounds: list[RoundResult]) -> None:
+        """Rebuild the dialogue from earlier rounds in one forward pass, as a stateless server would
+        recompute it every round; equal to ``restore`` up to float rounding, not bit for bit."""
+        if self._image is None or self.rounds:
+            raise RuntimeError("prefill() needs a fresh dialogue: call set_image() first")
+        ids, masks = [], []
+        for r in rounds:
+            ids += self._prompt(r.question, r.index, r.reference) + r.answer_ids
+            masks += [] if r.reference is None else [rounds[r.reference].mask]
+        if ids:
+            self._prefill(self._pending + ids, masks)
+            self._pending = []
+        self.rounds = list(rounds)
+
     def _prompt(self, question: str, index: int, reference: int | None) -> list[int]:
         text = human_text(question, index, reference is not None)
         if self.reference_mode != "crop+box":
@@ -199,8 +222,7 @@ class MultiRoundPredictor:
 
     def _open_round(self, prompt: list[int], reference: int | None) -> torch.Tensor:
         """Prefill the round's human turn (with the referenced round's mask); the last hidden state."""
-        ref_mask = self.rounds[reference].mask if reference is not None else None
-        hidden = self._prefill(self._pending + prompt, ref_mask)
+        hidden = self._prefill(self._pending + prompt, [] if reference is None else [self.rounds[reference].mask])
         self._pending = []
         return hidden
 
@@ -210,12 +232,12 @@ class MultiRoundPredictor:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return [t for i in ids for t in ([image_id] * self.image_tokens if i == image_id else [i])]
 
-    def _prefill(self, ids: list[int], ref_mask: np.ndarray | None) -> torch.Tensor:
-        """Feed ``ids`` through the cache; returns the last position's hidden state (d,)."""
+    def _prefill(self, ids: list[int], ref_masks: list[np.ndarray]) -> torch.Tensor:
+        """Feed ``ids`` (with one referenced mask per reference) through the cache; the last hidden state (d,)."""
         m, t = self.model, torch.tensor([ids], device=self.model.device)
         crop = box = None
         if (t == m.token_ids["crop"]).any() or (t == m.token_ids["box"]).any():
-            crop, box = m.reference_tokens(self.image, [ref_mask])
+            crop, box = m.reference_tokens(self.image, ref_masks)
             crop = crop if (t == m.token_ids["crop"]).any() else None
             box = box if (t == m.token_ids["box"]).any() else None
         features = self.encoding.image_features if (t == m.token_ids["image"]).any() else None
@@ -226,7 +248,7 @@ class MultiRoundPredictor:
         return hidden[0, -1]
 
     def _step(self, token: int) -> torch.Tensor:
-        return self._prefill([token], None)
+        return self._prefill([token], [])
 
     def _generate(self, hidden: torch.Tensor) -> tuple[list[int], torch.Tensor | None]:
         """Greedy decoding up to EOS; h_c is the state that produced [SEG] (the first one)."""
@@ -256,6 +278,81 @@ class MultiRoundPredictor:
         hidden, _, self._cache = m.language(m.embed(t), cache=self._cache)
         self.tokens += ids
         return hidden[0]
+
+
+@torch.inference_mode()
+def reason_together(predictors: list[MultiRoundPredictor], questions: list[tuple[str, int | None]],
+                    ) -> list[Turn | Exception]:
+    """One generated round for each of several dialogues (predictors sharing one model), decoded in lockstep.
+
+    Each dialogue prefills its own new tokens; then every greedy step runs all of them as one
+    batch over their key/value caches, left-padded to a common length and masked, and each cache
+    is cut back to its own tokens afterwards. One dialogue alone takes ``reason`` itself. A
+    question the predictor refuses comes back as its exception, in its place.
+    """
+    if len(predictors) == 1:
+        try:
+            return [predictors[0].reason(*questions[0])]
+        except (QuestionError, ReferenceRoundError) as e:
+            return [e]
+    results: list[Turn | Exception | None] = [None] * len(predictors)
+    opened = []  # (position, predictor, index, reference, hidden)
+    for k, (p, (question, reference)) in enumerate(zip(predictors, questions, strict=True)):
+        try:
+            opened.append((k, p, *p._begin(question, reference)))
+        except (QuestionError, ReferenceRoundError) as e:
+            results[k] = e
+    if opened:
+        for (k, p, index, reference, _), (answer_ids, h_c) in zip(opened, _decode_lockstep(opened), strict=True):
+            results[k] = p._turn(index, questions[k][0], reference, answer_ids, h_c)
+    return results
+
+
+def _decode_lockstep(opened: list) -> list[tuple[list[int], torch.Tensor | None]]:
+    """Greedy decoding of several opened rounds at once, as ``MultiRoundPredictor._generate`` does one."""
+    predictors = [p for _, p, *_ in opened]
+    model, first = predictors[0].model, predictors[0]
+    eos, seg, limit = first.tokenizer.eos_token_id, model.token_ids["seg"], first.max_new_tokens
+    lengths = torch.tensor([p._cache.get_seq_length() for p in predictors])
+    longest, n_layers = int(lengths.max()), len(first._cache.layers)
+    pad = (longest - lengths).tolist()
+
+    def padded(tensors):  # (1, H, L_i, D) each -> (B, H, longest, D), left-padded with zeros
+        return torch.cat([torch.nn.functional.pad(t, (0, 0, n, 0)) for t, n in zip(tensors, pad, strict=True)])
+
+    cache = DynamicCache(ddp_cache_data=[(padded([p._cache.layers[i].keys for p in predictors]),
+                                          padded([p._cache.layers[i].values for p in predictors]))
+                                         for i in range(n_layers)])
+    attention = (torch.arange(longest)[None, :] >= torch.tensor(pad)[:, None]).long()
+    logits = torch.stack([p._logits for p in predictors])
+    hidden = torch.stack([h for *_, h in opened])
+    outs: list[list[int]] = [[] for _ in predictors]
+    h_cs: list[torch.Tensor | None] = [None] * len(predictors)
+    done = [False] * len(predictors)
+    for step in range(limit + 1):
+        tokens = logits.argmax(-1).tolist() if step < limit else [eos] * len(predictors)
+        for b, token in enumerate(tokens):
+            if not done[b]:
+                if token == seg and h_cs[b] is None:
+                    h_cs[b] = hidden[b]
+                outs[b].append(token)
+        attention = torch.cat([attention, torch.ones(len(predictors), 1, dtype=attention.dtype)], dim=1)
+        x = model.embed(torch.tensor(tokens, device=model.device)[:, None])
+        out, step_logits, cache = model.language(x, attention_mask=attention, cache=cache,
+                                                 position_ids=(lengths + step)[:, None])
+        for b, token in enumerate(tokens):
+            if not done[b]:
+                predictors[b]._logits = step_logits[b, -1]
+                done[b] = token == eos
+        hidden, logits = out[:, -1], step_logits[:, -1]
+        if all(done):
+            break
+    for b, p in enumerate(predictors):  # each cache keeps its own tokens: no padding, nothing after its EOS
+        keep = slice(pad[b], longest + len(outs[b]))
+        p._cache = DynamicCache(ddp_cache_data=[(cache.layers[i].keys[b:b + 1, :, keep],
+                                                 cache.layers[i].values[b:b + 1, :, keep]) for i in range(n_layers)])
+        p.tokens += outs[b]
+    return list(zip(outs, h_cs, strict=True))
 
 
 def judge_and_decode(model: MediRound, encoding: ImageEncoding, prompts: torch.Tensor,

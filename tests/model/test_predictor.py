@@ -105,3 +105,59 @@ def test_restore_rebuilds_a_dialogue_bit_identically(predictor, phantom_root, ti
     assert np.array_equal(again.seg_vector, done[3].seg_vector) or again.seg_vector is done[3].seg_vector is None
     with pytest.raises(RuntimeError, match="fresh dialogue"):
         other.restore(done[:1])
+
+
+def test_dialogues_decoded_together_answer_as_each_alone(phantom_root):
+    """Lockstep decoding over padded caches gives each dialogue the tokens and masks it gets alone."""
+    from model.checkpoint import load_checkpoint
+    from model.config import SHIPPED_TINY
+    from model.predictor import reason_together
+
+    model, tokenizer, cfg = load_checkpoint(SHIPPED_TINY)
+    convs = load(phantom_root / "test_hard.json")[:4]
+    alone, together = ([MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length) for _ in convs]
+                       for _ in range(2))
+    for a, b, conv in zip(alone, together, convs, strict=True):
+        a.set_image(phantom_root / conv.image)
+        b.set_image(phantom_root / conv.image)
+    for r in range(max(len(c.rounds) for c in convs)):
+        live = [k for k, c in enumerate(convs) if r < len(c.rounds)]
+        turns = reason_together([together[k] for k in live], [(convs[k].rounds[r].question, None) for k in live])
+        for k, turn in zip(live, turns, strict=True):
+            expected, got = alone[k].ask(convs[k].rounds[r].question), together[k].segment(turn)
+            assert got.answer_ids == expected.answer_ids and got.reference == expected.reference
+            assert (got.mask != expected.mask).mean() < 1e-3  # the same up to float rounding of the batch
+        assert [together[k].tokens for k in live] == [alone[k].tokens for k in live]
+
+
+def test_a_refused_question_in_a_batch_leaves_the_others_running(phantom_root):
+    from model.checkpoint import load_checkpoint
+    from model.config import SHIPPED_TINY
+    from model.predictor import reason_together
+
+    model, tokenizer, cfg = load_checkpoint(SHIPPED_TINY)
+    conv = load(phantom_root / "test.json")[0]
+    predictors = [MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length) for _ in range(3)]
+    for p in predictors:
+        p.set_image(phantom_root / conv.image)
+    question = conv.rounds[0].question
+    turns = reason_together(predictors, [(question, None), ("organ " * 200, None), (question, 3)])
+    assert isinstance(turns[1], QuestionError) and isinstance(turns[2], ReferenceRoundError)
+    assert predictors[1].tokens == predictors[2].tokens == []  # nothing was prefilled
+    alone = MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length)
+    alone.set_image(phantom_root / conv.image)
+    assert turns[0].answer_ids == alone.reason(question).answer_ids
+
+
+def test_prefill_rebuilds_a_dialogue_in_one_pass(predictor, phantom_root, tiny_model, phantom_tokenizer):
+    conv = load(phantom_root / "test_hard.json")[0]
+    predictor.set_image(phantom_root / conv.image)
+    done = [predictor.ask(r.question) for r in conv.rounds[:4]]
+    other = MultiRoundPredictor(tiny_model[0], phantom_tokenizer, max_new_tokens=6)
+    other.set_image(phantom_root / conv.image)
+    other.prefill(done[:3])
+    assert other.tokens == predictor.tokens[: len(other.tokens)] and len(other.rounds) == 3
+    again = other.ask(conv.rounds[3].question)
+    assert again.answer_ids == done[3].answer_ids
+    if done[3].has_seg:
+        assert np.allclose(again.seg_vector, done[3].seg_vector, atol=1e-4)
