@@ -2,12 +2,14 @@
 
 Three applications (``encoder``, ``reasoner``, ``decoder``), each one deployment; replicas, CPU/GPU
 shares, batch sizes and waits come from a config in ``serve build``'s schema (``deploy/serve/``).
-``deploy_pipeline`` deploys them and returns the ``ServePipeline`` the gRPC front calls.
+``deploy_pipeline`` deploys them and returns the ``ServePipeline`` the gRPC front calls;
+``attach_pipeline`` takes that of applications already running (a KubeRay RayService).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import time
 from pathlib import Path
 
@@ -22,11 +24,13 @@ APPS = ("encoder", "reasoner", "decoder")
 
 
 def encoder_app(args: dict):
-    return ImageEncoder.bind(args["checkpoint"], args.get("redis_url"), args.get("cache_size", 64))
+    # The shared encoding tier: the app's argument, else the replica's REDIS_URL (how a cluster passes a secret).
+    redis_url = args.get("redis_url") or os.environ.get("REDIS_URL")
+    return ImageEncoder.bind(args["checkpoint"], redis_url, args.get("cache_size", 64))
 
 
 def reasoner_app(args: dict):
-    return Reasoner.bind(args["checkpoint"])
+    return Reasoner.bind(args["checkpoint"], args.get("dialogue_cache_size", 256))
 
 
 def decoder_app(args: dict):
@@ -53,12 +57,20 @@ def load_serve_config(path: str | Path | None = None, *, checkpoint: str | Path 
 def deploy_pipeline(config: dict, *, timeout: float = 600.0) -> ServePipeline:
     """Deploy the three applications of ``config`` on the connected Ray cluster; wait until running."""
     from ray.serve._private import api as serve_api
-    from ray.serve.schema import ApplicationStatus, ServeDeploySchema
+    from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
     client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
                                    proxy_location=schema.proxy_location)
     client.deploy_apps(schema)
+    return attach_pipeline(timeout=timeout)
+
+
+def attach_pipeline(*, timeout: float = 600.0) -> ServePipeline:
+    """The ``ServePipeline`` of the three applications on the connected Ray cluster, once they all run
+    (deployed by ``deploy_pipeline`` or by a cluster operator such as KubeRay)."""
+    from ray.serve.schema import ApplicationStatus
+
     deadline = time.monotonic() + timeout
     while True:
         apps = serve.status().applications

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -82,6 +83,17 @@ def _demo(args) -> int:
     return run_demo(args.out, seed=args.seed, checkpoint=args.checkpoint)
 
 
+def _bench(args) -> int:
+    from serving.bench import markdown, run_bench
+
+    data = args.data or ("data/phantoms" if Path("data/phantoms/test_hard.json").exists() else None)
+    report = run_bench(args.out, data=data, dialogues=args.dialogues, levels=tuple(args.concurrency),
+                       checkpoint=args.checkpoint)
+    print(markdown(report))
+    print(f"wrote {args.out}/bench.json, bench.md, bench.png")
+    return 0
+
+
 def _serve(args) -> int:
     import asyncio
     import signal
@@ -92,7 +104,7 @@ def _serve(args) -> int:
     replicas = dict(item.split("=", 1) for item in args.replicas or [])
     options = ServiceOptions(checkpoint=args.checkpoint, redis_url=args.redis_url, serve_config=args.serve_config,
                              replicas={k: int(v) for k, v in replicas.items()}, metrics_port=args.metrics_port,
-                             ray_address=args.ray_address,
+                             ray_address=args.ray_address, attach=args.attach,
                              server=ServerOptions(address=args.address, token=args.token, tls_cert=args.tls_cert,
                                                   tls_key=args.tls_key))
 
@@ -191,7 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", action="append", metavar="DEPLOYMENT=N", help="override replicas, e.g. Reasoner=2")
     p.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this port (e.g. 9464)")
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
-    p.add_argument("--token", help="require 'authorization: Bearer <token>' metadata")
+    p.add_argument("--attach", action="store_true",
+                   help="serve the applications already running on the Ray cluster (e.g. a KubeRay RayService) "
+                        "instead of deploying them; stopping leaves them running")
+    p.add_argument("--token", default=os.environ.get("MEDIROUND_TOKEN"),
+                   help="require 'authorization: Bearer <token>' metadata (default: MEDIROUND_TOKEN)")
     p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS)")
     p.add_argument("--tls-key", help="PEM private key")
     p.set_defaults(func=_serve)
@@ -208,6 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed of the held-out phantom image (default 7)")
     p.add_argument("--checkpoint", default=str(SHIPPED_TINY), help="checkpoint directory (default: the shipped tiny)")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser("bench", help="served pipeline vs a naive server, side by side (writes bench.md/.png)")
+    p.add_argument("--out", default="out/bench", help="where bench.json, bench.md and bench.png go")
+    p.add_argument("--data", help="phantom dataset root with test_hard.json (default: data/phantoms if present, "
+                   "else a small set generated under data/bench)")
+    p.add_argument("--dialogues", type=int, default=32, help="8-round dialogues per concurrency (default 32)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="dialogues held at once")
+    p.add_argument("--checkpoint", default=str(SHIPPED_TINY), help="checkpoint directory (default: the shipped tiny)")
+    p.set_defaults(func=_bench)
     return parser
 
 

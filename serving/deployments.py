@@ -3,10 +3,11 @@
 - ``ImageEncoder``: both image encoders, content-addressed by the image's SHA-256 with a bounded
   in-replica LRU and a shared tier in Redis, so an image is encoded once however many rounds and
   sessions use it; batches images across sessions.
-- ``Reasoner``: the LLaVA step: rebuilds the dialogue from its stored rounds (bit-exactly, see
-  ``MultiRoundPredictor.restore``), generates the answer and the [SEG] vector. One dialogue at a
-  time per replica (not batched across sessions, which would break bit-exactness with the
-  in-process predictor); scale with replicas.
+- ``Reasoner``: the LLaVA step: generates the answer and the [SEG] vector, decoding the rounds of
+  different sessions together in one batch. Each dialogue's key/value cache stays on its replica
+  between rounds (a bounded LRU) and ``serving.routing`` sends the dialogue back there; a replica
+  without it rebuilds the dialogue from its stored rounds (bit-exactly, see
+  ``MultiRoundPredictor.restore``).
 - ``MaskDecoder``: JCM judge/correct and the SAM mask decoder; batches [SEG] vectors across sessions.
 
 ``LocalPipeline`` runs the three in one process; ``ServePipeline`` calls the deployments' handles.
@@ -19,15 +20,17 @@ import hashlib
 import io
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import ray
 import torch
 from ray import serve
 
 from model.checkpoint import load_checkpoint
 from model.data.images import load_image, mask_box
 from model.mediround import ImageEncoding
-from model.predictor import MultiRoundPredictor, judge_and_decode
+from model.predictor import MultiRoundPredictor, judge_and_decode, reason_together
 from serving import metrics
 from serving.store import RoundRecord, encode_mask
 
@@ -119,36 +122,116 @@ class ImageEncoderCore:
         return out
 
 
-class ReasonerCore:
-    """The language step of a round, for any dialogue: restore its history, then reason."""
+@dataclass
+class DialogueSlot:
+    """One dialogue's predictor on a Reasoner, with the rounds its key/value cache holds."""
 
-    def __init__(self, checkpoint: str, **predictor_args):
+    predictor: MultiRoundPredictor | None = None
+    signature: list[tuple] = field(default_factory=list)  # (question, reference, answer ids) per cached round
+
+
+def _signature(record: RoundRecord) -> tuple:
+    return record.question, record.reference, tuple(record.answer_ids)
+
+
+class ReasonerCore:
+    """The language step of rounds of any dialogues, batched across dialogues.
+
+    Each dialogue's key/value cache stays in a bounded LRU between rounds, so a round prefills
+    only its own tokens. The cache is used only when the stored history is exactly the rounds it
+    holds; otherwise (another replica ran the last round, a round failed, the LRU evicted it) the
+    dialogue is rebuilt from that history with ``MultiRoundPredictor.restore``, bit-identically.
+    """
+
+    def __init__(self, checkpoint: str, *, cache_size: int = 256, **predictor_args):
         model, tokenizer, cfg = load_checkpoint(checkpoint)
-        self.predictor = MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length, **predictor_args)
-        self.lock = threading.Lock()  # the predictor holds one dialogue's state at a time
+        self._new_predictor = lambda: MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length,
+                                                          **predictor_args)
+        self.dialogues: OrderedDict[str, DialogueSlot] = OrderedDict()
+        self.cache_size = cache_size
+        self.reused = self.rebuilt = 0
+        self.lock = threading.Lock()  # one batch at a time owns the predictors
 
     def reason(self, encoded: EncodedImage, history: list[RoundRecord], question: str,
-               reference: int | None) -> dict:
-        p = self.predictor
+               reference: int | None, dialogue: str | None = None) -> dict:
+        result = self.reason_batch([(dialogue, encoded, history, question, reference)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def reason_batch(self, items: list[tuple[str | None, EncodedImage, list[RoundRecord], str, int | None]],
+                     ) -> list[dict | Exception]:
+        """(dialogue id or None, encoded image, stored rounds, question, reference) -> turn dicts or errors."""
         with self.lock:
-            p.set_image(encoded.picture, encoding=encoded.encoding)
-            p.restore([r.to_result() for r in history])
-            turn = p.reason(question, reference)
-        seg = None if turn.seg_vector is None else turn.seg_vector.float().cpu().numpy().tolist()
-        return {"answer": turn.answer, "answer_ids": turn.answer_ids, "seg_vector": seg, "reference": turn.reference}
+            slots = [self._slot(dialogue) for dialogue, *_ in items]
+            predictors = [self._ready(slot, encoded, history) for slot, (_, encoded, history, *_) in
+                          zip(slots, items, strict=True)]
+            turns = reason_together(predictors, [(question, reference) for *_, question, reference in items])
+        out: list[dict | Exception] = []
+        for slot, turn in zip(slots, turns, strict=True):
+            if isinstance(turn, Exception):
+                out.append(turn)
+                continue
+            slot.signature.append((turn.question, turn.reference, tuple(turn.answer_ids)))
+            seg = None if turn.seg_vector is None else turn.seg_vector.float().cpu().numpy().tolist()
+            out.append({"answer": turn.answer, "answer_ids": turn.answer_ids, "seg_vector": seg,
+                        "reference": turn.reference})
+        return out
+
+    def _slot(self, dialogue: str | None) -> DialogueSlot:
+        if dialogue is None:  # a stateless round: nothing to keep
+            return DialogueSlot()
+        slot = self.dialogues.get(dialogue)
+        if slot is None:
+            slot = self.dialogues[dialogue] = DialogueSlot()
+            while len(self.dialogues) > self.cache_size:
+                self.dialogues.popitem(last=False)
+        self.dialogues.move_to_end(dialogue)
+        return slot
+
+    def _ready(self, slot: DialogueSlot, encoded: EncodedImage, history: list[RoundRecord]) -> MultiRoundPredictor:
+        """The slot's predictor holding exactly ``history``: its kept cache when that matches, else rebuilt."""
+        p = slot.predictor
+        if p is not None and slot.signature == [_signature(r) for r in history]:
+            p.rounds += [r.to_result() for r in history[len(p.rounds):]]  # masks of rounds it reasoned
+            self.reused += 1
+            metrics.DIALOGUE_CACHE.labels(outcome="reused").inc()
+            return p
+        p = slot.predictor = self._new_predictor()
+        encoded = _materialize(encoded)  # only a rebuild needs the picture and its encoding
+        p.set_image(encoded.picture, encoding=encoded.encoding)
+        p.restore([r.to_result() for r in history])
+        slot.signature = [_signature(r) for r in history]
+        self.rebuilt += 1
+        metrics.DIALOGUE_CACHE.labels(outcome="rebuilt" if history else "new").inc()
+        return p
 
 
 class MaskDecoderCore:
     """JCM + SAM decoding of [SEG] vectors; one JCM pass for a whole batch."""
 
-    def __init__(self, checkpoint: str, *, use_jcm: bool = True):
+    def __init__(self, checkpoint: str, *, use_jcm: bool = True, cache_size: int = 64):
         self.model, _, _ = load_checkpoint(checkpoint)
         self.use_jcm = use_jcm
+        self.encodings: OrderedDict[str, EncodedImage] = OrderedDict()  # object ref -> fetched encoding
+        self.cache_size = cache_size
+
+    def _encoding(self, encoded) -> EncodedImage:
+        if not isinstance(encoded, ray.ObjectRef):
+            return encoded
+        key = encoded.hex()
+        if key not in self.encodings:
+            self.encodings[key] = _materialize(encoded)
+            while len(self.encodings) > self.cache_size:
+                self.encodings.popitem(last=False)
+        self.encodings.move_to_end(key)
+        return self.encodings[key]
 
     @torch.inference_mode()
-    def decode(self, items: list[tuple[EncodedImage, list[float]]]) -> list[dict]:
+    def decode(self, items: list[tuple[EncodedImage | ray.ObjectRef, list[float]]]) -> list[dict]:
         out = []
-        for encoded, vector in items:
+        for ref, vector in items:
+            encoded = self._encoding(ref)
             prompt = torch.tensor([vector], dtype=self.model.dtype)
             masks, q, corrected = judge_and_decode(self.model, encoded.encoding, prompt, self.use_jcm)
             metrics.JCM_CORRECTIONS.inc(int(corrected.sum()))
@@ -165,14 +248,14 @@ class LocalPipeline:
         self.reasoner = ReasonerCore(checkpoint)
         self.decoder = MaskDecoderCore(checkpoint)
 
-    async def encode(self, sha256: str, image: bytes):
+    async def encode(self, sha256: str, image: bytes | None):
         encoded, tier = self.encoder.lookup(sha256)
-        if encoded is None:
+        if encoded is None and image is not None:
             encoded = (await asyncio.to_thread(self.encoder.compute, [(sha256, image)]))[0]
         return encoded, tier != "miss"
 
-    async def reason(self, encoding, history, question, reference):
-        return await asyncio.to_thread(self.reasoner.reason, encoding, history, question, reference)
+    async def reason(self, encoding, history, question, reference, dialogue=None):
+        return await asyncio.to_thread(self.reasoner.reason, encoding, history, question, reference, dialogue)
 
     async def decode(self, encoding, seg_vector):
         return (await asyncio.to_thread(self.decoder.decode, [(encoding, seg_vector)]))[0]
@@ -182,16 +265,30 @@ class LocalPipeline:
 class ImageEncoder:
     def __init__(self, checkpoint: str, redis_url: str | None = None, cache_size: int = 64):
         self.core = ImageEncoderCore(checkpoint, redis_url=redis_url, cache_size=cache_size)
+        self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()  # sha -> the encoding in the object store
+        self.computing: dict[str, asyncio.Future] = {}  # sha -> its encoding under way (computed once)
 
-    async def encode(self, sha256: str, image: bytes) -> tuple[object, bool]:
-        """(ObjectRef of the EncodedImage, cache hit?) so the embedding travels by reference."""
-        import ray
-
+    async def encode(self, sha256: str, image: bytes | None) -> tuple[ray.ObjectRef | None, bool]:
+        """(ObjectRef of the EncodedImage, cache hit?): the embedding travels by reference, put once.
+        Without ``image`` only the caches are asked; (None, False) when the image is not encoded yet."""
+        if sha256 in self.refs:
+            self.refs.move_to_end(sha256)
+            metrics.ENCODER_CACHE.labels(tier="replica").inc()
+            return self.refs[sha256], True
         encoded, tier = self.core.lookup(sha256)
-        metrics.ENCODER_CACHE.labels(tier=tier).inc()
         if encoded is None:
-            encoded = await self._compute((sha256, image))
-        return ray.put(encoded), tier != "miss"
+            if image is None:
+                return None, False
+            if sha256 not in self.computing:  # concurrent rounds on a new image share one computation
+                self.computing[sha256] = asyncio.ensure_future(self._compute((sha256, image)))
+                self.computing[sha256].add_done_callback(lambda _: self.computing.pop(sha256, None))
+            encoded = await asyncio.shield(self.computing[sha256])
+        metrics.ENCODER_CACHE.labels(tier=tier).inc()
+        if sha256 not in self.refs:
+            self.refs[sha256] = ray.put(encoded)
+            while len(self.refs) > self.core.cache_size:
+                self.refs.popitem(last=False)
+        return self.refs[sha256], tier != "miss"
 
     def reconfigure(self, config: dict) -> None:
         """Batch size and wait from the Serve config's ``user_config``."""
@@ -207,19 +304,31 @@ class ImageEncoder:
         return {"computed": self.core.computed, "cached": len(self.core.cache)}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(ray_actor_options={"num_cpus": 0.25},
+                  request_router_config={"request_router_class": "serving.routing:SessionAffinityRouter"})
 class Reasoner:
-    def __init__(self, checkpoint: str):
-        self.core = ReasonerCore(checkpoint)
+    def __init__(self, checkpoint: str, dialogue_cache_size: int = 256):
+        self.core = ReasonerCore(checkpoint, cache_size=dialogue_cache_size)
 
-    async def reason(self, encoded: EncodedImage, history: list[RoundRecord], question: str,
-                     reference: int | None) -> dict:
-        import ray
+    def reconfigure(self, config: dict) -> None:
+        self._reason.set_max_batch_size(config.get("max_batch_size", 16))
+        self._reason.set_batch_wait_timeout_s(config.get("batch_wait_timeout_s", 0.002))
 
-        encoded = await _resolve(encoded)
-        result = await asyncio.to_thread(self.core.reason, encoded, history, question, reference)
+    async def reason(self, encoded: ray.ObjectRef, history: list[RoundRecord], question: str,
+                     reference: int | None, dialogue: str | None = None) -> dict:
+        result = await self._reason((dialogue, encoded, history, question, reference))
+        if isinstance(result, Exception):
+            raise result
         result["replica"] = ray.serve.get_replica_context().replica_id.unique_id
         return result
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+    async def _reason(self, items: list[tuple]) -> list[dict | Exception]:
+        metrics.BATCH_SIZE.labels(stage="reason").observe(len(items))
+        return await asyncio.to_thread(self.core.reason_batch, items)
+
+    def stats(self) -> dict:
+        return {"reused": self.core.reused, "rebuilt": self.core.rebuilt, "dialogues": len(self.core.dialogues)}
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -234,15 +343,12 @@ class MaskDecoder:
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def decode(self, items: list[tuple[EncodedImage, list[float]]]) -> list[dict]:
         metrics.BATCH_SIZE.labels(stage="decode").observe(len(items))
-        items = [(await _resolve(encoded), vector) for encoded, vector in items]
         return await asyncio.to_thread(self.core.decode, items)
 
 
-async def _resolve(value):
-    """An ``EncodedImage`` passed by object reference is fetched here, in the replica that uses it."""
-    import ray
-
-    return await value if isinstance(value, ray.ObjectRef) else value
+def _materialize(value) -> EncodedImage:
+    """An ``EncodedImage`` passed by object reference is fetched where it is used (a worker thread)."""
+    return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
 class ServePipeline:
@@ -254,8 +360,10 @@ class ServePipeline:
     async def encode(self, sha256: str, image: bytes):
         return await self.encoder.encode.remote(sha256, image)
 
-    async def reason(self, encoding, history, question, reference):
-        return await self.reasoner.reason.remote(encoding, history, question, reference)
+    async def reason(self, encoding, history, question, reference, dialogue=None):
+        # The session id as multiplexed model id: what ``SessionAffinityRouter`` routes on.
+        handle = self.reasoner if dialogue is None else self.reasoner.options(multiplexed_model_id=dialogue)
+        return await handle.reason.remote(encoding, history, question, reference, dialogue)
 
     async def decode(self, encoding, seg_vector):
         return await self.decoder.decode.remote((encoding, seg_vector))  # one batch item

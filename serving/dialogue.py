@@ -39,11 +39,16 @@ class Limits:
 class Pipeline(Protocol):
     """The model's three steps, wherever they run."""
 
-    async def encode(self, sha256: str, image: bytes) -> tuple[object, bool]:
-        """An image encoding (opaque to the dialogue) and whether it came from a cache."""
+    async def encode(self, sha256: str, image: bytes | None) -> tuple[object | None, bool]:
+        """An image encoding (opaque to the dialogue) and whether it came from a cache; without
+        ``image`` only a cached encoding is looked up ((None, False) when there is none)."""
 
-    async def reason(self, encoding, history: list[RoundRecord], question: str, reference: int | None) -> dict:
-        """{"answer", "answer_ids", "seg_vector" (list or None), "reference"} for the next round."""
+    async def reason(self, encoding, history: list[RoundRecord], question: str, reference: int | None,
+                     dialogue: str | None = None) -> dict:
+        """{"answer", "answer_ids", "seg_vector" (list or None), "reference"} for the next round.
+
+        ``dialogue`` (the session id; None for a stateless round) lets the step keep the dialogue's
+        state between rounds."""
 
     async def decode(self, encoding, seg_vector: list[float]) -> dict:
         """{"mask_png", "box", "quality", "corrected"} for one [SEG] vector."""
@@ -108,8 +113,8 @@ class Dialogue:
                 session = await self.store.get_session(session_id)
                 history = await self.store.rounds(session_id)
                 reference = self._reference(question, reference_round, len(history))
-                image = await self.store.image(session.image_sha256)
-                record = await self._compute(session.image_sha256, image, history, question, reference, on_answer)
+                record = await self._compute(session.image_sha256, None, history, question, reference, on_answer,
+                                             dialogue=session.id)
                 record.request_id = request_id
                 return await self.store.append_round(session, record)
         except TimeoutError as e:
@@ -133,12 +138,15 @@ class Dialogue:
             return reference_round - 1
         return resolve_reference(question, rounds_so_far)
 
-    async def _compute(self, sha: str, image: bytes, history: list[RoundRecord], question: str,
-                       reference: int | None, on_answer) -> RoundRecord:
+    async def _compute(self, sha: str, image: bytes | None, history: list[RoundRecord], question: str,
+                       reference: int | None, on_answer, *, dialogue: str | None = None) -> RoundRecord:
+        """One round on the image ``sha`` (its bytes are read from the store only when not yet encoded)."""
         start = time.perf_counter()
         encoding, hit = await self.pipeline.encode(sha, image)
+        if encoding is None:
+            encoding, hit = await self.pipeline.encode(sha, await self.store.image(sha))
         encoded = time.perf_counter()
-        turn = await self.pipeline.reason(encoding, history, question, reference)
+        turn = await self.pipeline.reason(encoding, history, question, reference, dialogue)
         reasoned = time.perf_counter()
         if on_answer is not None:
             await on_answer(turn["answer"])

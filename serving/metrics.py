@@ -14,6 +14,8 @@ BATCH_SIZE = Histogram("mediround_batch_size", "Items per batched model call", [
                        buckets=(1, 2, 4, 8, 16, 32))
 ENCODER_CACHE = Counter("mediround_encoder_cache_total", "Image encoding lookups by tier", ["tier"])
 ENCODER_COMPUTED = Counter("mediround_encoder_computed_total", "Images actually run through the encoders")
+DIALOGUE_CACHE = Counter("mediround_dialogue_cache_total",
+                         "Rounds by how the Reasoner got the dialogue's key/value cache", ["outcome"])
 JCM_CORRECTIONS = Counter("mediround_jcm_corrections_total", "[SEG] vectors replaced by the JCM correction")
 ROUNDS = Counter("mediround_rounds_total", "Rounds appended")
 ROUND_INDEX = Histogram("mediround_round_index", "Index of each appended round (rounds per session)",

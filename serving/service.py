@@ -26,6 +26,9 @@ class ServiceOptions:
     metrics_port: int | None = None
     ray_address: str | None = None
     """Connect to this Ray cluster instead of starting a local one."""
+    attach: bool = False
+    """Serve the applications already running on the Ray cluster (e.g. deployed by KubeRay) instead of
+    deploying them; stopping then leaves them running for the other fronts."""
 
 
 class Service:
@@ -39,7 +42,7 @@ class Service:
     async def start(self) -> Service:
         import ray
 
-        from serving.app import deploy_pipeline, load_serve_config
+        from serving.app import attach_pipeline, deploy_pipeline, load_serve_config
 
         o = self.options
         url = o.redis_url or os.environ.get("REDIS_URL")
@@ -51,8 +54,11 @@ class Service:
         if not ray.is_initialized():
             ray.init(address=o.ray_address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
-        pipeline = deploy_pipeline(load_serve_config(o.serve_config, checkpoint=o.checkpoint, redis_url=url,
-                                                     replicas=o.replicas))
+        if o.attach:
+            pipeline = attach_pipeline()
+        else:
+            pipeline = deploy_pipeline(load_serve_config(o.serve_config, checkpoint=o.checkpoint, redis_url=url,
+                                                         replicas=o.replicas))
         self.store = RedisSessionStore(url)
         self.dialogue = Dialogue(self.store, pipeline, o.limits)
         self.server, port = await start_server(self.dialogue, o.server)
@@ -71,7 +77,8 @@ class Service:
             await self.server.stop(grace=2)
         if self.store is not None:
             await self.store.close()
-        serve.shutdown()
+        if not self.options.attach:
+            serve.shutdown()
         ray.shutdown()
         if self.redis is not None:
             self.redis.close()

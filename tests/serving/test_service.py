@@ -64,22 +64,26 @@ def test_a_served_dialogue_equals_the_in_process_predictor(client, predictor):
     assert client.session(session.id).round_count == len(conv.rounds)
 
 
-def test_rounds_on_different_reasoner_replicas_stay_correct(client, predictor, phantom_root):
+def test_each_dialogue_keeps_to_the_reasoner_replica_chosen_for_it(client, predictor, phantom_root):
+    import ray
+
+    from serving.routing import _weight
+
+    replicas = [a["name"].rsplit("#", 1)[-1] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["name"].startswith("SERVE_REPLICA::reasoner#")]
+    assert len(replicas) == 2
     conv = load(phantom_root / "test_hard.json")[0]
     image = phantom_root / conv.image
     local = _in_process(predictor, image, [r.question for r in conv.rounds])
-    replicas = set()
-    for _ in range(3):  # Serve routes each round independently; 3 dialogues x 6+ rounds reach both
+    for _ in range(3):
         session = client.create_session(image)
         served = [client.ask(session.id, r.question) for r in conv.rounds]
-        replicas |= {s.served_by["reasoner"] for s in served}
+        chosen = max(replicas, key=lambda r: _weight(session.id, r))
+        assert {s.served_by["reasoner"] for s in served} == {chosen}
         for s, lo in zip(served, local, strict=True):
             assert s.answer == lo.answer
             if lo.has_seg:
                 assert np.array_equal(MediRoundClient.mask(s), lo.mask)
-        if len(replicas) == 2:
-            break
-    assert len(replicas) == 2
 
 
 def test_concurrent_rounds_on_one_session_are_serialised(client):
