@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint data proto clean
+.PHONY: demo test lint data proto loadtest bench clean
 
 # torch first, exact: any looser request pulls a multi-GB CUDA build on Linux (README: GPU install).
 $(BIN)/mediround: pyproject.toml
@@ -29,6 +29,14 @@ data: $(BIN)/mediround
 proto: $(BIN)/mediround
 	cd proto && ../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. \
 		mediround/v1/mediround.proto
+
+# Locust users hold phantom dialogues against a fresh embedded service; CSV in out/loadtest (loadtest/README.md).
+loadtest: $(BIN)/mediround
+	$(BIN)/python loadtest/run.py --out out/loadtest
+
+# Served pipeline vs a naive server, side by side (serving/bench.py); table and plot in out/bench.
+bench: $(BIN)/mediround
+	$(BIN)/mediround bench --out out/bench
 
 clean:
 	rm -rf $(VENV) out data .pytest_cache .ruff_cache

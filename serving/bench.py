@@ -19,6 +19,7 @@ import json
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,14 +71,13 @@ def hold_all(dialogues: list[Dialogue], concurrency: int, hold) -> dict:
 class NaiveServer:
     """Stateless rounds, one at a time: everything recomputed per round."""
 
-    def __init__(self, checkpoint: str | Path):
-        self.model, self.tokenizer, cfg = load_checkpoint(checkpoint)
-        self.max_length = cfg.mllm.max_length
+    def __init__(self, new_predictor: Callable[[], MultiRoundPredictor]):
+        self.new_predictor = new_predictor
         self.lock = threading.Lock()
 
     def round(self, image: bytes, history: list[RoundResult], question: str) -> RoundResult:
         with self.lock:
-            p = MultiRoundPredictor(self.model, self.tokenizer, max_length=self.max_length)
+            p = self.new_predictor()
             p.set_image(image)  # decode + both encoders, every round
             p.prefill(history)  # the whole dialogue so far, one pass
             return p.ask(question)
@@ -91,9 +91,8 @@ class NaiveServer:
         return seconds
 
 
-def floor(checkpoint: str | Path, dialogues: list[Dialogue]) -> dict:
+def floor(predictor: MultiRoundPredictor, dialogues: list[Dialogue]) -> dict:
     """Per-round latency of the bare model calls; round 1 includes encoding the image."""
-    predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
 
     def hold(dialogue: Dialogue) -> list[float]:
         seconds = []
@@ -141,10 +140,15 @@ def run_bench(out: str | Path, *, data: str | Path | None = None, dialogues: int
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = bench_dialogues(Path(data) if data else None, dialogues)
-    naive_server = NaiveServer(checkpoint)
+    model, tokenizer, cfg = load_checkpoint(checkpoint)
+
+    def new_predictor() -> MultiRoundPredictor:
+        return MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length)
+
+    naive = NaiveServer(new_predictor)
     report = {"dialogues": len(todo), "rounds_per_dialogue": len(todo[0].questions),
-              "torch_threads": torch.get_num_threads(), "floor": floor(checkpoint, todo),
-              "naive": [hold_all(todo, c, naive_server.hold) for c in levels]}
+              "torch_threads": torch.get_num_threads(), "floor": floor(new_predictor(), todo),
+              "naive": [hold_all(todo, c, naive.hold) for c in levels]}
     report["served"], report["counters"] = served(todo, levels)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(report))
