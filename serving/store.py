@@ -120,7 +120,7 @@ class RoundRecord:
 def encode_mask(mask: np.ndarray) -> bytes:
     """(H, W) bool -> single-channel 8-bit PNG, foreground 255."""
     buf = io.BytesIO()
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(buf, format="PNG", optimize=True)
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
