@@ -87,18 +87,23 @@ class MediRound(nn.Module):
         emb, sizes = self.sam_embed([image])
         return ImageEncoding(emb, self.image_features([image])[0], sizes[0], tuple(image.shape[-2:]))
 
-    def crop_tokens(self, image: torch.Tensor, masks: list[np.ndarray | None]) -> torch.Tensor:
-        """``[CROPPEDIMAGE]`` embeddings (N, d): each masked object cut out of the uint8 (3, H, W) image,
-        square-padded, vision CLS of the selected layer, projected. Masks of <= 9 pixels: the whole image."""
-        picture = image.permute(1, 2, 0).cpu().numpy()
-        crops = [torch.from_numpy(reference_crop(picture, m)).permute(2, 0, 1) for m in masks]
+    def crop_tokens(self, image: torch.Tensor | list[torch.Tensor], masks: list[np.ndarray | None]) -> torch.Tensor:
+        """``[CROPPEDIMAGE]`` embeddings (N, d): each masked object cut out of the uint8 (3, H, W) image
+        (one for all masks, or one per mask), square-padded, vision CLS of the selected layer, projected.
+        Masks of <= 9 pixels: the whole image."""
+        images = image if isinstance(image, list) else [image] * len(masks)
+        crops = [torch.from_numpy(reference_crop(im.permute(1, 2, 0).cpu().numpy(), m)).permute(2, 0, 1)
+                 for im, m in zip(images, masks, strict=True)]
         return self.llava.multi_modal_projector(self.vision_layer(crops)[:, 0])  # (N, d)
 
-    def reference_tokens(self, image: torch.Tensor,
+    def reference_tokens(self, image: torch.Tensor | list[torch.Tensor],
                          masks: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[CROPPEDIMAGE]`` and ``[BBOXINPUT]`` embeddings (N, d) of each referenced mask (H, W) (§4)."""
-        boxes = torch.from_numpy(np.stack([reference_box(m, tuple(image.shape[-2:])) for m in masks]))
-        return self.crop_tokens(image, masks), self.bbox_encoder(boxes.to(self.device, self.dtype))
+        """``[CROPPEDIMAGE]`` and ``[BBOXINPUT]`` embeddings (N, d) of each referenced mask (H, W) (§4),
+        on one image or one image per mask."""
+        images = image if isinstance(image, list) else [image] * len(masks)
+        boxes = torch.from_numpy(np.stack([reference_box(m, tuple(im.shape[-2:]))
+                                           for im, m in zip(images, masks, strict=True)]))
+        return self.crop_tokens(images, masks), self.bbox_encoder(boxes.to(self.device, self.dtype))
 
     # -- language ------------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, *, image_features: torch.Tensor | None = None,

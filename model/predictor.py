@@ -135,6 +135,11 @@ class MultiRoundPredictor:
 
     def _begin(self, question: str, reference: int | None) -> tuple[int, int | None, torch.Tensor]:
         """Validate a question, resolve its reference and prefill its human turn: (index, reference, hidden)."""
+        index, reference, prompt = self._prepare(question, reference)
+        return index, reference, self._open_round(prompt, reference)
+
+    def _prepare(self, question: str, reference: int | None) -> tuple[int, int | None, list[int]]:
+        """Validate a question and resolve its reference: (index, reference, the human turn's tokens)."""
         if self._image is None:
             raise RuntimeError("call set_image() before ask()")
         question = " ".join(question.split())
@@ -154,7 +159,7 @@ class MultiRoundPredictor:
         if len(self.tokens) + len(self._pending) + len(prompt) + self.max_new_tokens > self.max_length:
             raise QuestionError(f"the dialogue would exceed the model's {self.max_length}-token context; "
                                 "start a new session on this image")
-        return index, reference, self._open_round(prompt, reference)
+        return index, reference, prompt
 
     def _turn(self, index: int, question: str, reference: int | None, answer_ids: list[int],
               h_c: torch.Tensor | None) -> Turn:
@@ -283,12 +288,13 @@ class MultiRoundPredictor:
 @torch.inference_mode()
 def reason_together(predictors: list[MultiRoundPredictor], questions: list[tuple[str, int | None]],
                     ) -> list[Turn | Exception]:
-    """One generated round for each of several dialogues (predictors sharing one model), decoded in lockstep.
+    """One generated round for each of several dialogues (predictors sharing one model), as one batch.
 
-    Each dialogue prefills its own new tokens; then every greedy step runs all of them as one
-    batch over their key/value caches, left-padded to a common length and masked, and each cache
-    is cut back to its own tokens afterwards. One dialogue alone takes ``reason`` itself. A
-    question the predictor refuses comes back as its exception, in its place.
+    The dialogues' key/value caches are merged into one batch, each row left-padded and masked;
+    the new human turns are prefilled together (each left-padded to the longest), then every greedy
+    step runs all dialogues at once; afterwards each cache is cut back to its own tokens. Each
+    dialogue gets the tokens it gets alone (equal up to float rounding). One dialogue alone takes
+    ``reason`` itself. A question the predictor refuses comes back as its exception, in its place.
     """
     if len(predictors) == 1:
         try:
@@ -296,62 +302,100 @@ def reason_together(predictors: list[MultiRoundPredictor], questions: list[tuple
         except (QuestionError, ReferenceRoundError) as e:
             return [e]
     results: list[Turn | Exception | None] = [None] * len(predictors)
-    opened = []  # (position, predictor, index, reference, hidden)
+    opened = []  # (position, predictor, index, reference, prompt)
     for k, (p, (question, reference)) in enumerate(zip(predictors, questions, strict=True)):
         try:
-            opened.append((k, p, *p._begin(question, reference)))
+            opened.append((k, p, *p._prepare(question, reference)))
         except (QuestionError, ReferenceRoundError) as e:
             results[k] = e
     if opened:
-        for (k, p, index, reference, _), (answer_ids, h_c) in zip(opened, _decode_lockstep(opened), strict=True):
+        for (k, p, index, reference, _), (answer_ids, h_c) in zip(opened, _round_together(opened), strict=True):
             results[k] = p._turn(index, questions[k][0], reference, answer_ids, h_c)
     return results
 
 
-def _decode_lockstep(opened: list) -> list[tuple[list[int], torch.Tensor | None]]:
-    """Greedy decoding of several opened rounds at once, as ``MultiRoundPredictor._generate`` does one."""
+def _round_together(opened: list) -> list[tuple[list[int], torch.Tensor | None]]:
+    """Prefill the opened rounds' human turns and decode them greedily, all in one batch, as
+    ``MultiRoundPredictor._open_round`` and ``_generate`` do for one."""
     predictors = [p for _, p, *_ in opened]
-    model, first = predictors[0].model, predictors[0]
-    eos, seg, limit = first.tokenizer.eos_token_id, model.token_ids["seg"], first.max_new_tokens
-    lengths = torch.tensor([p._cache.get_seq_length() for p in predictors])
-    longest, n_layers = int(lengths.max()), len(first._cache.layers)
-    pad = (longest - lengths).tolist()
+    first = predictors[0]
+    model, tokenizer, limit = first.model, first.tokenizer, first.max_new_tokens
+    eos, seg, n = tokenizer.eos_token_id, model.token_ids["seg"], len(predictors)
+    text = model.mllm.config.text_config
+    empty = torch.zeros(1, text.num_key_value_heads, 0, text.head_dim or text.hidden_size // text.num_attention_heads,
+                        device=model.device, dtype=model.dtype)
 
-    def padded(tensors):  # (1, H, L_i, D) each -> (B, H, longest, D), left-padded with zeros
-        return torch.cat([torch.nn.functional.pad(t, (0, 0, n, 0)) for t, n in zip(tensors, pad, strict=True)])
+    # the merged cache: row b is [padding][its cache], as long as the longest
+    lengths = [p._cache.get_seq_length() for p in predictors]
+    longest = max(lengths)
+    n_layers = model.mllm.config.text_config.num_hidden_layers
 
-    cache = DynamicCache(ddp_cache_data=[(padded([p._cache.layers[i].keys for p in predictors]),
-                                          padded([p._cache.layers[i].values for p in predictors]))
+    def kv(p, i, which):
+        return getattr(p._cache.layers[i], which) if p._cache.get_seq_length() else empty
+
+    def padded(tensors, widths):  # (1, H, L_b, D) each -> (B, H, max, D), left-padded with zeros
+        return torch.cat([torch.nn.functional.pad(t, (0, 0, w, 0)) for t, w in zip(tensors, widths, strict=True)])
+
+    cache_pad = [longest - n for n in lengths]
+    cache = DynamicCache(ddp_cache_data=[(padded([kv(p, i, "keys") for p in predictors], cache_pad),
+                                          padded([kv(p, i, "values") for p in predictors], cache_pad))
                                          for i in range(n_layers)])
-    attention = (torch.arange(longest)[None, :] >= torch.tensor(pad)[:, None]).long()
-    logits = torch.stack([p._logits for p in predictors])
-    hidden = torch.stack([h for *_, h in opened])
+
+    # the new human turns, each left-padded to the longest, with their image / reference embeddings
+    ids = [p._pending + prompt for _, p, _, _, prompt in opened]
+    width = max(map(len, ids))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    new = torch.tensor([[pad_id] * (width - len(row)) + row for row in ids], device=model.device)
+    valid = torch.tensor([[0] * w + [1] * (longest - w) + [0] * (width - len(row)) + [1] * len(row)
+                          for w, row in zip(cache_pad, ids, strict=True)], device=model.device)
+    positions = torch.tensor([[0] * (width - len(row)) + list(range(n0, n0 + len(row)))
+                              for n0, row in zip(lengths, ids, strict=True)])
+    referenced = [(p.image, p.rounds[r].mask) for _, p, _, r, _ in opened if r is not None]
+    crop = box = None
+    if referenced and ((new == model.token_ids["crop"]).any() or (new == model.token_ids["box"]).any()):
+        crop, box = model.reference_tokens([im for im, _ in referenced], [m for _, m in referenced])
+        crop = crop if (new == model.token_ids["crop"]).any() else None
+        box = box if (new == model.token_ids["box"]).any() else None
+    with_image = [(new[b] == model.token_ids["image"]).any() for b in range(n)]
+    features = torch.stack([p.encoding.image_features for p, has in zip(predictors, with_image, strict=True) if has]) \
+        if any(with_image) else None
+    x = model.embed(new, image_features=features, crop_tokens=crop, box_tokens=box)
+    out, logits, cache = model.language(x, attention_mask=valid, cache=cache, position_ids=positions.to(model.device))
+    hidden, logits = out[:, -1], logits[:, -1]
+    ends = torch.tensor([n0 + len(row) for n0, row in zip(lengths, ids, strict=True)])
+
+    # greedy decoding in lockstep
     outs: list[list[int]] = [[] for _ in predictors]
-    h_cs: list[torch.Tensor | None] = [None] * len(predictors)
-    done = [False] * len(predictors)
+    h_cs: list[torch.Tensor | None] = [None] * n
+    done = [False] * n
+    last_logits = list(logits)
     for step in range(limit + 1):
-        tokens = logits.argmax(-1).tolist() if step < limit else [eos] * len(predictors)
+        tokens = logits.argmax(-1).tolist() if step < limit else [eos] * n
         for b, token in enumerate(tokens):
             if not done[b]:
                 if token == seg and h_cs[b] is None:
                     h_cs[b] = hidden[b]
                 outs[b].append(token)
-        attention = torch.cat([attention, torch.ones(len(predictors), 1, dtype=attention.dtype)], dim=1)
+        valid = torch.cat([valid, torch.tensor([[0 if d else 1] for d in done], device=model.device)], dim=1)
         x = model.embed(torch.tensor(tokens, device=model.device)[:, None])
-        out, step_logits, cache = model.language(x, attention_mask=attention, cache=cache,
-                                                 position_ids=(lengths + step)[:, None])
+        out, step_logits, cache = model.language(x, attention_mask=valid, cache=cache,
+                                                 position_ids=(ends + step)[:, None].to(model.device))
         for b, token in enumerate(tokens):
             if not done[b]:
-                predictors[b]._logits = step_logits[b, -1]
+                last_logits[b] = step_logits[b, -1]
                 done[b] = token == eos
         hidden, logits = out[:, -1], step_logits[:, -1]
         if all(done):
             break
-    for b, p in enumerate(predictors):  # each cache keeps its own tokens: no padding, nothing after its EOS
-        keep = slice(pad[b], longest + len(outs[b]))
+
+    # each dialogue keeps exactly its own tokens: no padding, nothing fed after its EOS
+    for b, p in enumerate(predictors):
+        keep = valid[b].bool()
         p._cache = DynamicCache(ddp_cache_data=[(cache.layers[i].keys[b:b + 1, :, keep],
                                                  cache.layers[i].values[b:b + 1, :, keep]) for i in range(n_layers)])
-        p.tokens += outs[b]
+        p.tokens += ids[b] + outs[b]
+        p._pending = []
+        p._logits = last_logits[b]
     return list(zip(outs, h_cs, strict=True))
 
 
