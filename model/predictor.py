@@ -12,7 +12,8 @@ step where ``[SEG]`` is produced (§3). The referenced round's *predicted* mask 
 
 A round is two halves, ``reason`` (language: answer + [SEG] vector) and ``segment`` (JCM + mask),
 so a service can run them on different workers; ``restore`` rebuilds a dialogue from its stored
-rounds, bit-identically, on a worker that has not seen it.
+rounds, bit-identically, on a worker that has not seen it (``prefill`` does it in one pass, up to
+float rounding). ``reason_together`` runs the rounds of several dialogues as one batch.
 """
 
 from __future__ import annotations
@@ -126,17 +127,13 @@ class MultiRoundPredictor:
     @torch.inference_mode()
     def reason(self, question: str, reference: int | None = None, *, answer: str | None = None) -> Turn:
         """The language side of a round: validate, prefill, generate (or force) the answer, take h_c."""
-        index, reference, hidden = self._begin(question, reference)
+        index, reference, prompt = self._prepare(question, reference)
+        hidden = self._open_round(prompt, reference)
         if answer is None:
             answer_ids, h_c = self._generate(hidden)
         else:
             answer_ids, h_c = self._force(self._tokens(f" {answer_text(answer)} {self.tokenizer.eos_token}"), hidden)
         return self._turn(index, question, reference, answer_ids, h_c)
-
-    def _begin(self, question: str, reference: int | None) -> tuple[int, int | None, torch.Tensor]:
-        """Validate a question, resolve its reference and prefill its human turn: (index, reference, hidden)."""
-        index, reference, prompt = self._prepare(question, reference)
-        return index, reference, self._open_round(prompt, reference)
 
     def _prepare(self, question: str, reference: int | None) -> tuple[int, int | None, list[int]]:
         """Validate a question and resolve its reference: (index, reference, the human turn's tokens)."""

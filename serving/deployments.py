@@ -210,7 +210,8 @@ class ReasonerCore:
 
 
 class MaskDecoderCore:
-    """JCM + SAM decoding of [SEG] vectors; one JCM pass for a whole batch."""
+    """JCM + SAM decoding of [SEG] vectors, each on its own image; an encoding passed by object
+    reference is fetched once and kept (bounded LRU)."""
 
     def __init__(self, checkpoint: str, *, use_jcm: bool = True, cache_size: int = 64):
         self.model, _, _ = load_checkpoint(checkpoint)

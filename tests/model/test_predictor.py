@@ -92,13 +92,19 @@ def test_the_key_value_cache_gives_what_a_full_recompute_gives(predictor, phanto
     assert np.allclose(prompts.numpy(), np.stack([r.seg_vector for r in results]), atol=1e-4)
 
 
-def test_restore_rebuilds_a_dialogue_bit_identically(predictor, phantom_root, tiny_model, phantom_tokenizer):
+def _rebuilt(predictor, phantom_root, rebuild: str):
+    """Four rounds asked; a second predictor rebuilt from the first three by ``rebuild``."""
     conv = load(phantom_root / "test_hard.json")[0]
     predictor.set_image(phantom_root / conv.image)
     done = [predictor.ask(r.question) for r in conv.rounds[:4]]
-    other = MultiRoundPredictor(tiny_model[0], phantom_tokenizer, max_new_tokens=6)
+    other = MultiRoundPredictor(predictor.model, predictor.tokenizer, max_new_tokens=6)
     other.set_image(phantom_root / conv.image)
-    other.restore(done[:3])
+    getattr(other, rebuild)(done[:3])
+    return conv, done, other
+
+
+def test_restore_rebuilds_a_dialogue_bit_identically(predictor, phantom_root):
+    conv, done, other = _rebuilt(predictor, phantom_root, "restore")
     assert other.tokens == predictor.tokens[: len(other.tokens)]
     again = other.ask(conv.rounds[3].question)
     assert again.answer_ids == done[3].answer_ids and np.array_equal(again.mask, done[3].mask)
@@ -149,13 +155,8 @@ def test_a_refused_question_in_a_batch_leaves_the_others_running(phantom_root):
     assert turns[0].answer_ids == alone.reason(question).answer_ids
 
 
-def test_prefill_rebuilds_a_dialogue_in_one_pass(predictor, phantom_root, tiny_model, phantom_tokenizer):
-    conv = load(phantom_root / "test_hard.json")[0]
-    predictor.set_image(phantom_root / conv.image)
-    done = [predictor.ask(r.question) for r in conv.rounds[:4]]
-    other = MultiRoundPredictor(tiny_model[0], phantom_tokenizer, max_new_tokens=6)
-    other.set_image(phantom_root / conv.image)
-    other.prefill(done[:3])
+def test_prefill_rebuilds_a_dialogue_in_one_pass(predictor, phantom_root):
+    conv, done, other = _rebuilt(predictor, phantom_root, "prefill")
     assert other.tokens == predictor.tokens[: len(other.tokens)] and len(other.rounds) == 3
     again = other.ask(conv.rounds[3].question)
     assert again.answer_ids == done[3].answer_ids
