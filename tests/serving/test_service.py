@@ -189,3 +189,36 @@ def test_segment_is_one_stateless_round(client, predictor):
     local = _in_process(predictor, image, ["Segment the liver."])[0]
     assert served.index == 1 and served.answer == local.answer and not served.session_id
     assert np.array_equal(MediRoundClient.mask(served), local.mask)
+
+
+def test_an_attached_front_serves_the_running_apps_and_stopping_it_leaves_them_running(service, client):
+    """A second gRPC front (its own process, as a KubeRay front pod) attaches to the running applications:
+    its rounds land in the same Redis, and stopping it leaves the applications serving the first front."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import ray
+
+    svc = service[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--attach", "--address", f"127.0.0.1:{port}",
+                             "--ray-address", ray.get_runtime_context().gcs_address, "--redis-url", svc.redis.url],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "MEDIROUND_TOKEN"})
+    try:
+        assert f"mediround serving on 127.0.0.1:{port}" in proc.stdout.readline()
+        image = REAL_SLICES / load(REAL_DIALOGUES)[0].image
+        with MediRoundClient(f"127.0.0.1:{port}") as attached:
+            session = attached.create_session(image)
+            first = attached.ask(session.id, "Segment the liver.")
+        assert first.has_mask and client.rounds(session.id)[0].answer == first.answer  # one store, one model
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0
+    second = client.ask(session.id, "Segment the lesion inside it.")  # the applications still run
+    assert second.index == 2 and second.reference_round == 1
