@@ -63,7 +63,8 @@ def _eval(args) -> int:
     from model.evaluate import SPLITS, evaluate
 
     results = evaluate(args.checkpoint, args.data, args.out, limit=args.limit, splits=tuple(args.split or SPLITS),
-                       protocols=tuple(args.protocol or ("paper", "auto")), real=not args.no_real)
+                       protocols=tuple(args.protocol or ("paper", "auto")), real=not args.no_real,
+                       sam_checkpoint=args.sam_checkpoint)
     print((Path(args.out) / "tables.md").read_text())
     if args.manifest:
         from model.checkpoint import read_manifest
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", action="append", help="only this split (repeatable)")
     p.add_argument("--protocol", action="append", choices=["paper", "auto"], help="only this protocol (repeatable)")
     p.add_argument("--no-real", action="store_true", help="skip the real CT-slice dialogues")
+    p.add_argument("--sam-checkpoint", help="checkpoint whose SAM Table 3 prompts with boxes, e.g. runs/tiny/sam/"
+                   "checkpoint (the box-pretrained SAM before stage 1); default: the evaluated checkpoint's")
     p.add_argument("--manifest", action="store_true", help="record the tables (and the regression slice's "
                    "score) in the checkpoint's manifest.json")
     p.set_defaults(func=_eval)
