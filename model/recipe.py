@@ -130,7 +130,6 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
         lora = recipe.lora and name == "mediround"
         if lora and not any("lora_" in n for n, _ in model.named_parameters()):
             apply_lora(model)
-        t = time.perf_counter()
         if workers > 1:
             from model.distributed import fit_on_ray
 
@@ -140,8 +139,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
             stage = make_stage(name, data, tokenizer, cfg.mllm.image_tokens, lora=lora)
             fit(model, stage, settings, stage_dir, progress=progress)
             save_checkpoint(model, tokenizer, cfg, stage_dir / "checkpoint")
-        timings[name] = round(time.perf_counter() - t, 1)
-        (stage_dir / "seconds.json").write_text(json.dumps({"seconds": timings[name]}) + "\n")
+        timings[name] = json.loads((stage_dir / "seconds.json").read_text())["seconds"]  # written by fit
         previous = stage_dir / "checkpoint"
     model, tokenizer, cfg = load_checkpoint(previous)
     manifest = {

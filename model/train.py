@@ -3,13 +3,15 @@
 ``fit(model, stage, settings, out)`` trains the parameters the stage names with AdamW (linear
 warm-up, cosine decay to 10%, gradient clipping), writes ``losses.csv`` and ``curves.png`` to
 ``out``, saves ``state.pt`` every ``save_every`` steps and resumes from it, and marks the stage
-``done``. With ``world > 1`` (Ray Train sets up the process group) every worker reads its own shard
-and gradients are averaged with all-reduce before each step.
+``done`` with its training time in ``seconds.json`` (summed over resumed runs). With ``world > 1``
+(Ray Train sets up the process group) every worker reads its own shard and gradients are
+averaged with all-reduce before each step.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -88,7 +90,8 @@ def fit(model: MediRound, stage: Stage, settings: StageSettings, out: str | Path
     model.train()
     optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, settings.lr_at)
-    step = _resume(model, optimizer, scheduler, out / "state.pt")
+    step, spent = _resume(model, optimizer, scheduler, out / "state.pt")
+    started = time.perf_counter()
     log = _LossLog(out / "losses.csv") if rank == 0 else None
     batches = _batches(stage, settings, rank, world)
     bar = tqdm(total=settings.steps, initial=step, desc=stage.name, disable=not progress or rank != 0,
@@ -116,11 +119,13 @@ def fit(model: MediRound, stage: Stage, settings: StageSettings, out: str | Path
         bar.update(1)
         bar.set_postfix({k: f"{v:.3f}" for k, v in last.items()})
         if rank == 0 and (step % settings.save_every == 0 or step == settings.steps):
-            _save_state(model, optimizer, scheduler, step, out / "state.pt")
+            _save_state(model, optimizer, scheduler, step, spent + time.perf_counter() - started, out / "state.pt")
     bar.close()
     model.eval()
     if rank == 0:
         plot_losses(out / "losses.csv", out / "curves.png", title=stage.name)
+        seconds = round(spent + time.perf_counter() - started, 1)  # across resumes: the from-scratch time
+        (out / "seconds.json").write_text(json.dumps({"seconds": seconds}) + "\n")
         (out / "done").write_text(f"{step}\n")
     return last
 
@@ -129,22 +134,23 @@ def _trainable_state(model: MediRound) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_state(model, optimizer, scheduler, step: int, path: Path) -> None:
+def _save_state(model, optimizer, scheduler, step: int, seconds: float, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
+    torch.save({"step": step, "seconds": seconds, "model": _trainable_state(model), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}, tmp)
     tmp.replace(path)  # never leave a half-written state behind
 
 
-def _resume(model, optimizer, scheduler, path: Path) -> int:
+def _resume(model, optimizer, scheduler, path: Path) -> tuple[int, float]:
+    """Restore the saved state; returns its step and the training seconds spent up to it."""
     if not path.exists():
-        return 0
+        return 0, 0.0
     state = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(state["model"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
-    return int(state["step"])
+    return int(state["step"]), float(state.get("seconds", 0.0))
 
 
 class _LossLog:
@@ -179,10 +185,12 @@ def plot_losses(csv_path: Path, png_path: Path, *, title: str = "", smooth: int 
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     columns = [c for c in rows[0] if c not in ("step", "lr", "seconds", "grad_norm")]
-    steps = np.array([float(r["step"]) for r in rows])
     fig, ax = plt.subplots(figsize=(7, 4))
     for c in columns:
-        y = np.array([float(r[c]) for r in rows])
+        logged = [(float(r["step"]), float(r[c])) for r in rows if r[c]]  # a term may be absent on some steps
+        if not logged:
+            continue
+        steps, y = (np.array(v) for v in zip(*logged))
         k = max(1, min(smooth, len(y) // 5 or 1))
         ax.plot(steps[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), label=c)
     ax.set(xlabel="step", ylabel="loss", title=title)

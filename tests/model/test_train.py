@@ -1,13 +1,14 @@
 """The training loop and every stage on the small phantom set: losses, logs, resume, what learns."""
 
 import csv
+import json
 
 import pytest
 import torch
 
 from model.build import apply_lora
 from model.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, grounded_caption
-from model.train import StageSettings, fit, mark_trainable
+from model.train import StageSettings, fit, mark_trainable, plot_losses
 
 
 def _stage(name, root, tokenizer, image_tokens, **kw):
@@ -38,10 +39,12 @@ def test_training_resumes_from_its_saved_state(tmp_path, tiny_model, phantom_roo
     model, cfg = tiny_model
     stage = MediRoundTraining(phantom_root, phantom_tokenizer, cfg.mllm.image_tokens)
     fit(model, stage, StageSettings(steps=2, batch_size=2, warmup=1, save_every=1), tmp_path, progress=False)
+    first = torch.load(tmp_path / "state.pt", weights_only=False)["seconds"]
     fit(model, stage, StageSettings(steps=3, batch_size=2, warmup=1, save_every=1), tmp_path, progress=False)
     with open(tmp_path / "losses.csv") as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3"]
     assert torch.load(tmp_path / "state.pt", weights_only=False)["step"] == 3
+    assert json.loads((tmp_path / "seconds.json").read_text())["seconds"] >= round(first, 1) > 0  # summed
 
 
 def test_stage_one_with_lora_trains_adapters_not_the_base_language_model(tiny_model, phantom_root, phantom_tokenizer,
@@ -73,3 +76,8 @@ def test_settings_refuse_nonsense_and_schedule_warmup_then_decay():
     s = StageSettings(steps=100, warmup=10)
     assert s.lr_at(0) == pytest.approx(0.1) and s.lr_at(9) == pytest.approx(1.0)
     assert s.lr_at(99) == pytest.approx(0.1, abs=1e-3) and s.lr_at(10) > s.lr_at(50) > s.lr_at(90)
+
+
+def test_the_loss_plot_skips_terms_missing_on_some_steps(tmp_path):
+    (tmp_path / "losses.csv").write_text("step,loss,bce,seconds\n1,1.0,0.5,0.1\n2,0.9,,0.1\n3,0.8,0.4,0.1\n")
+    assert plot_losses(tmp_path / "losses.csv", tmp_path / "curves.png").stat().st_size > 0
