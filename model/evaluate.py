@@ -24,8 +24,8 @@ from tqdm import tqdm
 from model.checkpoint import load_checkpoint
 from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Conversation, load
-from model.metrics import SegmentationMetric
 from model.mediround import MediRound
+from model.metrics import SegmentationMetric
 from model.predictor import MultiRoundPredictor
 
 SPLITS = ("val", "test", "test_hard", "test_unseen")

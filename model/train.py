@@ -190,7 +190,7 @@ def plot_losses(csv_path: Path, png_path: Path, *, title: str = "", smooth: int 
         logged = [(float(r["step"]), float(r[c])) for r in rows if r[c]]  # a term may be absent on some steps
         if not logged:
             continue
-        steps, y = (np.array(v) for v in zip(*logged))
+        steps, y = (np.array(v) for v in zip(*logged, strict=True))
         k = max(1, min(smooth, len(y) // 5 or 1))
         ax.plot(steps[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), label=c)
     ax.set(xlabel="step", ylabel="loss", title=title)
