@@ -7,14 +7,15 @@ Two protocols for every dialogue:
   the question and crops it from its own mask.
 
 Tables: 1 (Dice / gIoU / cIoU per split, with and without JCM), 2 (cIoU per round #1..#8),
-A (reference-information ablation: none / crop / crop + box), 3 (the box-prompted SAM alone:
-an upper bound), plus the real CT-slice dialogues.
+A (reference-information ablation: none / crop / crop + box), B (error propagation: references
+cropped from the model's own masks or from the ground truth), 3 (the box-prompted SAM alone: an
+upper bound), plus the real CT-slice dialogues.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,15 @@ class Setting:
     protocol: str = "paper"  # "paper" or "auto"
     jcm: bool = True
     reference: str = "crop+box"  # "crop+box", "crop" or "none"
+    references_from: str = "own"  # "own" masks, or "truth": later rounds crop from ground-truth masks
 
     @property
     def label(self) -> str:
         name = "MediRound + JCM" if self.jcm else "MediRound"
         if self.reference != "crop+box":
             name += f" (reference: {self.reference})"
+        if self.references_from != "own":
+            name += f" (references from {self.references_from})"
         return name
 
 
@@ -61,8 +65,11 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
                 result = predictor.ask(r.question, reference=r.reference, answer=r.answer)
             else:
                 result = predictor.ask(r.question)
-            metric(result.mask[None], load_mask(root / r.mask)[None], rounds=[k])
+            truth = load_mask(root / r.mask)
+            metric(result.mask[None], truth[None], rounds=[k])
             masks.append(result.mask)
+            if setting.references_from == "truth":  # what later rounds would score without propagated errors
+                predictor.rounds[-1] = replace(result, mask=truth)
         if len(kept) < keep:
             kept.append((conv, masks))
     return metric, kept
@@ -127,6 +134,20 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
                              **main[key]["overall"]})
     results["tables"]["reference_ablation"] = ablation
 
+    propagation = []
+    for protocol in protocols:
+        for source in ("own", "truth"):
+            setting = Setting(protocol, True, references_from=source)
+            key = (protocol, setting.label, ablation_split)
+            if key not in main:
+                metric, _ = run_dialogues(predictor, dialogues[ablation_split], data, setting, progress=progress,
+                                          desc=f"{protocol} references from {source}")
+                main[key] = metric.aggregate()
+            later = [v for k, v in main[key]["per_round"].items() if int(k) >= 4]
+            propagation.append({"protocol": protocol, "references_from": source, "split": ablation_split,
+                                **main[key]["overall"], "dice_rounds_4_on": _mean_dice(later)})
+    results["tables"]["error_propagation"] = propagation
+
     sam = load_checkpoint(sam_checkpoint)[0].eval() if sam_checkpoint else predictor.model
     upper = box_prompted_upper_bound(sam, dialogues[ablation_split], data).aggregate()
     results["tables"]["box_prompted_sam"] = {"split": ablation_split, "checkpoint": str(sam_checkpoint or checkpoint),
@@ -147,6 +168,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     (out / "tables.md").write_text(markdown_tables(results))
     plot_per_round(results, out / "per_round.png")
     return results
+
+
+def _mean_dice(per_round: list[dict]) -> float | None:
+    """Dice over the masks of several rounds (each round's mean weighted by its count)."""
+    n = sum(r["n"] for r in per_round)
+    return sum(r["dice"] * r["n"] for r in per_round) / n if n else None
 
 
 def _picture(conv, masks, root: Path, path: Path, label: str) -> None:
@@ -188,6 +215,14 @@ def markdown_tables(results: dict) -> str:
               "| protocol | reference | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['protocol']} | {r['reference']} | {r['split']} | {_pct(r['dice'])} | {_pct(r['giou'])} | "
               f"{_pct(r['ciou'])} |" for r in t["reference_ablation"]]
+    if "error_propagation" in t:
+        lines += ["", "### Table B: error propagation (with JCM): references from the model's own masks or the "
+                  "ground truth, Dice / gIoU / cIoU (%)", "",
+                  "| protocol | references from | split | Dice | gIoU | cIoU | Dice, rounds >= 4 |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['protocol']} | {r['references_from']} | {r['split']} | {_pct(r['dice'])} | "
+                  f"{_pct(r['giou'])} | {_pct(r['ciou'])} | {_pct(r['dice_rounds_4_on'])} |"
+                  for r in t["error_propagation"]]
     b = t["box_prompted_sam"]
     lines += ["", "### Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)", "",
               "| SAM of | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|",

@@ -3,7 +3,10 @@
 import json
 
 from model.config import SHIPPED_TINY
-from model.evaluate import evaluate
+from model.data.images import load_mask
+from model.data.mrmedseg import load
+from model.evaluate import Setting, evaluate, run_dialogues
+from model.predictor import MultiRoundPredictor
 
 
 def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root):
@@ -16,6 +19,8 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
                 assert (protocol, model, split) in combos
     assert {(r["protocol"], r["reference"]) for r in tables["reference_ablation"]} == \
         {(p, m) for p in ("paper", "auto") for m in ("none", "crop", "crop+box")}
+    assert {(r["protocol"], r["references_from"]) for r in tables["error_propagation"]} == \
+        {(p, s) for p in ("paper", "auto") for s in ("own", "truth")}
     assert 0.0 <= tables["box_prompted_sam"]["dice"] <= 1.0
     assert [r["overall"]["n"] for r in tables["real_ct"]] == [24, 24]  # every round of the real dialogues
     hard = next(r for r in tables["main"] if r["split"] == "test_hard" and r["protocol"] == "auto")
@@ -23,7 +28,18 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
     assert json.loads((tmp_path / "results.json").read_text())["tables"] == json.loads(json.dumps(tables))
     md = (tmp_path / "tables.md").read_text()
     assert "### Table 1 (paper protocol)" in md and "### Table 2 (auto protocol, test_hard)" in md
-    assert "### Table A" in md and "### Table 3 analogue" in md and "### Real CT slices" in md
+    assert "### Table A" in md and "### Table B" in md and "### Table 3 analogue" in md and "### Real CT slices" in md
     assert (tmp_path / "per_round.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
         f"{p}_{s}_0.png" for p in ("paper", "auto") for s in ("test", "test_hard", "real"))
+
+
+def test_ground_truth_references_replace_the_masks_later_rounds_crop_from(phantom_root):
+    predictor = MultiRoundPredictor.from_checkpoint(SHIPPED_TINY)
+    conv = load(phantom_root / "test_hard.json")[0]
+    truths = [load_mask(phantom_root / r.mask) for r in conv.rounds]
+    metric, kept = run_dialogues(predictor, [conv], phantom_root, Setting("paper", references_from="truth"), keep=1)
+    assert all((r.mask == t).all() for r, t in zip(predictor.rounds, truths, strict=True))
+    assert not all((m == t).all() for m, t in zip(kept[0][1], truths, strict=True))  # scored on its own masks
+    run_dialogues(predictor, [conv], phantom_root, Setting("paper"))
+    assert not all((r.mask == t).all() for r, t in zip(predictor.rounds, truths, strict=True))
