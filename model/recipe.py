@@ -4,7 +4,8 @@
 a BPE tokenizer trained on its dialogues, then box-prompted SAM pretraining, image-text alignment,
 MediRound stage 1 and JCM stage 2. Each finished stage leaves ``out/<stage>/checkpoint``; a rerun
 skips finished stages and resumes the interrupted one from its ``state.pt``. Each stage records its
-wall time, so the manifest's total is the from-scratch time even across reruns.
+training time summed over the runs that made it (``seconds.json``), so the manifest's total is the
+from-scratch time even across reruns.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ TINY = Recipe(
         ("sam", StageSettings(steps=1300, batch_size=8, lr=1e-3, warmup=50, weight_decay=0.01)),
         ("align", StageSettings(steps=900, batch_size=16, lr=1e-3, warmup=50, weight_decay=0.01)),
         ("mediround", StageSettings(steps=5000, batch_size=8, lr=3e-4, warmup=100)),
-        ("jcm", StageSettings(steps=2000, batch_size=8, lr=1e-3, warmup=50)),
+        ("jcm", StageSettings(steps=1000, batch_size=8, lr=1e-3, warmup=50)),
     ],
 )
 RECIPES = {"tiny": TINY}
