@@ -49,7 +49,7 @@ TINY = Recipe(
         ("sam", StageSettings(steps=1300, batch_size=8, lr=1e-3, warmup=50, weight_decay=0.01)),
         ("align", StageSettings(steps=900, batch_size=16, lr=1e-3, warmup=50, weight_decay=0.01)),
         ("mediround", StageSettings(steps=5000, batch_size=8, lr=3e-4, warmup=100)),
-        ("jcm", StageSettings(steps=1000, batch_size=8, lr=1e-3, warmup=50)),
+        ("jcm", StageSettings(steps=2000, batch_size=8, lr=1e-3, warmup=50)),
     ],
 )
 RECIPES = {"tiny": TINY}
