@@ -41,6 +41,11 @@ class Setting:
     reference: str = "crop+box"  # "crop+box", "crop" or "none"
     references_from: str = "own"  # "own" masks, or "truth": later rounds crop from ground-truth masks
 
+    def __post_init__(self):
+        if self.protocol not in ("paper", "auto") or self.references_from not in ("own", "truth"):
+            raise ValueError(f"protocol must be 'paper' or 'auto' and references_from 'own' or 'truth', "
+                             f"got '{self.protocol}' and '{self.references_from}'")
+
     @property
     def label(self) -> str:
         name = "MediRound + JCM" if self.jcm else "MediRound"

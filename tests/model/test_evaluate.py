@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from model.config import SHIPPED_TINY
 from model.data.images import load_mask
 from model.data.mrmedseg import load
@@ -43,3 +45,5 @@ def test_ground_truth_references_replace_the_masks_later_rounds_crop_from(phanto
     assert not all((m == t).all() for m, t in zip(kept[0][1], truths, strict=True))  # scored on its own masks
     run_dialogues(predictor, [conv], phantom_root, Setting("paper"))
     assert not all((r.mask == t).all() for r, t in zip(predictor.rounds, truths, strict=True))
+    with pytest.raises(ValueError, match="references_from 'own' or 'truth'"):
+        Setting("paper", references_from="ground truth")
