@@ -30,8 +30,7 @@ def _worker(config: dict) -> None:
         from model.build import apply_lora
 
         apply_lora(model)
-    stage = make_stage(config["stage"], Path(config["data"]), tokenizer, cfg.mllm.image_tokens, lora=config["lora"],
-                       own_references=config["own_references"])
+    stage = make_stage(config["stage"], Path(config["data"]), tokenizer, cfg.mllm.image_tokens, lora=config["lora"])
     last = fit(model, stage, StageSettings(**config["settings"]), config["out"], rank=rank, world=world,
                progress=False)
     if rank == 0:
@@ -40,8 +39,7 @@ def _worker(config: dict) -> None:
 
 
 def fit_on_ray(start: str | Path, stage: str, settings: StageSettings, out: str | Path, *, data: str | Path,
-               workers: int = 2, use_gpu: bool = False, lora: bool = False, own_references: float = 0.0,
-               threads_per_worker: int = 1):
+               workers: int = 2, use_gpu: bool = False, lora: bool = False, threads_per_worker: int = 1):
     """Train ``stage`` from the checkpoint ``start`` on ``workers`` Ray Train workers; returns the Ray result.
 
     Uses the running Ray cluster if there is one (``RAY_ADDRESS``), else starts a local one.
@@ -57,7 +55,7 @@ def fit_on_ray(start: str | Path, stage: str, settings: StageSettings, out: str 
         _worker,
         train_loop_config={"start": str(Path(start).resolve()), "stage": stage, "settings": asdict(settings),
                            "out": str(out), "data": str(Path(data).resolve()), "use_gpu": use_gpu, "lora": lora,
-                           "own_references": own_references, "threads": threads_per_worker},
+                           "threads": threads_per_worker},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": threads_per_worker}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

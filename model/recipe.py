@@ -40,9 +40,6 @@ class Recipe:
     vocab_size: int = 1024
     lora: bool = False
     """Stage 1 trains LoRA adapters on the language model's q/v instead of all its weights."""
-    own_references: float = 0.0
-    """Scheduled sampling: how often stage 1 and the JCM stage take a reference from the model's own
-    latest mask of the target instead of the ground truth (``MediRoundTraining``)."""
     stages: list[tuple[str, StageSettings]] = field(default_factory=list)
 
 
@@ -58,16 +55,15 @@ TINY = Recipe(
 RECIPES = {"tiny": TINY}
 
 
-def make_stage(name: str, data: Path, tokenizer, image_tokens: int, *, lora: bool = False,
-               own_references: float = 0.0) -> Stage:
+def make_stage(name: str, data: Path, tokenizer, image_tokens: int, *, lora: bool = False) -> Stage:
     if name == "sam":
         return SamPretraining(data)
     if name == "align":
         return Alignment(data, tokenizer, image_tokens)
     if name == "mediround":
-        return MediRoundTraining(data, tokenizer, image_tokens, lora=lora, own_references=own_references)
+        return MediRoundTraining(data, tokenizer, image_tokens, lora=lora)
     if name == "jcm":
-        return JCMTraining(data, tokenizer, image_tokens, own_references=own_references)
+        return JCMTraining(data, tokenizer, image_tokens)
     raise ValueError(f"unknown stage '{name}': expected one of sam, align, mediround, jcm")
 
 
@@ -139,11 +135,9 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
             from model.distributed import fit_on_ray
 
             start = previous or _save_start(model, tokenizer, cfg, out / "init")
-            fit_on_ray(start, name, settings, stage_dir, data=data, workers=workers, use_gpu=use_gpu, lora=lora,
-                       own_references=recipe.own_references)
+            fit_on_ray(start, name, settings, stage_dir, data=data, workers=workers, use_gpu=use_gpu, lora=lora)
         else:
-            stage = make_stage(name, data, tokenizer, cfg.mllm.image_tokens, lora=lora,
-                               own_references=recipe.own_references)
+            stage = make_stage(name, data, tokenizer, cfg.mllm.image_tokens, lora=lora)
             fit(model, stage, settings, stage_dir, progress=progress)
             save_checkpoint(model, tokenizer, cfg, stage_dir / "checkpoint")
         timings[name] = json.loads((stage_dir / "seconds.json").read_text())["seconds"]  # written by fit
@@ -155,7 +149,6 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
         "data_seed": recipe.data_seed,
         "data_scale": recipe.data_scale,
         "commit": commit,
-        "own_references": recipe.own_references,
         "stages": [{"name": n, **asdict(s)} for n, s in recipe.stages],
         "stage_seconds": timings,
         "total_seconds": round(sum(timings.values()), 1),

@@ -20,7 +20,6 @@ from model.data.dataset import ImageMaskDataset, MRMedSegDataset, collate
 from model.data.template import IGNORE_INDEX, IMAGE_TOKEN
 from model.losses import mask_loss, soft_iou, text_ce
 from model.mediround import ImageEncoding, MediRound
-from model.reference import reference_box
 
 
 class Stage:
@@ -164,33 +163,11 @@ class FrozenEncodings:
         return torch.stack([self.crops[item["reference_files"][k]] for k in rounds])
 
 
-class LatestMasks:
-    """The model's latest mask of each target (by mask file), bit-packed: the own references of
-    scheduled sampling."""
-
-    def __init__(self):
-        self.masks: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
-
-    def put(self, file: str, mask: np.ndarray) -> None:
-        self.masks[file] = (np.packbits(mask), mask.shape)
-
-    def get(self, file: str) -> np.ndarray | None:
-        if file not in self.masks:
-            return None
-        bits, shape = self.masks[file]
-        return np.unpackbits(bits, count=shape[0] * shape[1]).reshape(shape).astype(bool)
-
-
 class MediRoundTraining(Stage):
     """Stage 1 (§6): teacher-forced dialogues; text CE on the answers and mask loss on every [SEG].
 
     Learns the language model (LoRA on q/v when ``lora``, else all of it), embeddings, lm_head, the
     SAM mask decoder, text_hidden_fcs and bbox_encoder; the two vision encoders stay frozen.
-
-    ``own_references`` is scheduled sampling on the references: with that probability a round's
-    reference crop and box come from the model's own latest mask of the referenced target (kept
-    from an earlier step) instead of the ground truth, so that training sees the imperfect
-    references inference feeds it. The target masks stay the ground truth.
     """
 
     name = "mediround"
@@ -198,15 +175,10 @@ class MediRoundTraining(Stage):
               "bbox_encoder.")
 
     def __init__(self, root, tokenizer, image_tokens: int, split: str = "train", *, lora: bool = False,
-                 own_references: float = 0.0, ce_weight: float = 1.0, bce_weight: float = 2.0,
-                 dice_weight: float = 0.5):
-        if not 0.0 <= own_references <= 1.0:
-            raise ValueError(f"own_references is a probability in [0, 1], got {own_references}")
+                 ce_weight: float = 1.0, bce_weight: float = 2.0, dice_weight: float = 0.5):
         self.root, self.split, self.tokenizer, self.image_tokens, self.lora = root, split, tokenizer, image_tokens, lora
-        self.own_references = own_references
         self.weights = (ce_weight, bce_weight, dice_weight)
         self.frozen = FrozenEncodings()
-        self.latest = LatestMasks()
 
     def trainable(self, name: str) -> bool:
         if name.startswith(self.LEARNS):
@@ -223,15 +195,15 @@ class MediRoundTraining(Stage):
 
     def seg_states(self, model: MediRound, batch) -> tuple[list[ImageEncoding], torch.Tensor, torch.Tensor]:
         """Encodings per conversation, h_c (N, d) of every round in order, and the logits (B, L, V)."""
-        items = self._items(batch)
-        encodings = [self.frozen.image(model, item) for item in items]
-        refs = [[k for k, r in enumerate(item["references"].tolist()) if r >= 0] for item in items]
-        crops = boxes = None
-        if any(refs):
-            crops, boxes = self.reference_inputs(model, items, refs)
-            boxes = model.bbox_encoder(boxes.to(model.dtype))
+        encodings, crops, boxes = [], [], []
+        for item in self._items(batch):
+            encodings.append(self.frozen.image(model, item))
+            refs = [k for k, r in enumerate(item["references"].tolist()) if r >= 0]
+            if refs:
+                crops.append(self.frozen.crop_tokens(model, item, refs))
+                boxes.append(model.bbox_encoder(item["reference_boxes"][refs].to(model.dtype)))
         x = model.embed(batch["input_ids"], image_features=torch.stack([e.image_features for e in encodings]),
-                        crop_tokens=crops, box_tokens=boxes)
+                        crop_tokens=torch.cat(crops) if crops else None, box_tokens=torch.cat(boxes) if boxes else None)
         hidden, logits, _ = model.language(x, attention_mask=batch["attention_mask"])
         seg = model.seg_positions(batch["input_ids"]) & batch["attention_mask"].bool()
         expected = sum(len(r) for r in batch["references"])
@@ -241,44 +213,8 @@ class MediRoundTraining(Stage):
 
     @staticmethod
     def _items(batch) -> list[dict]:
-        keys = ("image", "image_file", "mask_files", "references", "reference_masks", "reference_boxes",
-                "reference_files", "masks")
+        keys = ("image", "image_file", "references", "reference_masks", "reference_boxes", "reference_files", "masks")
         return [dict(zip(keys, values, strict=True)) for values in zip(*(batch[k] for k in keys), strict=True)]
-
-    def reference_inputs(self, model: MediRound, items: list[dict],
-                         rounds: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """[CROPPEDIMAGE] embeddings (n, d) and normalised boxes (n, 4) of the references of ``rounds``
-        (per conversation, in order): the ground truth, or with probability ``own_references`` the
-        model's latest mask of that target."""
-        crops, boxes, own = [], [], []  # own: (index into crops, image, mask), encoded in one pass
-        for item, ks in zip(items, rounds, strict=True):
-            if not ks:
-                continue
-            latest = {k: self.latest.get(item["reference_files"][k]) if self.own_references
-                      and random.random() < self.own_references else None for k in ks}
-            truth = [k for k in ks if latest[k] is None]
-            truth_crops = dict(zip(truth, self.frozen.crop_tokens(model, item, truth), strict=True)) if truth else {}
-            for k in ks:
-                if latest[k] is None:
-                    crops.append(truth_crops[k])
-                    boxes.append(item["reference_boxes"][k])
-                else:
-                    own.append((len(crops), item["image"], latest[k]))
-                    crops.append(None)
-                    boxes.append(torch.from_numpy(reference_box(latest[k], tuple(item["image"].shape[-2:]))))
-        if own:
-            with torch.no_grad():
-                tokens = model.crop_tokens([image for _, image, _ in own], [mask for _, _, mask in own])
-            for (i, _, _), token in zip(own, tokens, strict=True):
-                crops[i] = token
-        return torch.stack(crops), torch.stack(boxes)
-
-    def remember(self, batch, decoded: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Keep each round's mask as the latest one of its target, for ``own_references``."""
-        if self.own_references:
-            for files, (logits, _) in zip(batch["mask_files"], decoded, strict=True):
-                for file, mask in zip(files, (logits.detach() > 0).cpu().numpy(), strict=True):
-                    self.latest.put(file, mask)
 
     def decode_each(self, model, encodings, prompts, batch):
         """Mask logits per conversation, paired with its ground-truth masks."""
@@ -294,7 +230,6 @@ class MediRoundTraining(Stage):
         ce_w, bce_w, dice_w = self.weights
         encodings, h, logits = self.seg_states(model, batch)
         decoded = self.decode_each(model, encodings, model.seg_prompts(h), batch)
-        self.remember(batch, decoded)
         masks = _weighted([(mask_loss(logits, t, bce_weight=bce_w, dice_weight=dice_w), len(t))
                            for logits, t in decoded])
         ce = text_ce(logits, batch["labels"])
@@ -315,7 +250,6 @@ class JCMTraining(MediRoundTraining):
             encodings, h, _ = self.seg_states(model, batch)
             prompts = model.seg_prompts(h)
             uncorrected = self.decode_each(model, encodings, prompts, batch)
-            self.remember(batch, uncorrected)
             quality = torch.cat([soft_iou(logits, t) for logits, t in uncorrected])
         decoded = self.decode_each(model, encodings, model.jcm.corrector(prompts), batch)
         masks = _weighted([(mask_loss(logits, t, bce_weight=bce_w, dice_weight=dice_w), len(t))

@@ -55,7 +55,6 @@ class MRMedSegDataset(Dataset):
         item = {
             "id": conv.extra.get("id", str(i)),
             "image_file": conv.image,
-            "mask_files": [r.mask for r in rounds],
             "reference_files": [rounds[r.reference].mask if r.reference is not None else "" for r in rounds],
             "image": torch.from_numpy(image).permute(2, 0, 1),  # (3, H, W) uint8
             "masks": torch.from_numpy(masks),  # (R, H, W) bool

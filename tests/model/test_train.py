@@ -3,14 +3,11 @@
 import csv
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from model.build import apply_lora
-from model.reference import reference_box
-from model.stages import (Alignment, JCMTraining, LatestMasks, MediRoundTraining, SamPretraining,
-                          grounded_caption)
+from model.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, grounded_caption
 from model.train import StageSettings, fit, mark_trainable, plot_losses
 
 
@@ -84,54 +81,3 @@ def test_settings_refuse_nonsense_and_schedule_warmup_then_decay():
 def test_the_loss_plot_skips_terms_missing_on_some_steps(tmp_path):
     (tmp_path / "losses.csv").write_text("step,loss,bce,seconds\n1,1.0,0.5,0.1\n2,0.9,,0.1\n3,0.8,0.4,0.1\n")
     assert plot_losses(tmp_path / "losses.csv", tmp_path / "curves.png").stat().st_size > 0
-
-
-def _referring_item(stage):
-    dataset = stage.dataset()
-    return next(item for item in (dataset[i] for i in range(len(dataset))) if (item["references"] >= 0).any())
-
-
-def test_own_references_feed_the_latest_mask_of_the_target_instead_of_the_ground_truth(tiny_model, phantom_root,
-                                                                                       phantom_tokenizer):
-    model, cfg = tiny_model
-    stage = MediRoundTraining(phantom_root, phantom_tokenizer, cfg.mllm.image_tokens, own_references=1.0)
-    item = _referring_item(stage)
-    refs = [k for k, r in enumerate(item["references"].tolist()) if r >= 0]
-    crops, boxes = stage.reference_inputs(model, [item], [refs])
-    assert torch.equal(boxes, item["reference_boxes"][refs])  # nothing remembered yet: the ground truth
-    truth_crops = crops
-
-    own = np.zeros(item["image"].shape[-2:], dtype=bool)
-    own[10:20, 30:45] = True
-    stage.latest.put(item["reference_files"][refs[0]], own)
-    crops, boxes = stage.reference_inputs(model, [item], [refs])
-    assert torch.equal(boxes[0], torch.from_numpy(reference_box(own, own.shape)))
-    with torch.no_grad():
-        assert torch.allclose(crops[0], model.crop_tokens(item["image"], [own])[0], atol=1e-5)
-    assert not torch.allclose(crops[0], truth_crops[0])
-
-    with torch.no_grad():
-        stage.loss(model, stage.collate([item]))  # remembers this step's masks of every round
-    assert set(stage.latest.masks) == set(item["mask_files"])
-    assert stage.latest.get(item["mask_files"][0]).shape == tuple(item["image"].shape[-2:])
-
-
-def test_without_own_references_training_keeps_no_masks_and_feeds_the_ground_truth(tiny_model, phantom_root,
-                                                                                    phantom_tokenizer):
-    model, cfg = tiny_model
-    stage = MediRoundTraining(phantom_root, phantom_tokenizer, cfg.mllm.image_tokens)
-    item = _referring_item(stage)
-    with torch.no_grad():
-        stage.loss(model, stage.collate([item]))
-    assert not stage.latest.masks
-    refs = [k for k, r in enumerate(item["references"].tolist()) if r >= 0]
-    assert torch.equal(stage.reference_inputs(model, [item], [refs])[1], item["reference_boxes"][refs])
-    with pytest.raises(ValueError, match=r"own_references is a probability in \[0, 1\], got 1.5"):
-        MediRoundTraining(phantom_root, phantom_tokenizer, cfg.mllm.image_tokens, own_references=1.5)
-
-
-def test_latest_masks_round_trip_bit_exactly():
-    latest = LatestMasks()
-    mask = np.random.default_rng(0).random((37, 53)) > 0.5
-    latest.put("a.png", mask)
-    assert np.array_equal(latest.get("a.png"), mask) and latest.get("b.png") is None
