@@ -108,6 +108,7 @@ def build_model(cfg: ModelConfig, tokenizer, *, load_pretrained: bool = True) ->
         jcm=JCM(dim=p, hidden=cfg.jcm.hidden, beta=cfg.jcm.beta),
         token_ids=token_ids(tokenizer),
         vision_feature_layer=cfg.mllm.vision_feature_layer,
+        guided_filter_eps=cfg.seg.guided_filter_eps,
     )
 
 

@@ -56,6 +56,11 @@ class SegConfig:
     decoder_mlp_dim: int = 2048
     decoder_heads: int = 8
     iou_head_hidden: int = 256
+    guided_filter_eps: float | None = None
+    """Refine each upsampled mask with a guided filter on the image (He et al.): boundaries snap to
+    intensity edges the low-res decoder output cannot place. The window spans one low-res mask cell;
+    eps is the local grey-level variance (image in [0, 1]) below which a window counts as flat.
+    None keeps SAM's bilinear upsampling alone."""
     checkpoint: str | None = None
     """Local path of a SAM/MedSAM state dict (``medsam_vit_b.pth``), loaded strictly."""
 
@@ -63,6 +68,8 @@ class SegConfig:
         self.encoder_global_attn = tuple(self.encoder_global_attn)
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size must be a multiple of patch_size, got {self.img_size} and {self.patch_size}")
+        if self.guided_filter_eps is not None and self.guided_filter_eps <= 0:
+            raise ValueError(f"guided_filter_eps must be positive or None, got {self.guided_filter_eps}")
         if self.prompt_dim % 8:
             raise ValueError(f"prompt_dim must be a multiple of 8 (the decoder upscales by 8), got {self.prompt_dim}")
 
@@ -110,7 +117,8 @@ class ModelConfig:
             ),
             seg=SegConfig(img_size=192, patch_size=8, encoder_dim=96, encoder_depth=4, encoder_heads=4,
                           encoder_global_attn=(1, 3), window_size=12, prompt_dim=64, mask_in_chans=16,
-                          decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64),
+                          decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64,
+                          guided_filter_eps=1e-3),
             jcm=JCMConfig(hidden=128),
         )
 

@@ -93,7 +93,7 @@ def box_prompted_upper_bound(model: MediRound, conversations: list[Conversation]
             ys, xs = np.nonzero(t)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         logits = model.box_masks(enc.sam_embedding, torch.tensor(boxes, dtype=torch.float32), enc.input_size,
-                                 enc.original_size)
+                                 enc.original_size, image)
         metric((logits > 0).numpy(), targets)
     return metric
 

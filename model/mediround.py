@@ -9,7 +9,8 @@ the steps on different replicas) share one code path:
     embed             -> input embeddings with image / crop / box positions filled in
     language          -> last hidden states and logits of the language model (with a cache)
     seg_prompts       -> text_hidden_fcs: [SEG] hidden state (N, d) -> SAM prompt (N, P)   (§3)
-    decode_masks      -> SAM mask decoder -> mask logits at the original resolution
+    decode_masks      -> SAM mask decoder -> mask logits at the original resolution, refined by a
+                         guided filter on the image where the config asks for it
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.filters import guided_blur
 from torch import nn
 
 from model.jcm import JCM
@@ -40,12 +42,14 @@ class MediRound(nn.Module):
     """Composition of the parts built by ``model.build``; holds no sizes of its own."""
 
     def __init__(self, *, mllm: nn.Module, sam: nn.Module, text_hidden_fcs: nn.Module, bbox_encoder: nn.Module,
-                 jcm: JCM, token_ids: dict[str, int], vision_feature_layer: int = -2):
+                 jcm: JCM, token_ids: dict[str, int], vision_feature_layer: int = -2,
+                 guided_filter_eps: float | None = None):
         super().__init__()
         self.mllm, self.sam = mllm, sam  # LlavaForConditionalGeneration, segment-anything Sam
         self.text_hidden_fcs, self.bbox_encoder, self.jcm = text_hidden_fcs, bbox_encoder, jcm
         self.token_ids = dict(token_ids)
         self.vision_feature_layer = vision_feature_layer
+        self.guided_filter_eps = guided_filter_eps
 
     # -- parts ---------------------------------------------------------------------------------
     @property
@@ -143,25 +147,37 @@ class MediRound(nn.Module):
         return self.text_hidden_fcs(hidden)
 
     def decode_masks(self, sam_embedding: torch.Tensor, prompts: torch.Tensor, input_size: tuple[int, int],
-                     original_size: tuple[int, int]) -> torch.Tensor:
-        """Prompts (N, P) on one image embedding (1, P, g, g) -> mask logits (N, H, W); foreground is > 0."""
+                     original_size: tuple[int, int], image: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompts (N, P) on one image embedding (1, P, g, g) -> mask logits (N, H, W); foreground is > 0.
+
+        Given the uint8 (3, H, W) ``image``, the logits are refined on it (``postprocess``)."""
         pe = self.sam.prompt_encoder
         dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(prompts.shape[0], -1, *sam_embedding.shape[-2:])
         low_res, _ = self.sam.mask_decoder(image_embeddings=sam_embedding, image_pe=pe.get_dense_pe(),
                                            sparse_prompt_embeddings=prompts[:, None, :].to(sam_embedding.dtype),
                                            dense_prompt_embeddings=dense, multimask_output=False)
-        return self.postprocess(low_res, input_size, original_size)[:, 0]
+        return self.postprocess(low_res, input_size, original_size, image)[:, 0]
 
-    def postprocess(self, low_res: torch.Tensor, input_size: tuple[int, int],
-                    original_size: tuple[int, int]) -> torch.Tensor:
-        """Low-res logits (N, 1, h, w) -> SAM input size -> padding cropped -> original (N, 1, H, W)."""
+    def postprocess(self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int],
+                    image: torch.Tensor | None = None) -> torch.Tensor:
+        """Low-res logits (N, 1, h, w) -> SAM input size -> padding cropped -> original (N, 1, H, W).
+
+        With ``image`` and a ``guided_filter_eps``, the foreground probability is then guided-filtered
+        on the grey image over a window of one low-res cell each side, and returned as logits."""
         side = self.sam.image_encoder.img_size
         x = F.interpolate(low_res.float(), (side, side), mode="bilinear", align_corners=False)
         x = x[..., : input_size[0], : input_size[1]]
-        return F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+        x = F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+        if image is None or self.guided_filter_eps is None:
+            return x
+        cell = max(original_size) / max(input_size) * side / low_res.shape[-1]  # original pixels per low-res cell
+        radius = max(1, round(cell))
+        grey = image.to(x.device, torch.float32).mean(0).expand(x.shape[0], 1, -1, -1) / 255
+        prob = guided_blur(grey, torch.sigmoid(x), 2 * radius + 1, self.guided_filter_eps)
+        return torch.logit(prob.clamp(1e-6, 1 - 1e-6))
 
     def box_masks(self, sam_embedding: torch.Tensor, boxes: torch.Tensor, input_size: tuple[int, int],
-                  original_size: tuple[int, int]) -> torch.Tensor:
+                  original_size: tuple[int, int], image: torch.Tensor | None = None) -> torch.Tensor:
         """Box-prompted SAM (pixel xyxy boxes (N, 4) in the original image) -> mask logits (N, H, W).
 
         The MedSAM-style path: used to pretrain the tiny SAM and as the upper-bound baseline.
@@ -172,4 +188,4 @@ class MediRound(nn.Module):
                                            image_pe=self.sam.prompt_encoder.get_dense_pe(),
                                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                            multimask_output=False)
-        return self.postprocess(low_res, input_size, original_size)[:, 0]
+        return self.postprocess(low_res, input_size, original_size, image)[:, 0]

@@ -175,7 +175,8 @@ class MultiRoundPredictor:
             result = RoundResult(turn.index, turn.question, turn.answer, np.zeros((h, w), bool), None, None, False,
                                  turn.reference, False, None, turn.answer_ids)
         else:
-            mask, q, corrected = judge_and_decode(self.model, self.encoding, turn.seg_vector[None], self.use_jcm)
+            mask, q, corrected = judge_and_decode(self.model, self.encoding, turn.seg_vector[None], self.use_jcm,
+                                                  self.image)
             result = RoundResult(turn.index, turn.question, turn.answer, mask[0], mask_box(mask[0]), float(q[0]),
                                  bool(corrected[0]), turn.reference, True, turn.seg_vector.float().cpu().numpy(),
                                  turn.answer_ids)
@@ -396,14 +397,15 @@ def _round_together(opened: list) -> list[tuple[list[int], torch.Tensor | None]]
     return list(zip(outs, h_cs, strict=True))
 
 
-def judge_and_decode(model: MediRound, encoding: ImageEncoding, prompts: torch.Tensor,
-                     use_jcm: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def judge_and_decode(model: MediRound, encoding: ImageEncoding, prompts: torch.Tensor, use_jcm: bool = True,
+                     image: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """[SEG] vectors (N, P) of one image -> masks (N, H, W) bool, quality q (N,), corrected (N,) bool.
 
     The JCM judges every vector; with ``use_jcm`` the weak ones are decoded from their correction.
+    ``image`` (uint8 (3, H, W)) lets the model refine the masks on it.
     """
     decoded, q, corrected = model.jcm(prompts)
     if not use_jcm:
         decoded, corrected = prompts, torch.zeros_like(corrected)
-    logits = model.decode_masks(encoding.sam_embedding, decoded, encoding.input_size, encoding.original_size)
+    logits = model.decode_masks(encoding.sam_embedding, decoded, encoding.input_size, encoding.original_size, image)
     return (logits > 0).cpu().numpy(), q.float().cpu().numpy(), corrected.cpu().numpy()

@@ -236,7 +236,8 @@ class MaskDecoderCore:
         for ref, vector in items:
             encoded = self._encoding(ref)
             prompt = torch.tensor([vector], dtype=self.model.dtype)
-            masks, q, corrected = judge_and_decode(self.model, encoded.encoding, prompt, self.use_jcm)
+            masks, q, corrected = judge_and_decode(self.model, encoded.encoding, prompt, self.use_jcm,
+                                                  encoded.picture)
             metrics.JCM_CORRECTIONS.inc(int(corrected.sum()))
             out.append({"mask_png": encode_mask(masks[0]), "box": mask_box(masks[0]), "quality": float(q[0]),
                         "corrected": bool(corrected[0])})
