@@ -8,8 +8,9 @@ Two protocols for every dialogue:
 
 Tables: 1 (Dice / gIoU / cIoU per split, with and without JCM), 2 (cIoU per round #1..#8),
 A (reference-information ablation: none / crop / crop + box), B (error propagation: references
-cropped from the model's own masks or from the ground truth), 3 (the box-prompted SAM alone: an
-upper bound), plus the real CT-slice dialogues.
+cropped from the model's own masks or from the ground truth), C (masks with and without the guided
+filter refinement, where the model has one), 3 (the box-prompted SAM alone: an upper bound), plus
+the real CT-slice dialogues.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Setting:
     jcm: bool = True
     reference: str = "crop+box"  # "crop+box", "crop" or "none"
     references_from: str = "own"  # "own" masks, or "truth": later rounds crop from ground-truth masks
+    refine: bool = True  # the model's mask refinement on the image (where its config has one)
 
     def __post_init__(self):
         if self.protocol not in ("paper", "auto") or self.references_from not in ("own", "truth"):
@@ -53,6 +55,8 @@ class Setting:
             name += f" (reference: {self.reference})"
         if self.references_from != "own":
             name += f" (references from {self.references_from})"
+        if not self.refine:
+            name += " (no mask refinement)"
         return name
 
 
@@ -60,7 +64,7 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
                   *, keep: int = 0, progress: bool = False, desc: str = "") -> tuple[SegmentationMetric, list]:
     """Every round of every dialogue through ``predictor``; returns the metric and the first ``keep``
     dialogues' predicted masks (for pictures)."""
-    predictor.use_jcm, predictor.reference_mode = setting.jcm, setting.reference
+    predictor.use_jcm, predictor.reference_mode, predictor.refine = setting.jcm, setting.reference, setting.refine
     metric, kept = SegmentationMetric(), []
     for conv in tqdm(conversations, desc=desc, disable=not progress, dynamic_ncols=True):
         predictor.set_image(root / conv.image)
@@ -93,7 +97,7 @@ def box_prompted_upper_bound(model: MediRound, conversations: list[Conversation]
             ys, xs = np.nonzero(t)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         logits = model.box_masks(enc.sam_embedding, torch.tensor(boxes, dtype=torch.float32), enc.input_size,
-                                 enc.original_size, image)
+                                 enc.original_size, image)  # refined as the model's own masks are
         metric((logits > 0).numpy(), targets)
     return metric
 
@@ -152,6 +156,20 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
             propagation.append({"protocol": protocol, "references_from": source, "split": ablation_split,
                                 **main[key]["overall"], "dice_rounds_4_on": _mean_dice(later)})
     results["tables"]["error_propagation"] = propagation
+
+    if predictor.model.guided_filter_eps is not None:
+        refinement = []
+        for protocol in protocols:
+            for refine in (False, True):
+                setting = Setting(protocol, True, refine=refine)
+                key = (protocol, setting.label, ablation_split)
+                if key not in main:
+                    metric, _ = run_dialogues(predictor, dialogues[ablation_split], data, setting, progress=progress,
+                                              desc=f"{protocol} {setting.label}")
+                    main[key] = metric.aggregate()
+                refinement.append({"protocol": protocol, "guided_filter": refine, "split": ablation_split,
+                                   **main[key]["overall"]})
+        results["tables"]["mask_refinement"] = refinement
 
     sam = load_checkpoint(sam_checkpoint)[0].eval() if sam_checkpoint else predictor.model
     upper = box_prompted_upper_bound(sam, dialogues[ablation_split], data).aggregate()
@@ -228,6 +246,12 @@ def markdown_tables(results: dict) -> str:
         lines += [f"| {r['protocol']} | {r['references_from']} | {r['split']} | {_pct(r['dice'])} | "
                   f"{_pct(r['giou'])} | {_pct(r['ciou'])} | {_pct(r['dice_rounds_4_on'])} |"
                   for r in t["error_propagation"]]
+    if "mask_refinement" in t:
+        lines += ["", "### Table C: mask refinement (with JCM): SAM's bilinear upsampling alone or refined by the "
+                  "guided filter on the image, Dice / gIoU / cIoU (%)", "",
+                  "| protocol | guided filter | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['protocol']} | {'yes' if r['guided_filter'] else 'no'} | {r['split']} | {_pct(r['dice'])} | "
+                  f"{_pct(r['giou'])} | {_pct(r['ciou'])} |" for r in t["mask_refinement"]]
     b = t["box_prompted_sam"]
     lines += ["", "### Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)", "",
               "| SAM of | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|",

@@ -68,16 +68,18 @@ class Turn:
 class MultiRoundPredictor:
     """Multi-round inference with one model; not thread-safe (one dialogue at a time).
 
-    ``use_jcm`` toggles the JCM; ``reference_mode`` ablates the reference tokens ("crop+box",
-    "crop", "none"); ``max_question_tokens`` bounds a question (long queries degrade the model).
+    ``use_jcm`` toggles the JCM; ``refine`` the model's mask refinement on the image (where its config
+    has one); ``reference_mode`` ablates the reference tokens ("crop+box", "crop", "none");
+    ``max_question_tokens`` bounds a question (long queries degrade the model).
     """
 
-    def __init__(self, model: MediRound, tokenizer, *, use_jcm: bool = True, reference_mode: str = "crop+box",
-                 max_new_tokens: int = 24, max_question_tokens: int = 96, max_length: int | None = None):
+    def __init__(self, model: MediRound, tokenizer, *, use_jcm: bool = True, refine: bool = True,
+                 reference_mode: str = "crop+box", max_new_tokens: int = 24, max_question_tokens: int = 96,
+                 max_length: int | None = None):
         if reference_mode not in REFERENCE_MODES:
             raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got '{reference_mode}'")
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.use_jcm, self.reference_mode = use_jcm, reference_mode
+        self.use_jcm, self.refine, self.reference_mode = use_jcm, refine, reference_mode
         self.max_new_tokens, self.max_question_tokens = max_new_tokens, max_question_tokens
         self.max_length = max_length or model.mllm.config.text_config.max_position_embeddings
         self.image_tokens = (model.clip_size // model.llava.config.vision_config.patch_size) ** 2
@@ -176,7 +178,7 @@ class MultiRoundPredictor:
                                  turn.reference, False, None, turn.answer_ids)
         else:
             mask, q, corrected = judge_and_decode(self.model, self.encoding, turn.seg_vector[None], self.use_jcm,
-                                                  self.image)
+                                                  self.image if self.refine else None)
             result = RoundResult(turn.index, turn.question, turn.answer, mask[0], mask_box(mask[0]), float(q[0]),
                                  bool(corrected[0]), turn.reference, True, turn.seg_vector.float().cpu().numpy(),
                                  turn.answer_ids)

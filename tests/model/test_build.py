@@ -149,6 +149,26 @@ def test_tiny_model_runs_every_step_with_the_right_shapes(tiny_model):
         model.embed(ids, image_features=enc.image_features)
 
 
+def test_the_guided_filter_snaps_a_coarse_mask_to_the_image_edges(tiny_model):
+    model, _ = tiny_model
+    yy, xx = torch.meshgrid(torch.arange(192.0), torch.arange(192.0), indexing="ij")
+    truth = (yy - 80.5) ** 2 + (xx - 101.3) ** 2 < 6.5**2  # a nodule-sized disc, off the decoder's 2-pixel grid
+    image = (50 + 150 * truth.to(torch.uint8)).expand(3, -1, -1)
+    image = (image + torch.randint(0, 8, image.shape, generator=torch.Generator().manual_seed(0))).to(torch.uint8)
+    coarse = torch.nn.functional.avg_pool2d(truth[None, None].float(), 2)  # what a 96 x 96 decoder output can hold
+    low_res = 8 * (torch.nn.functional.avg_pool2d(coarse, 5, stride=1, padding=2) - 0.5)  # and blurred
+
+    def dice(logits):
+        mask = logits[0, 0] > 0
+        return float(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
+
+    plain = dice(model.postprocess(low_res, (192, 192), (192, 192)))
+    refined = dice(model.postprocess(low_res, (192, 192), (192, 192), image))
+    assert plain < 0.85 and refined > 0.98
+    model.guided_filter_eps = None  # a config without refinement keeps SAM's upsampling alone
+    assert dice(model.postprocess(low_res, (192, 192), (192, 192), image)) == plain
+
+
 def test_lora_lands_on_the_language_model_q_and_v_only(tiny_model):
     model, _ = tiny_model
     apply_lora(model)

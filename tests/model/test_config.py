@@ -14,6 +14,7 @@ def test_tiny_and_full_share_the_architecture_but_not_the_sizes():
     assert tiny.mllm.image_tokens == 64 and full.mllm.image_tokens == 576
     assert full.seg.prompt_dim == 256 and full.seg.img_size == 1024 and full.jcm.hidden == 512
     assert tiny.mllm.vision_feature_layer == full.mllm.vision_feature_layer == -2
+    assert tiny.seg.guided_filter_eps == 1e-3 and full.seg.guided_filter_eps is None  # MedSAM's masks as published
 
 
 def test_bad_values_are_refused_with_what_is_accepted():
@@ -21,5 +22,7 @@ def test_bad_values_are_refused_with_what_is_accepted():
         JCMConfig(beta=1.2)
     with pytest.raises(ValueError, match="multiple of patch_size"):
         SegConfig(img_size=100, patch_size=16)
+    with pytest.raises(ValueError, match="guided_filter_eps must be positive or None, got 0"):
+        SegConfig(guided_filter_eps=0)
     with pytest.raises(ValueError, match="expected 'tiny' or 'full'"):
         ModelConfig.named("huge")

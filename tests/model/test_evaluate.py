@@ -23,6 +23,8 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
         {(p, m) for p in ("paper", "auto") for m in ("none", "crop", "crop+box")}
     assert {(r["protocol"], r["references_from"]) for r in tables["error_propagation"]} == \
         {(p, s) for p in ("paper", "auto") for s in ("own", "truth")}
+    assert {(r["protocol"], r["guided_filter"]) for r in tables["mask_refinement"]} == \
+        {(p, g) for p in ("paper", "auto") for g in (False, True)}
     assert 0.0 <= tables["box_prompted_sam"]["dice"] <= 1.0
     assert [r["overall"]["n"] for r in tables["real_ct"]] == [24, 24]  # every round of the real dialogues
     hard = next(r for r in tables["main"] if r["split"] == "test_hard" and r["protocol"] == "auto")
@@ -30,7 +32,7 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
     assert json.loads((tmp_path / "results.json").read_text())["tables"] == json.loads(json.dumps(tables))
     md = (tmp_path / "tables.md").read_text()
     assert "### Table 1 (paper protocol)" in md and "### Table 2 (auto protocol, test_hard)" in md
-    assert "### Table A" in md and "### Table B" in md and "### Table 3 analogue" in md and "### Real CT slices" in md
+    assert "### Table A" in md and "### Table B" in md and "### Table C" in md and "### Table 3 analogue" in md and "### Real CT slices" in md
     assert (tmp_path / "per_round.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
         f"{p}_{s}_0.png" for p in ("paper", "auto") for s in ("test", "test_hard", "real"))
