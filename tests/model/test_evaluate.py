@@ -32,7 +32,7 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
     assert json.loads((tmp_path / "results.json").read_text())["tables"] == json.loads(json.dumps(tables))
     md = (tmp_path / "tables.md").read_text()
     assert "### Table 1 (paper protocol)" in md and "### Table 2 (auto protocol, test_hard)" in md
-    assert "### Table A" in md and "### Table B" in md and "### Table C" in md and "### Table 3 analogue" in md and "### Real CT slices" in md
+    assert all(f"### {name}" in md for name in ("Table A", "Table B", "Table C", "Table 3 analogue", "Real CT slices"))
     assert (tmp_path / "per_round.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
         f"{p}_{s}_0.png" for p in ("paper", "auto") for s in ("test", "test_hard", "real"))
