@@ -131,45 +131,35 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     results["tables"]["main"] = [{"protocol": p, "model": m, "split": s, **r} for (p, m, s), r in main.items()]
 
     ablation_split = "test" if "test" in dialogues else next(iter(dialogues))
-    ablation = []
-    for protocol in protocols:
-        for mode in ("none", "crop", "crop+box"):
-            key = (protocol, Setting(protocol, True, mode).label, ablation_split)
-            if key not in main:
-                metric, _ = run_dialogues(predictor, dialogues[ablation_split], data, Setting(protocol, True, mode),
-                                          progress=progress, desc=f"{protocol} ablation {mode}")
-                main[key] = metric.aggregate()
-            ablation.append({"protocol": protocol, "reference": mode, "split": ablation_split,
-                             **main[key]["overall"]})
-    results["tables"]["reference_ablation"] = ablation
+
+    def on_ablation_split(setting: Setting) -> dict:
+        """The setting's scores on the ablation split, run once (Table 1 may already hold them)."""
+        key = (setting.protocol, setting.label, ablation_split)
+        if key not in main:
+            metric, _ = run_dialogues(predictor, dialogues[ablation_split], data, setting, progress=progress,
+                                      desc=f"{setting.protocol} {setting.label}")
+            main[key] = metric.aggregate()
+        return main[key]
+
+    results["tables"]["reference_ablation"] = [
+        {"protocol": p, "reference": mode, "split": ablation_split,
+         **on_ablation_split(Setting(p, True, mode))["overall"]}
+        for p in protocols for mode in ("none", "crop", "crop+box")]
 
     propagation = []
     for protocol in protocols:
         for source in ("own", "truth"):
-            setting = Setting(protocol, True, references_from=source)
-            key = (protocol, setting.label, ablation_split)
-            if key not in main:
-                metric, _ = run_dialogues(predictor, dialogues[ablation_split], data, setting, progress=progress,
-                                          desc=f"{protocol} references from {source}")
-                main[key] = metric.aggregate()
-            later = [v for k, v in main[key]["per_round"].items() if int(k) >= 4]
+            scores = on_ablation_split(Setting(protocol, True, references_from=source))
+            later = [v for k, v in scores["per_round"].items() if int(k) >= 4]
             propagation.append({"protocol": protocol, "references_from": source, "split": ablation_split,
-                                **main[key]["overall"], "dice_rounds_4_on": _mean_dice(later)})
+                                **scores["overall"], "dice_rounds_4_on": _mean_dice(later)})
     results["tables"]["error_propagation"] = propagation
 
     if predictor.model.guided_filter_eps is not None:
-        refinement = []
-        for protocol in protocols:
-            for refine in (False, True):
-                setting = Setting(protocol, True, refine=refine)
-                key = (protocol, setting.label, ablation_split)
-                if key not in main:
-                    metric, _ = run_dialogues(predictor, dialogues[ablation_split], data, setting, progress=progress,
-                                              desc=f"{protocol} {setting.label}")
-                    main[key] = metric.aggregate()
-                refinement.append({"protocol": protocol, "guided_filter": refine, "split": ablation_split,
-                                   **main[key]["overall"]})
-        results["tables"]["mask_refinement"] = refinement
+        results["tables"]["mask_refinement"] = [
+            {"protocol": p, "guided_filter": refine, "split": ablation_split,
+             **on_ablation_split(Setting(p, True, refine=refine))["overall"]}
+            for p in protocols for refine in (False, True)]
 
     sam = load_checkpoint(sam_checkpoint)[0].eval() if sam_checkpoint else predictor.model
     upper = box_prompted_upper_bound(sam, dialogues[ablation_split], data).aggregate()
