@@ -9,8 +9,9 @@ Two protocols for every dialogue:
 Tables: 1 (Dice / gIoU / cIoU per split, with and without JCM), 2 (cIoU per round #1..#8),
 A (reference-information ablation: none / crop / crop + box), B (error propagation: references
 cropped from the model's own masks or from the ground truth), C (masks with and without the guided
-filter refinement, where the model has one), 3 (the box-prompted SAM alone: an upper bound), plus
-the real CT-slice dialogues.
+filter refinement, where the model has one), D (what the JCM changes: Dice with minus without it,
+with bootstrap intervals), 3 (the box-prompted SAM alone: an upper bound), plus the real CT-slice
+dialogues.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from model.checkpoint import load_checkpoint
 from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Conversation, load
 from model.mediround import MediRound
-from model.metrics import SegmentationMetric
+from model.metrics import SegmentationMetric, paired_dice_difference
 from model.predictor import MultiRoundPredictor
 
 SPLITS = ("val", "test", "test_hard", "test_unseen")
@@ -66,7 +67,7 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
     dialogues' predicted masks (for pictures)."""
     predictor.use_jcm, predictor.reference_mode, predictor.refine = setting.jcm, setting.reference, setting.refine
     metric, kept = SegmentationMetric(), []
-    for conv in tqdm(conversations, desc=desc, disable=not progress, dynamic_ncols=True):
+    for i, conv in enumerate(tqdm(conversations, desc=desc, disable=not progress, dynamic_ncols=True)):
         predictor.set_image(root / conv.image)
         masks = []
         for k, r in enumerate(conv.rounds):
@@ -75,7 +76,7 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
             else:
                 result = predictor.ask(r.question)
             truth = load_mask(root / r.mask)
-            metric(result.mask[None], truth[None], rounds=[k])
+            metric(result.mask[None], truth[None], rounds=[k], dialogue=i)
             masks.append(result.mask)
             if setting.references_from == "truth":  # what later rounds would score without propagated errors
                 predictor.rounds[-1] = replace(result, mask=truth)
@@ -118,7 +119,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     results: dict = {"checkpoint": str(checkpoint), "limit": limit, "tables": {}}
     dialogues = {s: load(data / f"{s}.json")[:limit] for s in splits if (data / f"{s}.json").exists()}
 
-    main = {}
+    main, runs = {}, {}
     for protocol in protocols:
         for jcm in (False, True):
             setting = Setting(protocol, jcm)
@@ -126,9 +127,15 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
                 metric, kept = run_dialogues(predictor, convs, data, setting, keep=pictures if jcm else 0,
                                              progress=progress, desc=f"{protocol} {setting.label} {split}")
                 main[(protocol, setting.label, split)] = metric.aggregate()
+                runs[(protocol, jcm, split)] = metric
                 for i, (conv, masks) in enumerate(kept if split in ("test", "test_hard") else []):
                     _picture(conv, masks, data, out / "samples" / f"{protocol}_{split}_{i}.png", setting.label)
     results["tables"]["main"] = [{"protocol": p, "model": m, "split": s, **r} for (p, m, s), r in main.items()]
+    results["tables"]["jcm_effect"] = [
+        {"protocol": p, "split": s, "beta": predictor.model.jcm.beta,
+         **{part: paired_dice_difference(runs[(p, True, s)], runs[(p, False, s)], from_round=first)
+            for part, first in (("overall", 1), ("rounds_4_on", 4))}}
+        for p in protocols for s in dialogues]
 
     ablation_split = "test" if "test" in dialogues else next(iter(dialogues))
 
@@ -200,6 +207,13 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _points(d: dict) -> str:
+    """A paired difference as signed Dice points with its interval."""
+    if d["difference"] is None:
+        return "-"
+    return f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (n={d['n']})"
+
+
 def markdown_tables(results: dict) -> str:
     """The tables as Markdown (scores in %)."""
     t = results["tables"]
@@ -242,6 +256,12 @@ def markdown_tables(results: dict) -> str:
                   "| protocol | guided filter | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['protocol']} | {'yes' if r['guided_filter'] else 'no'} | {r['split']} | {_pct(r['dice'])} | "
                   f"{_pct(r['giou'])} | {_pct(r['ciou'])} |" for r in t["mask_refinement"]]
+    if "jcm_effect" in t:
+        lines += ["", "### Table D: what the JCM changes: Dice points, MediRound + JCM minus MediRound, "
+                  "[95% interval from resampling dialogues]", "",
+                  "| protocol | split | overall | rounds >= 4 |", "|---|---|---|---|"]
+        lines += [f"| {r['protocol']} | {r['split']} | {_points(r['overall'])} | {_points(r['rounds_4_on'])} |"
+                  for r in t["jcm_effect"]]
     b = t["box_prompted_sam"]
     lines += ["", "### Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)", "",
               "| SAM of | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|",

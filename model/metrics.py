@@ -8,6 +8,7 @@ Per predicted mask P and ground truth G: I = |P and G|, U = |P| + |G| - I.
 
 ``SegmentationMetric`` accumulates batch after batch and ``aggregate()`` reports overall and per
 round index (1-based, as the paper's tables: round #1..#8); ``MetricsBySplit`` keeps one per split.
+``paired_dice_difference`` compares two runs over the same dialogues, with a bootstrap interval.
 """
 
 from __future__ import annotations
@@ -81,15 +82,20 @@ class SegmentationMetric:
     def reset(self) -> None:
         self._overall = _Sums()
         self._per_round: dict[int, _Sums] = defaultdict(_Sums)
+        self.dice_by_dialogue: dict[int, dict[int, float]] = defaultdict(dict)  # dialogue -> round -> Dice
 
-    def __call__(self, pred: ArrayLike, target: ArrayLike, rounds: ArrayLike | list[int] | None = None) -> None:
-        """Add a batch. ``rounds`` are the 0-based round indices of the masks (reported 1-based)."""
+    def __call__(self, pred: ArrayLike, target: ArrayLike, rounds: ArrayLike | list[int] | None = None,
+                 dialogue: int | None = None) -> None:
+        """Add a batch. ``rounds`` are the 0-based round indices of the masks (reported 1-based); with
+        them, ``dialogue`` (an id) also keeps each mask's Dice for :func:`paired_dice_difference`."""
         inter, union = intersection_and_union(pred, target)
         self._overall.add(inter, union)
         if rounds is not None:
             rounds = np.asarray(rounds.cpu() if isinstance(rounds, torch.Tensor) else rounds).reshape(-1)
             if len(rounds) != len(inter):
                 raise ValueError(f"got {len(rounds)} round indices for {len(inter)} masks")
+            if dialogue is not None:
+                self.dice_by_dialogue[dialogue].update(zip(rounds.tolist(), dice_scores(inter, union).tolist(), strict=True))
             for r in np.unique(rounds):
                 sel = rounds == r
                 self._per_round[int(r) + 1].add(inter[sel], union[sel])
@@ -98,6 +104,34 @@ class SegmentationMetric:
         """{"overall": {n, dice, giou, ciou}, "per_round": {"1": {...}, ...}}."""
         return {"overall": self._overall.result(),
                 "per_round": {str(k): v.result() for k, v in sorted(self._per_round.items())}}
+
+
+def paired_dice_difference(a: SegmentationMetric, b: SegmentationMetric, *, from_round: int = 1,
+                           resamples: int = 10_000, seed: int = 0) -> dict:
+    """Dice of run ``a`` minus run ``b`` over the same dialogues' masks of rounds >= ``from_round``
+    (1-based), with a 95% percentile bootstrap interval.
+
+    Whole dialogues are resampled, not masks: the rounds of one dialogue share an image and their
+    references, so their errors are correlated. Both runs must hold the same rounds of the same
+    dialogues (recorded with ``dialogue=``). Returns {dialogues, n, difference, low, high}.
+    """
+    if not a.dice_by_dialogue or a.dice_by_dialogue.keys() != b.dice_by_dialogue.keys() or any(
+            a.dice_by_dialogue[d].keys() != b.dice_by_dialogue[d].keys() for d in a.dice_by_dialogue):
+        raise ValueError("paired_dice_difference needs two runs recorded with dialogue ids over the same "
+                         "dialogues and rounds")
+    gains, counts = [], []
+    for d, rounds in a.dice_by_dialogue.items():
+        later = [r for r in rounds if r + 1 >= from_round]
+        if later:
+            gains.append(sum(rounds[r] - b.dice_by_dialogue[d][r] for r in later))
+            counts.append(len(later))
+    if not counts:
+        return {"dialogues": 0, "n": 0, "difference": None, "low": None, "high": None}
+    gains, counts = np.array(gains), np.array(counts)
+    picks = np.random.default_rng(seed).integers(0, len(counts), (resamples, len(counts)))
+    low, high = np.percentile(gains[picks].sum(1) / counts[picks].sum(1), [2.5, 97.5])
+    return {"dialogues": len(counts), "n": int(counts.sum()), "difference": float(gains.sum() / counts.sum()),
+            "low": float(low), "high": float(high)}
 
 
 class MetricsBySplit:

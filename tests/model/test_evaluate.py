@@ -25,6 +25,13 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
         {(p, s) for p in ("paper", "auto") for s in ("own", "truth")}
     assert {(r["protocol"], r["guided_filter"]) for r in tables["mask_refinement"]} == \
         {(p, g) for p in ("paper", "auto") for g in (False, True)}
+    assert {(r["protocol"], r["split"]) for r in tables["jcm_effect"]} == \
+        {(p, s) for p in ("paper", "auto") for s in ("val", "test", "test_hard", "test_unseen")}
+    for r in tables["jcm_effect"]:  # the paired difference is exactly the gap between Table 1's two rows
+        dice = {row["model"]: row["overall"]["dice"] for row in tables["main"]
+                if (row["protocol"], row["split"]) == (r["protocol"], r["split"])}
+        assert r["overall"]["difference"] == pytest.approx(dice["MediRound + JCM"] - dice["MediRound"])
+        assert r["overall"]["low"] <= r["overall"]["difference"] <= r["overall"]["high"]
     assert 0.0 <= tables["box_prompted_sam"]["dice"] <= 1.0
     assert [r["overall"]["n"] for r in tables["real_ct"]] == [24, 24]  # every round of the real dialogues
     hard = next(r for r in tables["main"] if r["split"] == "test_hard" and r["protocol"] == "auto")
@@ -32,7 +39,8 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
     assert json.loads((tmp_path / "results.json").read_text())["tables"] == json.loads(json.dumps(tables))
     md = (tmp_path / "tables.md").read_text()
     assert "### Table 1 (paper protocol)" in md and "### Table 2 (auto protocol, test_hard)" in md
-    assert all(f"### {name}" in md for name in ("Table A", "Table B", "Table C", "Table 3 analogue", "Real CT slices"))
+    assert all(f"### {name}" in md for name in ("Table A", "Table B", "Table C", "Table D", "Table 3 analogue",
+                                              "Real CT slices"))
     assert (tmp_path / "per_round.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
         f"{p}_{s}_0.png" for p in ("paper", "auto") for s in ("test", "test_hard", "real"))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.metrics import MetricsBySplit, SegmentationMetric, intersection_and_union
+from model.metrics import MetricsBySplit, SegmentationMetric, intersection_and_union, paired_dice_difference
 
 # 2x2: P has 2 pixels, G has 3, they share 2 -> I=2, U=3, Dice=4/5, IoU=2/3.
 P = np.array([[[1, 1], [0, 0]]], bool)
@@ -68,6 +68,44 @@ def test_batches_accumulate_like_one_batch_and_rounds_report_one_based():
     per_round = one.aggregate()["per_round"]
     assert set(per_round) == {"1", "2"}
     assert per_round["2"]["dice"] == pytest.approx((0.0 + 1.0) / 2)
+
+
+def _run(dice_by_dialogue: list[list[float]]) -> SegmentationMetric:
+    """A metric whose dialogue d, round k scored Dice dice_by_dialogue[d][k] (masks of 10 pixels)."""
+    m = SegmentationMetric()
+    for d, scores in enumerate(dice_by_dialogue):
+        for k, score in enumerate(scores):
+            hit = round(10 * score)  # P and G of 10 pixels sharing hit: Dice = 2 * hit / 20
+            pred, truth = np.zeros((1, 40), bool), np.zeros((1, 40), bool)
+            pred[0, :10], truth[0, 10 - hit:20 - hit] = True, True
+            m(pred, truth, rounds=[k], dialogue=d)
+    return m
+
+
+def test_paired_difference_is_mask_weighted_and_restricted_to_later_rounds():
+    a = _run([[1.0, 1.0, 1.0, 0.6], [0.8, 0.8], [1.0, 0.4, 0.4, 1.0, 1.0]])
+    b = _run([[1.0, 1.0, 1.0, 0.2], [0.8, 1.0], [1.0, 0.4, 0.4, 0.6, 0.6]])
+    overall = paired_dice_difference(a, b)
+    assert (overall["dialogues"], overall["n"]) == (3, 11)
+    assert overall["difference"] == pytest.approx((0.4 - 0.2 + 0.8) / 11)
+    assert overall["low"] < overall["difference"] < overall["high"]
+    later = paired_dice_difference(a, b, from_round=4)
+    assert (later["dialogues"], later["n"]) == (2, 3)  # the two-round dialogue has no round 4
+    assert later["difference"] == pytest.approx((0.4 + 0.4 + 0.4) / 3)
+    assert later["low"] == pytest.approx(0.4) and later["high"] == pytest.approx(0.4)  # every resample agrees
+
+
+def test_paired_difference_of_a_run_with_itself_is_exactly_zero():
+    a = _run([[1.0, 0.6], [0.2, 0.8, 0.4]])
+    assert paired_dice_difference(a, a) == {"dialogues": 2, "n": 5, "difference": 0.0, "low": 0.0, "high": 0.0}
+    assert paired_dice_difference(a, a, from_round=9)["difference"] is None
+
+
+def test_paired_difference_refuses_runs_over_different_rounds():
+    with pytest.raises(ValueError, match="same dialogues and rounds"):
+        paired_dice_difference(_run([[1.0, 0.6]]), _run([[1.0, 0.6, 0.2]]))
+    with pytest.raises(ValueError, match="recorded with dialogue ids"):
+        paired_dice_difference(SegmentationMetric(), SegmentationMetric())
 
 
 def test_probabilities_threshold_at_one_half():
