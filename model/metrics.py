@@ -95,7 +95,8 @@ class SegmentationMetric:
             if len(rounds) != len(inter):
                 raise ValueError(f"got {len(rounds)} round indices for {len(inter)} masks")
             if dialogue is not None:
-                self.dice_by_dialogue[dialogue].update(zip(rounds.tolist(), dice_scores(inter, union).tolist(), strict=True))
+                scores = dice_scores(inter, union).tolist()
+                self.dice_by_dialogue[dialogue].update(zip(rounds.tolist(), scores, strict=True))
             for r in np.unique(rounds):
                 sel = rounds == r
                 self._per_round[int(r) + 1].add(inter[sel], union[sel])
