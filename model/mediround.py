@@ -172,8 +172,10 @@ class MediRound(nn.Module):
             return x
         cell = max(original_size) / max(input_size) * side / low_res.shape[-1]  # original pixels per low-res cell
         radius = max(1, round(cell))
-        grey = image.to(x.device, torch.float32).mean(0).expand(x.shape[0], 1, -1, -1) / 255
-        prob = guided_blur(grey, torch.sigmoid(x), 2 * radius + 1, self.guided_filter_eps)
+        grey = image.to(x.device, torch.float32).mean(0)[None, None] / 255
+        # the N masks as channels of one input: the guide's window statistics are computed once, not N times
+        prob = guided_blur(grey, torch.sigmoid(x).transpose(0, 1), 2 * radius + 1, self.guided_filter_eps)
+        prob = prob.transpose(0, 1)
         return torch.logit(prob.clamp(1e-6, 1 - 1e-6))
 
     def box_masks(self, sam_embedding: torch.Tensor, boxes: torch.Tensor, input_size: tuple[int, int],

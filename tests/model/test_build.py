@@ -165,6 +165,9 @@ def test_the_guided_filter_snaps_a_coarse_mask_to_the_image_edges(tiny_model):
     plain = dice(model.postprocess(low_res, (192, 192), (192, 192)))
     refined = dice(model.postprocess(low_res, (192, 192), (192, 192), image))
     assert plain < 0.85 and refined > 0.98
+    one = model.postprocess(low_res, (192, 192), (192, 192), image)
+    batch = model.postprocess(torch.cat([-low_res, low_res]), (192, 192), (192, 192), image)
+    assert torch.allclose(batch[1:], one, atol=1e-5)  # masks refined together as each one alone
     model.guided_filter_eps = None  # a config without refinement keeps SAM's upsampling alone
     assert dice(model.postprocess(low_res, (192, 192), (192, 192), image)) == plain
 
