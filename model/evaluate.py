@@ -214,6 +214,16 @@ def _points(d: dict) -> str:
     return f"{100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] (n={d['n']})"
 
 
+def _table(title: str, header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table under a ``###`` heading, as lines ending with a blank one."""
+    return [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows), ""]
+
+
+def _scores(r: dict) -> list[str]:
+    return [_pct(r["dice"]), _pct(r["giou"]), _pct(r["ciou"])]
+
+
 def markdown_tables(results: dict) -> str:
     """The tables as Markdown (scores in %)."""
     t = results["tables"]
@@ -221,58 +231,44 @@ def markdown_tables(results: dict) -> str:
     for protocol in sorted({r["protocol"] for r in t["main"]}, reverse=True):
         rows = [r for r in t["main"] if r["protocol"] == protocol and "reference:" not in r["model"]]
         splits = list(dict.fromkeys(r["split"] for r in rows))
-        lines += [f"### Table 1 ({protocol} protocol): Dice / gIoU / cIoU (%)", "",
-                  "| model | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
-        for model in dict.fromkeys(r["model"] for r in rows):
-            cells = []
-            for s in splits:
-                o = next(r for r in rows if r["model"] == model and r["split"] == s)["overall"]
-                cells.append(f"{_pct(o['dice'])} / {_pct(o['giou'])} / {_pct(o['ciou'])}")
-            lines.append(f"| {model} | " + " | ".join(cells) + " |")
-        lines.append("")
+        models = list(dict.fromkeys(r["model"] for r in rows))
+        run = {(r["model"], r["split"]): r for r in rows}
+        lines += _table(f"Table 1 ({protocol} protocol): Dice / gIoU / cIoU (%)", ["model", *splits],
+                        [[m, *(" / ".join(_scores(run[(m, s)]["overall"])) for s in splits)] for m in models])
         for split in [s for s in ("test", "test_hard") if s in splits]:
-            lines += [f"### Table 2 ({protocol} protocol, {split}): cIoU (%) per round", "",
-                      "| model | " + " | ".join(f"#{k}" for k in range(1, 9)) + " |", "|---|" + "---|" * 8]
-            for model in dict.fromkeys(r["model"] for r in rows):
-                per = next(r for r in rows if r["model"] == model and r["split"] == split)["per_round"]
-                lines.append(f"| {model} | " + " | ".join(_pct(per.get(str(k), {}).get("ciou")) for k in range(1, 9))
-                             + " |")
-            lines.append("")
-    lines += ["### Table A: reference information (with JCM), Dice / gIoU / cIoU (%)", "",
-              "| protocol | reference | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['protocol']} | {r['reference']} | {r['split']} | {_pct(r['dice'])} | {_pct(r['giou'])} | "
-              f"{_pct(r['ciou'])} |" for r in t["reference_ablation"]]
+            lines += _table(f"Table 2 ({protocol} protocol, {split}): cIoU (%) per round",
+                            ["model", *(f"#{k}" for k in range(1, 9))],
+                            [[m, *(_pct(run[(m, split)]["per_round"].get(str(k), {}).get("ciou")) for k in range(1, 9))]
+                             for m in models])
+    lines += _table("Table A: reference information (with JCM), Dice / gIoU / cIoU (%)",
+                    ["protocol", "reference", "split", "Dice", "gIoU", "cIoU"],
+                    [[r["protocol"], r["reference"], r["split"], *_scores(r)] for r in t["reference_ablation"]])
     if "error_propagation" in t:
-        lines += ["", "### Table B: error propagation (with JCM): references from the model's own masks or the "
-                  "ground truth, Dice / gIoU / cIoU (%)", "",
-                  "| protocol | references from | split | Dice | gIoU | cIoU | Dice, rounds >= 4 |",
-                  "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['protocol']} | {r['references_from']} | {r['split']} | {_pct(r['dice'])} | "
-                  f"{_pct(r['giou'])} | {_pct(r['ciou'])} | {_pct(r['dice_rounds_4_on'])} |"
-                  for r in t["error_propagation"]]
+        lines += _table("Table B: error propagation (with JCM): references from the model's own masks or the "
+                        "ground truth, Dice / gIoU / cIoU (%)",
+                        ["protocol", "references from", "split", "Dice", "gIoU", "cIoU", "Dice, rounds >= 4"],
+                        [[r["protocol"], r["references_from"], r["split"], *_scores(r), _pct(r["dice_rounds_4_on"])]
+                         for r in t["error_propagation"]])
     if "mask_refinement" in t:
-        lines += ["", "### Table C: mask refinement (with JCM): SAM's bilinear upsampling alone or refined by the "
-                  "guided filter on the image, Dice / gIoU / cIoU (%)", "",
-                  "| protocol | guided filter | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r['protocol']} | {'yes' if r['guided_filter'] else 'no'} | {r['split']} | {_pct(r['dice'])} | "
-                  f"{_pct(r['giou'])} | {_pct(r['ciou'])} |" for r in t["mask_refinement"]]
+        lines += _table("Table C: mask refinement (with JCM): SAM's bilinear upsampling alone or refined by the "
+                        "guided filter on the image, Dice / gIoU / cIoU (%)",
+                        ["protocol", "guided filter", "split", "Dice", "gIoU", "cIoU"],
+                        [[r["protocol"], "yes" if r["guided_filter"] else "no", r["split"], *_scores(r)]
+                         for r in t["mask_refinement"]])
     if "jcm_effect" in t:
-        lines += ["", "### Table D: what the JCM changes: Dice points, MediRound + JCM minus MediRound, "
-                  "[95% interval from resampling dialogues]", "",
-                  "| protocol | split | overall | rounds >= 4 |", "|---|---|---|---|"]
-        lines += [f"| {r['protocol']} | {r['split']} | {_points(r['overall'])} | {_points(r['rounds_4_on'])} |"
-                  for r in t["jcm_effect"]]
+        lines += _table("Table D: what the JCM changes: Dice points, MediRound + JCM minus MediRound, "
+                        "[95% interval from resampling dialogues]", ["protocol", "split", "overall", "rounds >= 4"],
+                        [[r["protocol"], r["split"], _points(r["overall"]), _points(r["rounds_4_on"])]
+                         for r in t["jcm_effect"]])
     b = t["box_prompted_sam"]
-    lines += ["", "### Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)", "",
-              "| SAM of | split | Dice | gIoU | cIoU |", "|---|---|---|---|---|",
-              f"| `{b.get('checkpoint', results['checkpoint'])}` | {b['split']} | {_pct(b['dice'])} | "
-              f"{_pct(b['giou'])} | {_pct(b['ciou'])} |", ""]
+    lines += _table("Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)",
+                    ["SAM of", "split", "Dice", "gIoU", "cIoU"],
+                    [[f"`{b.get('checkpoint', results['checkpoint'])}`", b["split"], *_scores(b)]])
     if "real_ct" in t:
-        lines += ["### Real CT slices (SA-Med2D sample, MediRound + JCM)", "",
-                  "| protocol | rounds | Dice | gIoU | cIoU |", "|---|---|---|---|---|"]
-        lines += [f"| {r['protocol']} | {r['overall']['n']} | {_pct(r['overall']['dice'])} | "
-                  f"{_pct(r['overall']['giou'])} | {_pct(r['overall']['ciou'])} |" for r in t["real_ct"]]
-    return "\n".join(lines) + "\n"
+        lines += _table("Real CT slices (SA-Med2D sample, MediRound + JCM)",
+                        ["protocol", "rounds", "Dice", "gIoU", "cIoU"],
+                        [[r["protocol"], r["overall"]["n"], *_scores(r["overall"])] for r in t["real_ct"]])
+    return "\n".join(lines)
 
 
 def plot_per_round(results: dict, path: Path) -> Path:
