@@ -221,6 +221,7 @@ def _table(title: str, header: list[str], rows: list[list]) -> list[str]:
 
 
 def _scores(r: dict) -> list[str]:
+    """Dice, gIoU and cIoU of one aggregate, in %."""
     return [_pct(r["dice"]), _pct(r["giou"]), _pct(r["ciou"])]
 
 
