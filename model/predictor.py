@@ -27,13 +27,9 @@ from transformers import DynamicCache
 from model.data.images import ImageSource, load_image, mask_box
 from model.data.template import BOX_TOKEN, CROP_TOKEN, answer_text, human_text
 from model.mediround import ImageEncoding, MediRound
-from model.reference import ReferenceRoundError, resolve_reference
+from model.questions import QuestionError, ReferenceRoundError, normalize_question, round_reference
 
 REFERENCE_MODES = ("crop+box", "crop", "none")
-
-
-class QuestionError(ValueError):
-    """An empty question or one longer than the model accepts."""
 
 
 @dataclass
@@ -54,11 +50,73 @@ class RoundResult:
 
 
 @dataclass
+class DialogueState:
+    """One dialogue's language state, owned by its predictor: every token in the key/value cache, the
+    cache, the tokens waiting to go in with the next prefill, and the logits after the last token.
+
+    ``extend`` is the one way it changes; ``batched`` / ``adopt`` let several dialogues run one
+    forward pass together and each keep its own row afterwards.
+    """
+
+    cache: DynamicCache = field(default_factory=DynamicCache)
+    tokens: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)  # e.g. BOS, fed with the first human turn
+    logits: torch.Tensor | None = None  # (V,) after the last token in the cache
+
+    def extend(self, ids: list[int], cache: DynamicCache, logits: torch.Tensor | None) -> None:
+        """``ids`` went into ``cache``, the pending tokens first; ``logits`` (V,) follow them."""
+        if ids[:len(self.pending)] != self.pending:
+            raise RuntimeError("the pending tokens must go into the cache first")
+        self.pending = []
+        self.tokens += ids
+        self.cache = cache
+        if logits is not None:
+            self.logits = logits
+
+    @staticmethod
+    def batched(states: list[DialogueState], empty: torch.Tensor) -> tuple[DynamicCache, list[int]]:
+        """The states' caches as one batch, row b left-padded with zeros to the longest; their lengths.
+
+        ``empty`` is a (1, heads, 0, head_dim) tensor standing in for a cache that holds nothing yet.
+        """
+        lengths = [s.cache.get_seq_length() for s in states]
+        longest = max(lengths)
+        n_layers = max(len(s.cache.layers) for s in states)
+
+        def kv(state, i, which):
+            return getattr(state.cache.layers[i], which) if state.cache.get_seq_length() else empty
+
+        def padded(tensors):  # (1, H, L_b, D) each -> (B, H, longest, D)
+            return torch.cat([torch.nn.functional.pad(t, (0, 0, longest - n, 0))
+                              for t, n in zip(tensors, lengths, strict=True)])
+
+        return DynamicCache(ddp_cache_data=[(padded([kv(s, i, "keys") for s in states]),
+                                             padded([kv(s, i, "values") for s in states]))
+                                            for i in range(n_layers)]), lengths
+
+    def adopt(self, cache: DynamicCache, row: int, keep: torch.Tensor, ids: list[int], logits: torch.Tensor) -> None:
+        """Take row ``row`` of a batched cache, only the positions ``keep`` (bool over the batch's length)."""
+        own = DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, keep], layer.values[row:row + 1, :, keep])
+                                           for layer in cache.layers])
+        self.extend(ids, own, logits)
+
+
+@dataclass
+class PreparedRound:
+    """A round checked and ready to prefill: its index, normalised question, reference and human turn."""
+
+    index: int
+    question: str
+    reference: int | None
+    prompt: list[int]  # the human turn's tokens (the dialogue's pending tokens go in before them)
+
+
+@dataclass
 class Turn:
     """The language side of a round, before its mask: what ``reason`` hands to ``segment``."""
 
     index: int
-    question: str
+    question: str  # normalised
     reference: int | None
     answer_ids: list[int]
     answer: str
@@ -86,6 +144,7 @@ class MultiRoundPredictor:
         self._image: torch.Tensor | None = None
         self.encoding: ImageEncoding | None = None
         self.rounds: list[RoundResult] = []
+        self.state = DialogueState()
 
     @classmethod
     def from_checkpoint(cls, path, *, device: str = "cpu", **kwargs) -> MultiRoundPredictor:
@@ -108,10 +167,8 @@ class MultiRoundPredictor:
         with torch.inference_mode():
             self.encoding = encoding or self.model.encode_image(self._image)
         self.rounds = []
-        self._cache = DynamicCache()
-        self.tokens: list[int] = []  # every token in the cache, in order
         bos = self.tokenizer.bos_token_id
-        self._pending = [bos] if bos is not None else []  # tokens not yet in the cache
+        self.state = DialogueState(pending=[bos] if bos is not None else [])
 
     @property
     def image(self) -> torch.Tensor:
@@ -129,43 +186,38 @@ class MultiRoundPredictor:
     @torch.inference_mode()
     def reason(self, question: str, reference: int | None = None, *, answer: str | None = None) -> Turn:
         """The language side of a round: validate, prefill, generate (or force) the answer, take h_c."""
-        index, reference, prompt = self._prepare(question, reference)
-        hidden = self._open_round(prompt, reference)
+        prepared = self.prepare(question, reference)
+        hidden = self._open_round(prepared.prompt, prepared.reference)
         if answer is None:
             answer_ids, h_c = self._generate(hidden)
         else:
             answer_ids, h_c = self._force(self._tokens(f" {answer_text(answer)} {self.tokenizer.eos_token}"), hidden)
-        return self._turn(index, question, reference, answer_ids, h_c)
+        return self.finish(prepared, answer_ids, h_c)
 
-    def _prepare(self, question: str, reference: int | None) -> tuple[int, int | None, list[int]]:
-        """Validate a question and resolve its reference: (index, reference, the human turn's tokens)."""
+    def prepare(self, question: str, reference: int | None = None) -> PreparedRound:
+        """Check the next round's question and reference (0-based; None: from the question) and build
+        its human turn; nothing changes until the round is prefilled."""
         if self._image is None:
             raise RuntimeError("call set_image() before ask()")
-        question = " ".join(question.split())
-        if not question:
-            raise QuestionError("the question is empty; ask for a structure, e.g. 'Segment the liver.'")
+        question = normalize_question(question)
         n_tokens = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
         if n_tokens > self.max_question_tokens:
             raise QuestionError(f"the question is {n_tokens} tokens long; at most {self.max_question_tokens} are "
                                 "accepted (long queries degrade the model): shorten it")
         index = len(self.rounds)
-        if reference is None:
-            reference = resolve_reference(question, index)
-        elif not 0 <= reference < index:
-            have = f"rounds 0..{index - 1}" if index else "no earlier rounds"
-            raise ReferenceRoundError(f"reference round {reference} does not exist; the dialogue has {have}")
+        reference = round_reference(question, index, reference)
         prompt = self._prompt(question, index, reference)
-        if len(self.tokens) + len(self._pending) + len(prompt) + self.max_new_tokens > self.max_length:
+        if len(self.state.tokens) + len(self.state.pending) + len(prompt) + self.max_new_tokens > self.max_length:
             raise QuestionError(f"the dialogue would exceed the model's {self.max_length}-token context; "
                                 "start a new session on this image")
-        return index, reference, prompt
+        return PreparedRound(index, question, reference, prompt)
 
-    def _turn(self, index: int, question: str, reference: int | None, answer_ids: list[int],
-              h_c: torch.Tensor | None) -> Turn:
+    def finish(self, prepared: PreparedRound, answer_ids: list[int], h_c: torch.Tensor | None) -> Turn:
+        """The ``Turn`` of a prepared round once its answer is in the cache (``h_c``: the [SEG] state or None)."""
         special = {self.tokenizer.eos_token_id}
         text = self.tokenizer.decode([t for t in answer_ids if t not in special]).strip()
         seg_vector = None if h_c is None else self.model.seg_prompts(h_c[None])[0]
-        return Turn(index, question, reference, answer_ids, text, seg_vector)
+        return Turn(prepared.index, prepared.question, prepared.reference, answer_ids, text, seg_vector)
 
     @torch.inference_mode()
     def segment(self, turn: Turn) -> RoundResult:
@@ -213,8 +265,7 @@ class MultiRoundPredictor:
             ids += self._prompt(r.question, r.index, r.reference) + r.answer_ids
             masks += [] if r.reference is None else [rounds[r.reference].mask]
         if ids:
-            self._prefill(self._pending + ids, masks)
-            self._pending = []
+            self._prefill(ids, masks)
         self.rounds = list(rounds)
 
     def _prompt(self, question: str, index: int, reference: int | None) -> list[int]:
@@ -227,9 +278,7 @@ class MultiRoundPredictor:
 
     def _open_round(self, prompt: list[int], reference: int | None) -> torch.Tensor:
         """Prefill the round's human turn (with the referenced round's mask); the last hidden state."""
-        hidden = self._prefill(self._pending + prompt, [] if reference is None else [self.rounds[reference].mask])
-        self._pending = []
-        return hidden
+        return self._prefill(prompt, [] if reference is None else [self.rounds[reference].mask])
 
     def _tokens(self, text: str) -> list[int]:
         """Tokenize a template piece as training does, expanding ``<image>`` to the patch-token count."""
@@ -238,7 +287,9 @@ class MultiRoundPredictor:
         return [t for i in ids for t in ([image_id] * self.image_tokens if i == image_id else [i])]
 
     def _prefill(self, ids: list[int], ref_masks: list[np.ndarray]) -> torch.Tensor:
-        """Feed ``ids`` (with one referenced mask per reference) through the cache; the last hidden state (d,)."""
+        """Feed the pending tokens and ``ids`` (with one referenced mask per reference) through the cache;
+        the last hidden state (d,)."""
+        ids = self.state.pending + ids
         m, t = self.model, torch.tensor([ids], device=self.model.device)
         crop = box = None
         if (t == m.token_ids["crop"]).any() or (t == m.token_ids["box"]).any():
@@ -247,9 +298,8 @@ class MultiRoundPredictor:
             box = box if (t == m.token_ids["box"]).any() else None
         features = self.encoding.image_features if (t == m.token_ids["image"]).any() else None
         x = m.embed(t, image_features=features, crop_tokens=crop, box_tokens=box)
-        hidden, logits, self._cache = m.language(x, cache=self._cache)
-        self.tokens += ids
-        self._logits = logits[0, -1]
+        hidden, logits, cache = m.language(x, cache=self.state.cache)
+        self.state.extend(ids, cache, logits[0, -1])
         return hidden[0, -1]
 
     def _step(self, token: int) -> torch.Tensor:
@@ -260,7 +310,7 @@ class MultiRoundPredictor:
         eos, seg = self.tokenizer.eos_token_id, self.model.token_ids["seg"]
         out, h_c = [], None
         for _ in range(self.max_new_tokens):
-            token = int(self._logits.argmax())
+            token = int(self.state.logits.argmax())
             if token == seg and h_c is None:
                 h_c = hidden
             out.append(token)
@@ -280,8 +330,8 @@ class MultiRoundPredictor:
     def _states(self, ids: list[int]) -> torch.Tensor:
         """Feed ``ids`` one prefill; hidden states (n, d) of every position."""
         m, t = self.model, torch.tensor([ids], device=self.model.device)
-        hidden, _, self._cache = m.language(m.embed(t), cache=self._cache)
-        self.tokens += ids
+        hidden, logits, cache = m.language(m.embed(t), cache=self.state.cache)
+        self.state.extend(ids, cache, logits[0, -1])
         return hidden[0]
 
 
@@ -292,7 +342,7 @@ def reason_together(predictors: list[MultiRoundPredictor], questions: list[tuple
 
     The dialogues' key/value caches are merged into one batch, each row left-padded and masked;
     the new human turns are prefilled together (each left-padded to the longest), then every greedy
-    step runs all dialogues at once; afterwards each cache is cut back to its own tokens. Each
+    step runs all dialogues at once; afterwards each dialogue's state keeps its own tokens. Each
     dialogue gets the tokens it gets alone (equal up to float rounding). One dialogue alone takes
     ``reason`` itself. A question the predictor refuses comes back as its exception, in its place.
     """
@@ -302,55 +352,44 @@ def reason_together(predictors: list[MultiRoundPredictor], questions: list[tuple
         except (QuestionError, ReferenceRoundError) as e:
             return [e]
     results: list[Turn | Exception | None] = [None] * len(predictors)
-    opened = []  # (position, predictor, index, reference, prompt)
+    opened: list[tuple[int, MultiRoundPredictor, PreparedRound]] = []
     for k, (p, (question, reference)) in enumerate(zip(predictors, questions, strict=True)):
         try:
-            opened.append((k, p, *p._prepare(question, reference)))
+            opened.append((k, p, p.prepare(question, reference)))
         except (QuestionError, ReferenceRoundError) as e:
             results[k] = e
     if opened:
-        for (k, p, index, reference, _), (answer_ids, h_c) in zip(opened, _round_together(opened), strict=True):
-            results[k] = p._turn(index, questions[k][0], reference, answer_ids, h_c)
+        answers = _round_together([p for _, p, _ in opened], [prepared for *_, prepared in opened])
+        for (k, p, prepared), (answer_ids, h_c) in zip(opened, answers, strict=True):
+            results[k] = p.finish(prepared, answer_ids, h_c)
     return results
 
 
-def _round_together(opened: list) -> list[tuple[list[int], torch.Tensor | None]]:
-    """Prefill the opened rounds' human turns and decode them greedily, all in one batch, as
-    ``MultiRoundPredictor._open_round`` and ``_generate`` do for one."""
-    predictors = [p for _, p, *_ in opened]
+def _round_together(predictors: list[MultiRoundPredictor], rounds: list[PreparedRound],
+                    ) -> list[tuple[list[int], torch.Tensor | None]]:
+    """Prefill the prepared rounds' human turns and decode them greedily, all in one batch, as
+    ``MultiRoundPredictor._open_round`` and ``_generate`` do for one: (answer ids, h_c) per dialogue."""
     first = predictors[0]
     model, tokenizer, limit = first.model, first.tokenizer, first.max_new_tokens
     eos, seg, n = tokenizer.eos_token_id, model.token_ids["seg"], len(predictors)
     text = model.mllm.config.text_config
     empty = torch.zeros(1, text.num_key_value_heads, 0, text.head_dim or text.hidden_size // text.num_attention_heads,
                         device=model.device, dtype=model.dtype)
-
-    # the merged cache: row b is [padding][its cache], as long as the longest
-    lengths = [p._cache.get_seq_length() for p in predictors]
-    longest = max(lengths)
-    n_layers = model.mllm.config.text_config.num_hidden_layers
-
-    def kv(p, i, which):
-        return getattr(p._cache.layers[i], which) if p._cache.get_seq_length() else empty
-
-    def padded(tensors, widths):  # (1, H, L_b, D) each -> (B, H, max, D), left-padded with zeros
-        return torch.cat([torch.nn.functional.pad(t, (0, 0, w, 0)) for t, w in zip(tensors, widths, strict=True)])
-
-    cache_pad = [longest - n for n in lengths]
-    cache = DynamicCache(ddp_cache_data=[(padded([kv(p, i, "keys") for p in predictors], cache_pad),
-                                          padded([kv(p, i, "values") for p in predictors], cache_pad))
-                                         for i in range(n_layers)])
+    states = [p.state for p in predictors]
+    cache, lengths = DialogueState.batched(states, empty)  # row b: [padding][its cache]
+    cache_pad = [max(lengths) - length for length in lengths]
 
     # the new human turns, each left-padded to the longest, with their image / reference embeddings
-    ids = [p._pending + prompt for _, p, _, _, prompt in opened]
+    ids = [state.pending + r.prompt for state, r in zip(states, rounds, strict=True)]
     width = max(map(len, ids))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     new = torch.tensor([[pad_id] * (width - len(row)) + row for row in ids], device=model.device)
-    valid = torch.tensor([[0] * w + [1] * (longest - w) + [0] * (width - len(row)) + [1] * len(row)
+    valid = torch.tensor([[0] * w + [1] * (max(lengths) - w) + [0] * (width - len(row)) + [1] * len(row)
                           for w, row in zip(cache_pad, ids, strict=True)], device=model.device)
     positions = torch.tensor([[0] * (width - len(row)) + list(range(n0, n0 + len(row)))
                               for n0, row in zip(lengths, ids, strict=True)])
-    referenced = [(p.image, p.rounds[r].mask) for _, p, _, r, _ in opened if r is not None]
+    referenced = [(p.image, p.rounds[r.reference].mask) for p, r in zip(predictors, rounds, strict=True)
+                  if r.reference is not None]
     crop = box = None
     if referenced and ((new == model.token_ids["crop"]).any() or (new == model.token_ids["box"]).any()):
         crop, box = model.reference_tokens([im for im, _ in referenced], [m for _, m in referenced])
@@ -389,13 +428,8 @@ def _round_together(opened: list) -> list[tuple[list[int], torch.Tensor | None]]
             break
 
     # each dialogue keeps exactly its own tokens: no padding, nothing fed after its EOS
-    for b, p in enumerate(predictors):
-        keep = valid[b].bool()
-        p._cache = DynamicCache(ddp_cache_data=[(cache.layers[i].keys[b:b + 1, :, keep],
-                                                 cache.layers[i].values[b:b + 1, :, keep]) for i in range(n_layers)])
-        p.tokens += ids[b] + outs[b]
-        p._pending = []
-        p._logits = last_logits[b]
+    for b, state in enumerate(states):
+        state.adopt(cache, b, valid[b].bool(), ids[b] + outs[b], last_logits[b])
     return list(zip(outs, h_cs, strict=True))
 
 

@@ -7,8 +7,6 @@ with the crop at the top-left; the box is [x_min/W, y_min/H, x_max/W, y_max/H]. 
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 MIN_REFERENCE_PIXELS = 9  # at or below this, the reference is the whole image
@@ -42,33 +40,3 @@ def reference_crop(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     square = np.zeros((side, side, image.shape[2]), dtype=image.dtype)
     square[: crop.shape[0], : crop.shape[1]] = crop
     return square
-
-
-class ReferenceRoundError(ValueError):
-    """A question or request that refers to a round the dialogue does not have."""
-
-
-_EXPLICIT = re.compile(r"\b(?:round|instance)\s*#?\s*(\d+)\b", re.IGNORECASE)
-_PRONOUN = re.compile(r"\b(?:it|its)\b", re.IGNORECASE)
-
-
-def resolve_reference(question: str, rounds_so_far: int) -> int | None:
-    """The 0-based round a question refers to, or None when it names its target outright.
-
-    "round N" / "instance N" (1-based, as users say it) win; otherwise "it" / "its" mean the
-    previous round (appendix D.1), except in a follow-up after a question mark ("Where is the liver?
-    Please segment it.", where "it" is the liver). A reference to a round that does not exist raises.
-    """
-    match = _EXPLICIT.search(question)
-    if match:
-        n = int(match.group(1))
-        if not 1 <= n <= rounds_so_far:
-            have = f"rounds 1..{rounds_so_far}" if rounds_so_far else "no earlier rounds"
-            raise ReferenceRoundError(f"the question refers to round {n}, but the dialogue has {have}")
-        return n - 1
-    if _PRONOUN.search(question.split("?")[0]):
-        if rounds_so_far == 0:
-            raise ReferenceRoundError("the question refers to an earlier result ('it'/'its'), but this is the "
-                                      "first round; name the structure to segment")
-        return rounds_so_far - 1
-    return None

@@ -9,8 +9,8 @@ from PIL import Image
 
 from model.data.images import load_image
 from model.data.mrmedseg import load
-from model.predictor import MultiRoundPredictor, QuestionError
-from model.reference import ReferenceRoundError
+from model.predictor import MultiRoundPredictor
+from model.questions import QuestionError, ReferenceRoundError
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_bad_questions_and_references_are_clear_errors_and_leave_the_dialogue_in
     with pytest.raises(ReferenceRoundError, match="refers to round 2, but the dialogue has no earlier rounds"):
         predictor.ask("Segment the lesion inside round 2.")
     predictor.ask("Segment the liver.", answer="It is")
-    with pytest.raises(ReferenceRoundError, match="reference round 4 does not exist"):
+    with pytest.raises(ReferenceRoundError, match="round 5 does not exist; the dialogue has rounds 1..1"):
         predictor.ask("Segment the lesion.", reference=4)
     second = predictor.ask("Segment its lesion.", answer="Sure,")
     assert second.reference == 0 and len(predictor.rounds) == 2
@@ -81,7 +81,7 @@ def test_the_key_value_cache_gives_what_a_full_recompute_gives(predictor, phanto
     conv = load(phantom_root / "test_hard.json")[0]
     predictor.set_image(phantom_root / conv.image)
     results = [predictor.ask(r.question, answer=r.answer) for r in conv.rounds]
-    model, ids = predictor.model, torch.tensor([predictor.tokens])
+    model, ids = predictor.model, torch.tensor([predictor.state.tokens])
     refs = [results[r.reference].mask for r in results if r.reference is not None]
     crop, box = model.reference_tokens(predictor.image, refs)
     with torch.no_grad():
@@ -105,7 +105,7 @@ def _rebuilt(predictor, phantom_root, rebuild: str):
 
 def test_restore_rebuilds_a_dialogue_bit_identically(predictor, phantom_root):
     conv, done, other = _rebuilt(predictor, phantom_root, "restore")
-    assert other.tokens == predictor.tokens[: len(other.tokens)]
+    assert other.state.tokens == predictor.state.tokens[: len(other.state.tokens)]
     again = other.ask(conv.rounds[3].question)
     assert again.answer_ids == done[3].answer_ids and np.array_equal(again.mask, done[3].mask)
     assert np.array_equal(again.seg_vector, done[3].seg_vector) or again.seg_vector is done[3].seg_vector is None
@@ -133,7 +133,7 @@ def test_dialogues_decoded_together_answer_as_each_alone(phantom_root):
             expected, got = alone[k].ask(convs[k].rounds[r].question), together[k].segment(turn)
             assert got.answer_ids == expected.answer_ids and got.reference == expected.reference
             assert (got.mask != expected.mask).mean() < 1e-3  # the same up to float rounding of the batch
-        assert [together[k].tokens for k in live] == [alone[k].tokens for k in live]
+        assert [together[k].state.tokens for k in live] == [alone[k].state.tokens for k in live]
 
 
 def test_a_refused_question_in_a_batch_leaves_the_others_running(phantom_root):
@@ -149,7 +149,7 @@ def test_a_refused_question_in_a_batch_leaves_the_others_running(phantom_root):
     question = conv.rounds[0].question
     turns = reason_together(predictors, [(question, None), ("organ " * 200, None), (question, 3)])
     assert isinstance(turns[1], QuestionError) and isinstance(turns[2], ReferenceRoundError)
-    assert predictors[1].tokens == predictors[2].tokens == []  # nothing was prefilled
+    assert predictors[1].state.tokens == predictors[2].state.tokens == []  # nothing was prefilled
     alone = MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length)
     alone.set_image(phantom_root / conv.image)
     assert turns[0].answer_ids == alone.reason(question).answer_ids
@@ -157,7 +157,7 @@ def test_a_refused_question_in_a_batch_leaves_the_others_running(phantom_root):
 
 def test_prefill_rebuilds_a_dialogue_in_one_pass(predictor, phantom_root):
     conv, done, other = _rebuilt(predictor, phantom_root, "prefill")
-    assert other.tokens == predictor.tokens[: len(other.tokens)] and len(other.rounds) == 3
+    assert other.state.tokens == predictor.state.tokens[: len(other.state.tokens)] and len(other.rounds) == 3
     again = other.ask(conv.rounds[3].question)
     assert again.answer_ids == done[3].answer_ids
     if done[3].has_seg:

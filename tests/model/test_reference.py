@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from model.reference import ReferenceRoundError, reference_box, reference_crop, resolve_reference
+from model.questions import ReferenceRoundError, resolve_reference
+from model.reference import reference_box, reference_crop
 
 
 @pytest.mark.parametrize("question, rounds, expected", [

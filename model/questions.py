@@ -1,0 +1,71 @@
+"""What a round's question may be, and which earlier round it refers to: one set of rules for the
+predictor and the service (this module imports no torch, so the gRPC front can use it).
+
+Rounds are counted two ways, and names say which: a round *number* is 1-based (what users say,
+"round 2", and what the API carries); a round *index* is 0-based (positions in a dialogue).
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class QuestionError(ValueError):
+    """An empty question or one longer than the model or the service accepts."""
+
+
+class ReferenceRoundError(ValueError):
+    """A question or request that refers to a round the dialogue does not have."""
+
+
+def normalize_question(question: str) -> str:
+    """The question with runs of whitespace made one space and the ends trimmed; refuses an empty one.
+
+    The normalised text is what the prompt is built from and what a round stores, so a rebuilt
+    dialogue re-tokenises exactly the string its cache was made from.
+    """
+    question = " ".join(question.split())
+    if not question:
+        raise QuestionError("the question is empty; ask for a structure, e.g. 'Segment the liver.'")
+    return question
+
+
+def check_reference(reference: int, rounds_so_far: int) -> int:
+    """``reference`` (a 0-based round index) if the dialogue has that round; else a clear error."""
+    if not 0 <= reference < rounds_so_far:
+        have = f"rounds 1..{rounds_so_far}" if rounds_so_far else "no earlier rounds"
+        raise ReferenceRoundError(f"the reference to round {reference + 1} does not exist; the dialogue has {have}")
+    return reference
+
+
+_EXPLICIT = re.compile(r"\b(?:round|instance)\s*#?\s*(\d+)\b", re.IGNORECASE)
+_PRONOUN = re.compile(r"\b(?:it|its)\b", re.IGNORECASE)
+
+
+def resolve_reference(question: str, rounds_so_far: int) -> int | None:
+    """The 0-based round index a question refers to, or None when it names its target outright.
+
+    "round N" / "instance N" (1-based, as users say it) win; otherwise "it" / "its" mean the
+    previous round (appendix D.1), except in a follow-up after a question mark ("Where is the liver?
+    Please segment it.", where "it" is the liver). A reference to a round that does not exist raises.
+    """
+    match = _EXPLICIT.search(question)
+    if match:
+        n = int(match.group(1))
+        if not 1 <= n <= rounds_so_far:
+            have = f"rounds 1..{rounds_so_far}" if rounds_so_far else "no earlier rounds"
+            raise ReferenceRoundError(f"the question refers to round {n}, but the dialogue has {have}")
+        return n - 1
+    if _PRONOUN.search(question.split("?")[0]):
+        if rounds_so_far == 0:
+            raise ReferenceRoundError("the question refers to an earlier result ('it'/'its'), but this is the "
+                                      "first round; name the structure to segment")
+        return rounds_so_far - 1
+    return None
+
+
+def round_reference(question: str, rounds_so_far: int, reference: int | None = None) -> int | None:
+    """The round index a new round refers to: ``reference`` when given (checked), else what the question says."""
+    if reference is None:
+        return resolve_reference(question, rounds_so_far)
+    return check_reference(reference, rounds_so_far)
