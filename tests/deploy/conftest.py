@@ -1,11 +1,14 @@
 """Fixtures of the deploy tests: the Helm chart loaded once (Helm 4, offline), its values files, and a
-renderer that returns the chart's Kubernetes objects."""
+renderer that returns the chart's Kubernetes objects, having checked their RayService against KubeRay's
+CRD, so every value set any deploy test renders is one KubeRay accepts."""
 
 from pathlib import Path
 
 import helm_python as helm
 import pytest
 import yaml
+
+from .kuberay import rayservice_errors
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "mediround"
 
@@ -29,11 +32,16 @@ def values_file():
 
 @pytest.fixture(scope="session")
 def render(chart):
-    """render(values) -> the objects of every manifest, as `helm template mr --namespace med` makes them."""
+    """render(values) -> the objects of every manifest, as `helm template mr --namespace med` makes them;
+    an error if KubeRay's CRD refuses the RayService among them (render with `chart` to break it on purpose)."""
 
     def objects(values: dict | None = None) -> list[dict]:
         manifests = chart.render(values or {}, name="mr", namespace="med")
-        return [obj for path, text in sorted(manifests.items()) if path.endswith(".yaml")
-                for obj in yaml.safe_load_all(text) if obj]
+        found = [obj for path, text in sorted(manifests.items()) if path.endswith(".yaml")
+                 for obj in yaml.safe_load_all(text) if obj]
+        for rayservice in [o for o in found if o["kind"] == "RayService"]:
+            errors = rayservice_errors(rayservice)
+            assert not errors, f"KubeRay's RayService CRD refuses the chart's RayService with {values or {}}: {errors}"
+        return found
 
     return objects

@@ -95,6 +95,8 @@ def test_values_files_meet_the_values_schema(chart, chart_dir, values_file, name
     ({"workerGroups": [{"name": "front", "replicas": 1, "minReplicas": 1, "maxReplicas": 1}]}, "/name"),
     ({"gcsFaultTolerance": {"enabled": True}}, "redisAddress"),
     ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
+    # the replicas read REDIS_URL from their pods: a URL in args would put its password in the RayService
+    ({"serve": {"applications": {"reasoner": {"args": {"redis_url": "redis://:pw@r:6379"}}}}}, "/reasoner/args"),
 ])
 def test_helm_refuses_wrong_values(chart, values, where):
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
@@ -136,7 +138,7 @@ def test_replicas_come_from_values(render):
                       "front": {"replicas": 2}})
     deployments = {a["deployments"][0]["name"]: a["deployments"][0] for a in serve_config(objects)["applications"]}
     assert {n: d["num_replicas"] for n, d in deployments.items()} == {"ImageEncoder": 1, "Reasoner": 3,
-                                                                      "MaskDecoder": 1}
+                                                                      "Segmenter": 1}
     front = groups(objects)["front"]
     assert front["replicas"] == front["minReplicas"] == front["maxReplicas"] == 2
 
@@ -205,6 +207,24 @@ def test_redis_url_is_only_ever_a_secret_reference(chart, render):
     (secret,) = [s for s in of_kind(objects, "Secret") if s["metadata"]["name"] == "mr-mediround-redis-url"]
     assert base64.b64decode(secret["data"]["url"]).decode() == url
     assert all(ref == {"name": "mr-mediround-redis-url", "key": "url"} for ref in secret_refs(objects, "REDIS_URL"))
+
+
+@pytest.mark.parametrize("name", VALUE_FILES)
+def test_replicas_that_read_redis_find_it_on_every_node_that_can_host_them(render, values_file, name):
+    """The encoder and the Reasoner (whose replicas read stored rounds to rebuild a dialogue) take
+    args["redis_url"], else REDIS_URL: the chart leaves the URL out of serveConfigV2, so the pods of every
+    group a replica fits on carry REDIS_URL from the Secret, which their Ray workers inherit."""
+    objects = render(values_file(name))
+    apps = {a["name"]: a for a in serve_config(objects)["applications"]}
+    for app in ("encoder", "reasoner"):
+        assert "redis_url" not in apps[app]["args"]
+        (deployment,) = apps[app]["deployments"]
+        hosts = [g for g in groups(objects).values()
+                 if all(node(g).get(r, 0) >= v for r, v in ask(deployment).items())]
+        assert hosts
+        for group in hosts:
+            (var,) = [e for e in group["template"]["spec"]["containers"][0]["env"] if e["name"] == "REDIS_URL"]
+            assert var["valueFrom"]["secretKeyRef"] == {"name": "mediround-redis", "key": "url"}
 
 
 def test_default_redis_is_an_existing_secret(render, values_file):
@@ -277,28 +297,31 @@ def quantity(value) -> float:
     return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
 
 
-def nodes(objects: list[dict]) -> list[dict[str, float]]:
-    """The Ray resources of every Ray node, as KubeRay starts them (num-cpus param, else the CPU limit)."""
-    found = []
-    for group in groups(objects).values():
-        params = group["rayStartParams"]
-        limits = group["template"]["spec"]["containers"][0]["resources"].get("limits", {})
-        node = {"CPU": quantity(params.get("num-cpus", limits.get("cpu", 0))),
-                "GPU": quantity(limits.get("nvidia.com/gpu", 0))}
-        if "resources" in params:  # '"{\"llm_gpu\":1}"': a bash-quoted JSON object
-            node |= json.loads(shlex.split(params["resources"])[0])
-        found += [node] * group.get("replicas", 1)
+def node(group: dict) -> dict[str, float]:
+    """The Ray resources of a group's nodes, as KubeRay starts them (num-cpus param, else the CPU limit)."""
+    params = group["rayStartParams"]
+    limits = group["template"]["spec"]["containers"][0]["resources"].get("limits", {})
+    found = {"CPU": quantity(params.get("num-cpus", limits.get("cpu", 0))),
+             "GPU": quantity(limits.get("nvidia.com/gpu", 0))}
+    if "resources" in params:  # '"{\"llm_gpu\":1}"': a bash-quoted JSON object
+        found |= json.loads(shlex.split(params["resources"])[0])
     return found
 
 
+def nodes(objects: list[dict]) -> list[dict[str, float]]:
+    """Every Ray node's resources."""
+    return [node(group) for group in groups(objects).values() for _ in range(group.get("replicas", 1))]
+
+
+def ask(deployment: dict) -> dict[str, float]:
+    """What one replica of a deployment asks Ray for."""
+    options = deployment.get("ray_actor_options", {})
+    return {"CPU": options.get("num_cpus", 1), "GPU": options.get("num_gpus", 0)} | options.get("resources", {})
+
+
 def replicas(objects: list[dict]) -> list[dict[str, float]]:
-    asks = []
-    for app in serve_config(objects)["applications"]:
-        for d in app["deployments"]:
-            options = d.get("ray_actor_options", {})
-            ask = {"CPU": options.get("num_cpus", 1), "GPU": options.get("num_gpus", 0)} | options.get("resources", {})
-            asks += [ask] * d["num_replicas"]
-    return asks
+    return [ask(d) for app in serve_config(objects)["applications"] for d in app["deployments"]
+            for _ in range(d["num_replicas"])]
 
 
 def always_placed(free: list[dict], asks: list[dict]) -> bool:

@@ -68,11 +68,15 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
             failureThreshold: 3
           resources:
             {{- toYaml .Values.front.resources | nindent 12 }}
+          {{- /* No TLS and no model volume: no volumeMounts at all, as `volumeMounts: null` breaks the CRD */}}
+          {{- if or .Values.tls.enabled .Values.model.volume }}
           volumeMounts:
             {{- if .Values.tls.enabled }}
             - {name: tls, mountPath: /etc/mediround/tls, readOnly: true}
             {{- end }}
             {{- with include "mediround.modelVolumeMounts" . }}{{ . | nindent 12 }}{{ end }}
+          {{- end }}
+      {{- if or .Values.tls.enabled .Values.model.volume }}
       volumes:
         {{- if .Values.tls.enabled }}
         - name: tls
@@ -80,6 +84,7 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
             secretName: {{ required "tls.enabled needs tls.secretName" .Values.tls.secretName }}
         {{- end }}
         {{- with include "mediround.modelVolumes" . }}{{ . | nindent 8 }}{{ end }}
+      {{- end }}
       {{- with .Values.front.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
