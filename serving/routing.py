@@ -18,11 +18,22 @@ def _weight(session: str, replica: str) -> bytes:
     return hashlib.blake2b(f"{session}\0{replica}".encode(), digest_size=8).digest()
 
 
+def rank_replicas(session_id: str, replica_ids: list[str]) -> list[str]:
+    """``replica_ids`` in the session's order of preference, first choice first (rendezvous hashing).
+
+    Pure and deterministic: any process ranks the same replicas the same way for a session.
+    """
+    return sorted(replica_ids, key=lambda replica: _weight(session_id, replica), reverse=True)
+
+
 class SessionAffinityRouter(RequestRouter):
     async def choose_replicas(self, candidate_replicas: list[RunningReplica],
                               pending_request: PendingRequest | None = None) -> list[list[RunningReplica]]:
+        """[[the session's replica], [the others]]; one rank of all candidates without a session or a choice."""
         session = pending_request.metadata.multiplexed_model_id if pending_request else ""
         if not session or len(candidate_replicas) < 2:
             return [candidate_replicas]
-        ranked = sorted(candidate_replicas, key=lambda r: _weight(session, r.replica_id.unique_id), reverse=True)
+        ids = [r.replica_id.unique_id for r in candidate_replicas]
+        place = {replica: k for k, replica in enumerate(rank_replicas(session, ids))}
+        ranked = sorted(candidate_replicas, key=lambda r: place[r.replica_id.unique_id])
         return [ranked[:1], ranked[1:]]
