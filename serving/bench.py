@@ -8,9 +8,14 @@
   kept between rounds, rounds of different sessions decoded together).
 - floor: the served model's own calls in this process with nothing around them (encoders once per
   image, the key/value cache kept), one dialogue at a time: what a round costs at the least.
+- batched floor: the same model calls for the same dialogues, every dialogue's round k reasoned in
+  one batch (``reason_together``) and then each mask decoded, in this process with nothing served:
+  the most rounds per second this model gives on this machine.
 
 At each concurrency (dialogues held at once) it reports rounds per second and latency by round
-index, and the image-encoder runs per distinct image; writes bench.json, bench.md and bench.png.
+index, and the image-encoder runs per distinct image; beside them served against naive, against the
+batched floor, against the floor per round, and round 8 against round 2. Writes bench.json, bench.md
+and bench.png.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from model.checkpoint import load_checkpoint
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import Conversation, load
-from model.predictor import MultiRoundPredictor, RoundResult
+from model.predictor import MultiRoundPredictor, RoundResult, reason_together
 
 CONCURRENCY = (1, 8, 32)
 
@@ -107,6 +112,32 @@ def floor(predictor: MultiRoundPredictor, dialogues: list[Dialogue]) -> dict:
     return hold_all(dialogues, 1, hold)
 
 
+def batched_floor(new_predictor: Callable[[], MultiRoundPredictor], dialogues: list[Dialogue]) -> dict:
+    """Rounds per second with every dialogue's next round in one batch, nothing served; encoding included.
+
+    One predictor per dialogue (all on one model); round k of all dialogues that have one is reasoned
+    together, then each dialogue's mask is decoded, as the served Reasoner and MaskDecoder do.
+    """
+    predictors = [new_predictor() for _ in dialogues]
+    batch_seconds, rounds = [], 0
+    start = time.perf_counter()
+    for p, dialogue in zip(predictors, dialogues, strict=True):
+        p.set_image(dialogue.image)
+    for k in range(max(len(d.questions) for d in dialogues)):
+        t = time.perf_counter()
+        now = [(p, d) for p, d in zip(predictors, dialogues, strict=True) if k < len(d.questions)]
+        turns = reason_together([p for p, _ in now], [(d.questions[k], None) for _, d in now])
+        for (p, _), turn in zip(now, turns, strict=True):
+            if isinstance(turn, Exception):
+                raise turn  # the bench's questions are the dataset's: a refusal is a bug
+            p.segment(turn)
+            rounds += 1
+        batch_seconds.append(time.perf_counter() - t)
+    wall = time.perf_counter() - start
+    return {"dialogues": len(dialogues), "rounds": rounds, "seconds": wall, "rounds_per_s": rounds / wall,
+            "ms_by_round": [1e3 * s for s in batch_seconds]}
+
+
 def served(dialogues: list[Dialogue], levels: tuple[int, ...], options=None) -> tuple[list[dict], dict]:
     """Hold the dialogues over gRPC against a freshly started service at each concurrency."""
     from ray import serve
@@ -148,36 +179,63 @@ def run_bench(out: str | Path, *, data: str | Path | None = None, dialogues: int
     naive = NaiveServer(new_predictor)
     report = {"dialogues": len(todo), "rounds_per_dialogue": len(todo[0].questions),
               "torch_threads": torch.get_num_threads(), "floor": floor(new_predictor(), todo),
+              "batched_floor": batched_floor(new_predictor, todo),
               "naive": [hold_all(todo, c, naive.hold) for c in levels]}
     report["served"], report["counters"] = served(todo, levels)
+    report["summary"] = summary(report)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(report))
     plot(report, out / "bench.png")
     return report
 
 
+def summary(report: dict) -> dict:
+    """The served figures against the others: per concurrency, and per round at one dialogue at a time."""
+    fl, batched = report["floor"], report["batched_floor"]
+    by_level = [{"concurrency": s["concurrency"], "served_over_naive": s["rounds_per_s"] / n["rounds_per_s"],
+                 "served_over_batched_floor": s["rounds_per_s"] / batched["rounds_per_s"],
+                 "round_last_over_round_2": s["p50_ms_by_round"][-1] / s["p50_ms_by_round"][1]}
+                for s, n in zip(report["served"], report["naive"], strict=True)]
+    alone = next((s for s in report["served"] if s["concurrency"] == 1), None)
+    return {"by_concurrency": by_level,
+            "batched_floor_over_floor": batched["rounds_per_s"] / fl["rounds_per_s"],
+            # None when concurrency 1 was not run
+            "served_alone_over_floor_per_round": None if alone is None else statistics.median(
+                s / f for s, f in zip(alone["p50_ms_by_round"], fl["p50_ms_by_round"], strict=True))}
+
+
 def markdown(report: dict) -> str:
-    naive, ours, fl = report["naive"], report["served"], report["floor"]
+    naive, ours, fl, batched = report["naive"], report["served"], report["floor"], report["batched_floor"]
+    summ = report["summary"]
+    last = len(fl["p50_ms_by_round"])
     lines = [f"{report['dialogues']} dialogues of {report['rounds_per_dialogue']} rounds (phantom test_hard), "
              "tiny model, this machine.", "",
-             "| concurrency | naive rounds/s | served rounds/s | served / naive | served p95 |",
-             "|---|---|---|---|---|"]
-    for n, s in zip(naive, ours, strict=True):
+             f"Model-only floors: {fl['rounds_per_s']:.1f} rounds/s one dialogue at a time; "
+             f"{batched['rounds_per_s']:.1f} rounds/s with all {batched['dialogues']} dialogues batched "
+             f"({summ['batched_floor_over_floor']:.1f}x), the throughput limit of this model on this machine.", "",
+             "| concurrency | naive rounds/s | served rounds/s | served / naive | served / batched floor "
+             f"| served / floor, per round | served round {last} / round 2 | served p95 |",
+             "|---|---|---|---|---|---|---|---|"]
+    alone = summ["served_alone_over_floor_per_round"]
+    for n, s, c in zip(naive, ours, summ["by_concurrency"], strict=True):
+        per_round = f"{alone:.2f}x" if s["concurrency"] == 1 else "-"  # the floor holds one dialogue at a time
         lines.append(f"| {s['concurrency']} | {n['rounds_per_s']:.1f} | {s['rounds_per_s']:.1f} | "
-                     f"{s['rounds_per_s'] / n['rounds_per_s']:.1f}x | {s['p95_ms']:.0f} ms |")
+                     f"{c['served_over_naive']:.1f}x | {100 * c['served_over_batched_floor']:.0f}% | {per_round} | "
+                     f"{c['round_last_over_round_2']:.2f}x | {s['p95_ms']:.0f} ms |")
     lines += ["", "Median latency by round index (ms):", "",
-              "| round | " + " | ".join(str(k + 1) for k in range(len(fl["p50_ms_by_round"]))) + " |",
-              "|---|" + "---|" * len(fl["p50_ms_by_round"])]
-    rows = [("model-only floor", fl)] + [(f"naive, concurrency {n['concurrency']}", n) for n in naive]
-    rows += [(f"served, concurrency {s['concurrency']}", s) for s in ours]
-    for name, r in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{x:.0f}" for x in r["p50_ms_by_round"]) + " |")
+              "| round | " + " | ".join(str(k + 1) for k in range(last)) + " |",
+              "|---|" + "---|" * last]
+    rows = [("model-only floor", fl["p50_ms_by_round"]),
+            (f"batched floor, {batched['dialogues']} at once", batched["ms_by_round"])]
+    rows += [(f"naive, concurrency {n['concurrency']}", n["p50_ms_by_round"]) for n in naive]
+    rows += [(f"served, concurrency {s['concurrency']}", s["p50_ms_by_round"]) for s in ours]
+    for name, ms in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{x:.0f}" for x in ms) + " |")
     c = report["counters"]
-    first = ours[0]["p50_ms_by_round"]
-    lines += ["", f"- served at concurrency 1 / model-only floor, per round (median over rounds): "
-              f"{statistics.median(s / f for s, f in zip(first, fl['p50_ms_by_round'], strict=True)):.2f}x",
-              *[f"- served round {len(s['p50_ms_by_round'])} / round 2 latency at concurrency {s['concurrency']}: "
-                f"{s['p50_ms_by_round'][-1] / s['p50_ms_by_round'][1]:.2f}x" for s in ours],
+    lines += ["", *([] if alone is None else [f"- served at concurrency 1 / model-only floor, per round "
+                                               f"(median over rounds): {alone:.2f}x"]),
+              *[f"- served round {last} / round 2 latency at concurrency {s['concurrency']}: "
+                f"{s['round_last_over_round_2']:.2f}x" for s in summ["by_concurrency"]],
               f"- image-encoder runs: {c['encoder_runs']} for {c['distinct_images']} distinct images "
               f"({c['encoder_runs'] / c['distinct_images']:.2f} per image)",
               f"- Reasoner key/value caches: {c['reasoner']['reused']} rounds reused one, "
@@ -196,6 +254,7 @@ def plot(report: dict, path: Path) -> None:
     x = range(len(levels))
     left.bar([i - 0.2 for i in x], [r["rounds_per_s"] for r in report["naive"]], 0.4, label="naive")
     left.bar([i + 0.2 for i in x], [r["rounds_per_s"] for r in report["served"]], 0.4, label="served")
+    left.axhline(report["batched_floor"]["rounds_per_s"], color="k", linestyle="--", label="batched floor")
     left.set(xticks=list(x), xticklabels=[str(c) for c in levels], xlabel="dialogues at once",
              ylabel="rounds / s", title="Throughput")
     left.legend()

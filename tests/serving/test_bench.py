@@ -1,0 +1,146 @@
+"""``mediround bench`` on tiny inputs.
+
+- the model-only parts (the floor one dialogue at a time, the batched floor, the naive server) on
+  four 8-round dialogues with the shipped model, in this process;
+- the comparisons and the Markdown on a hand-made report whose ratios are checked by hand;
+- the whole ``run_bench`` once (one real service start) on two dialogues at concurrency 1 and 2:
+  the report's shape, its files, and sane values (the figures depend on the machine, so nothing tighter).
+
+Torch runs on one thread here, as in the Serve replicas: on a shared CPU two threads' barriers can
+stall a batched step for seconds when another process holds a core, which would make the
+batched-against-one-at-a-time check a lottery.
+"""
+
+import json
+
+import pytest
+
+from model.checkpoint import load_checkpoint
+from model.config import SHIPPED_TINY
+from model.predictor import MultiRoundPredictor
+from serving.bench import NaiveServer, batched_floor, bench_dialogues, floor, hold_all, markdown, run_bench, summary
+
+DIALOGUES, ROUNDS, LEVELS = 2, 8, (1, 2)  # the whole bench
+MODEL_ONLY_DIALOGUES = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Phantom test_hard dialogues enough for both parts (the bench generates them on first use)."""
+    root = tmp_path_factory.mktemp("bench-data")
+    bench_dialogues(root, MODEL_ONLY_DIALOGUES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_parts(data):
+    """The floor, the batched floor and the naive server on the same four dialogues."""
+    dialogues = bench_dialogues(data, MODEL_ONLY_DIALOGUES)
+    model, tokenizer, cfg = load_checkpoint(SHIPPED_TINY)
+
+    def new_predictor():
+        return MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length)
+
+    naive = NaiveServer(new_predictor)
+    return {"floor": floor(new_predictor(), dialogues), "batched_floor": batched_floor(new_predictor, dialogues),
+            "naive": [hold_all(dialogues, c, naive.hold) for c in LEVELS]}
+
+
+def test_the_model_only_parts_answer_every_round_of_every_dialogue(model_parts):
+    for part in [model_parts["floor"], model_parts["batched_floor"], *model_parts["naive"]]:
+        assert part["rounds"] == MODEL_ONLY_DIALOGUES * ROUNDS and part["rounds_per_s"] > 0 and part["seconds"] > 0
+    for part in [model_parts["floor"], *model_parts["naive"]]:
+        assert len(part["p50_ms_by_round"]) == ROUNDS and all(ms > 0 for ms in part["p50_ms_by_round"])
+    batched = model_parts["batched_floor"]
+    assert batched["dialogues"] == MODEL_ONLY_DIALOGUES and len(batched["ms_by_round"]) == ROUNDS
+    assert all(ms > 0 for ms in batched["ms_by_round"])
+
+
+def test_batching_the_dialogues_is_no_slower_than_one_at_a_time(model_parts):
+    assert model_parts["batched_floor"]["rounds_per_s"] >= model_parts["floor"]["rounds_per_s"]
+
+
+def _hand_made_report() -> dict:
+    """Two concurrency levels of two 3-round dialogues, with round figures that divide evenly."""
+    def level(concurrency, rounds_per_s, p50):
+        return {"concurrency": concurrency, "rounds": 6, "seconds": 6 / rounds_per_s, "rounds_per_s": rounds_per_s,
+                "p50_ms_by_round": p50, "p95_ms": max(p50)}
+
+    report = {"dialogues": 2, "rounds_per_dialogue": 3, "torch_threads": 2,
+              "floor": level(1, 25.0, [60.0, 30.0, 30.0]),
+              "batched_floor": {"dialogues": 2, "rounds": 6, "seconds": 0.15, "rounds_per_s": 40.0,
+                                "ms_by_round": [70.0, 40.0, 40.0]},
+              "naive": [level(1, 10.0, [60.0, 80.0, 100.0]), level(2, 8.0, [120.0, 160.0, 200.0])],
+              "served": [level(1, 20.0, [90.0, 45.0, 60.0]), level(2, 30.0, [100.0, 50.0, 50.0])],
+              "counters": {"encoder_runs": 2, "distinct_images": 2, "reasoner": {"reused": 8, "rebuilt": 4}}}
+    report["summary"] = summary(report)
+    return report
+
+
+def test_the_summary_sets_the_served_figures_against_naive_the_batched_floor_and_the_floor():
+    s = _hand_made_report()["summary"]
+    assert s["batched_floor_over_floor"] == pytest.approx(40 / 25)
+    assert s["by_concurrency"] == [
+        {"concurrency": 1, "served_over_naive": pytest.approx(2.0), "served_over_batched_floor": pytest.approx(0.5),
+         "round_last_over_round_2": pytest.approx(60 / 45)},
+        {"concurrency": 2, "served_over_naive": pytest.approx(3.75), "served_over_batched_floor": pytest.approx(0.75),
+         "round_last_over_round_2": pytest.approx(1.0)}]
+    assert s["served_alone_over_floor_per_round"] == pytest.approx(1.5)  # median of 1.5, 1.5, 2.0
+
+
+def test_the_markdown_tables_carry_the_comparisons():
+    md = markdown(_hand_made_report())
+    assert "Model-only floors: 25.0 rounds/s one dialogue at a time; 40.0 rounds/s with all 2 dialogues " \
+           "batched (1.6x)" in md
+    assert "| 1 | 10.0 | 20.0 | 2.0x | 50% | 1.50x | 1.33x | 90 ms |" in md
+    assert "| 2 | 8.0 | 30.0 | 3.8x | 75% | - | 1.00x | 100 ms |" in md  # the floor holds one dialogue at a time
+    assert "| batched floor, 2 at once | 70 | 40 | 40 |" in md and "| model-only floor | 60 | 30 | 30 |" in md
+    assert "- served at concurrency 1 / model-only floor, per round (median over rounds): 1.50x" in md
+    assert "- image-encoder runs: 2 for 2 distinct images (1.00 per image)" in md
+
+
+def test_without_concurrency_1_there_is_no_per_round_comparison_with_the_floor():
+    report = _hand_made_report()
+    report["served"], report["naive"] = report["served"][1:], report["naive"][1:]
+    report["summary"] = summary(report)
+    assert report["summary"]["served_alone_over_floor_per_round"] is None
+    assert "per round (median over rounds)" not in markdown(report)
+
+
+@pytest.fixture(scope="module")
+def bench(data, tmp_path_factory):
+    """The whole benchmark, the real service included (started once)."""
+    out = tmp_path_factory.mktemp("bench-out")
+    return run_bench(out, data=data, dialogues=DIALOGUES, levels=LEVELS), out
+
+
+def test_the_whole_bench_answers_every_round_and_reports_sane_values(bench):
+    report, _ = bench
+    assert report["dialogues"] == DIALOGUES and report["rounds_per_dialogue"] == ROUNDS
+    parts = [report["floor"], report["batched_floor"], *report["naive"], *report["served"]]
+    assert all(part["rounds"] == DIALOGUES * ROUNDS and part["rounds_per_s"] > 0 for part in parts)
+    assert [r["concurrency"] for r in report["naive"]] == [r["concurrency"] for r in report["served"]] == list(LEVELS)
+    assert all(len(r["p50_ms_by_round"]) == ROUNDS for r in report["served"])
+    assert report["batched_floor"]["rounds_per_s"] >= report["floor"]["rounds_per_s"]
+    assert report["summary"] == summary(report)
+    assert [c["concurrency"] for c in report["summary"]["by_concurrency"]] == list(LEVELS)
+    assert report["summary"]["served_alone_over_floor_per_round"] > 0
+    counters = report["counters"]
+    assert counters["distinct_images"] == DIALOGUES and counters["encoder_runs"] == DIALOGUES
+
+
+def test_the_whole_bench_writes_json_markdown_and_a_plot(bench):
+    report, out = bench
+    assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(report))
+    assert (out / "bench.md").read_text() == markdown(report)
+    assert (out / "bench.png").stat().st_size > 0
