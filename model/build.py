@@ -2,7 +2,8 @@
 
 ``build_model(cfg, tokenizer)`` gives a ``MediRound``; the pretrained LLaVA-Med directory and the
 MedSAM state dict named in the config are loaded strictly (every missing or unexpected key is
-listed in the error). ``apply_lora`` adds LoRA to the language model's q/v projections only.
+listed in the error). ``apply_lora`` adds LoRA to the language model's q/v projections only;
+``is_lora_parameter`` / ``has_lora`` recognise what it added.
 """
 
 from __future__ import annotations
@@ -119,3 +120,13 @@ def apply_lora(model: MediRound, *, r: int = 8, alpha: int = 16, dropout: float 
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS, bias="none")
     inject_adapter_in_model(config, model.mllm)
     return config
+
+
+def is_lora_parameter(name: str) -> bool:
+    """Whether the parameter called ``name`` belongs to a LoRA adapter (peft names them ``...lora_A/B...``)."""
+    return "lora_" in name
+
+
+def has_lora(model: MediRound) -> bool:
+    """Whether ``apply_lora`` (or a checkpoint's adapter) has put LoRA into ``model``."""
+    return any(is_lora_parameter(name) for name, _ in model.named_parameters())

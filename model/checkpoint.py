@@ -15,14 +15,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.build import WeightsMismatch, build_model
+from model.build import WeightsMismatch, build_model, has_lora
 from model.config import ModelConfig
 from model.mediround import MediRound
 from model.tokenizer import load_tokenizer
-
-
-def _has_lora(model: MediRound) -> bool:
-    return any("lora_" in name for name, _ in model.named_parameters())
 
 
 def save_checkpoint(model: MediRound, tokenizer, cfg: ModelConfig, out: str | Path, *,
@@ -35,7 +31,7 @@ def save_checkpoint(model: MediRound, tokenizer, cfg: ModelConfig, out: str | Pa
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
              for k, v in model.state_dict().items()}
     save_file(state, out / "model.safetensors", metadata={"format": "pt", "model": cfg.name})
-    if _has_lora(model):
+    if has_lora(model):
         from peft import get_peft_model_state_dict
 
         adapter = out / "adapter"

@@ -16,7 +16,7 @@ from model.data.mrmedseg import load
 from model.data.phantoms.generate import SplitSpec, generate_dataset
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
 from model.data.show import render_conversation
-from model.metrics import dice_scores, intersection_and_union
+from model.evaluation.metrics import dice_scores, intersection_and_union
 from serving.client import MediRoundClient
 from serving.server import ServerOptions
 from serving.service import BackgroundService, ServiceOptions

@@ -6,7 +6,7 @@ import pytest
 
 from model.checkpoint import load_checkpoint, read_manifest
 from model.config import SHIPPED_TINY
-from model.evaluate import REGRESSION_SLICE, regression_score
+from model.evaluation.evaluate import REGRESSION_SLICE, regression_score
 
 
 def test_the_shipped_checkpoint_is_small_complete_and_documented():

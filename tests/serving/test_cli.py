@@ -18,30 +18,6 @@ def test_every_subcommand_has_help(args):
     assert r.returncode == 0 and "usage: mediround" in r.stdout
 
 
-def test_validate_reports_and_sets_the_exit_code(tmp_path, capsys):
-    assert main(["data", "validate", str(REAL_SLICES), "--split", "dialogues"]) == 0
-    assert "problems: 0" in capsys.readouterr().out
-    (tmp_path / "train.json").write_text('[{"task": "vqa", "conversations": []}]')
-    assert main(["data", "validate", str(tmp_path)]) == 1
-    assert "task must be 'segmentation'" in capsys.readouterr().out
-
-
-def test_missing_directory_is_a_clear_error(tmp_path, capsys):
-    assert main(["data", "validate", str(tmp_path / "nope")]) == 2
-    assert "dataset directory not found" in capsys.readouterr().err
-
-
-def test_phantoms_then_show_writes_a_picture(tmp_path, capsys):
-    out = tmp_path / "ds"
-    assert main(["data", "phantoms", "--out", str(out), "--scale", "0.005", "--workers", "1",
-                 "--image-size", "128"]) == 0
-    assert "images/s" in capsys.readouterr().out
-    png = tmp_path / "c.png"
-    assert main(["data", "show", str(out / "train.json"), "--index", "1", "--out", str(png)]) == 0
-    assert png.stat().st_size > 10_000
-    assert main(["data", "show", str(out / "train.json"), "--index", "999", "--out", str(png)]) == 2
-
-
 def test_demo_holds_dialogues_with_the_shipped_model(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from model.build import apply_lora
-from model.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, grounded_caption
-from model.train import StageSettings, fit, mark_trainable, plot_losses
+from model.training.loop import StageSettings, fit, mark_trainable, plot_losses
+from model.training.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, grounded_caption
 
 
 def _stage(name, root, tokenizer, image_tokens, **kw):

@@ -1,8 +1,9 @@
-"""One training stage on a Ray cluster: Ray Train's TorchTrainer runs ``model.train.fit`` on N workers.
+"""One training stage on a Ray cluster: Ray Train's TorchTrainer runs ``loop.fit`` on N workers.
 
-Every worker loads the start checkpoint, trains on its shard (gradients all-reduced over gloo on
-CPU, NCCL on GPU, the process group set up by Ray Train), and worker 0 writes the stage directory
-exactly as the in-process run does: ``losses.csv``, ``curves.png``, ``state.pt``, ``checkpoint/``.
+Every worker loads the start checkpoint, builds the stage by name from ``registry.STAGES``, trains
+on its shard (gradients all-reduced over gloo on CPU, NCCL on GPU, the process group set up by Ray
+Train), and worker 0 writes the stage directory exactly as the in-process run does: ``losses.csv``,
+``curves.png``, ``state.pt``, ``checkpoint/``.
 """
 
 from __future__ import annotations
@@ -10,25 +11,24 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from model.train import StageSettings
+from model.training.loop import StageSettings
 
 
 def _worker(config: dict) -> None:
     import ray.train
     import torch
 
+    from model.build import apply_lora, has_lora
     from model.checkpoint import load_checkpoint, save_checkpoint
-    from model.recipe import make_stage
-    from model.train import fit
+    from model.training.loop import fit
+    from model.training.registry import make_stage
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(config["threads"])
     device = ray.train.torch.get_device() if config["use_gpu"] else "cpu"
     model, tokenizer, cfg = load_checkpoint(config["start"], device=device)
-    if config["lora"] and not any("lora_" in n for n, _ in model.named_parameters()):
-        from model.build import apply_lora
-
+    if config["lora"] and not has_lora(model):
         apply_lora(model)
     stage = make_stage(config["stage"], Path(config["data"]), tokenizer, cfg.mllm.image_tokens, lora=config["lora"])
     last = fit(model, stage, StageSettings(**config["settings"]), config["out"], rank=rank, world=world,

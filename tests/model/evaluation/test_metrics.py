@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.metrics import MetricsBySplit, SegmentationMetric, intersection_and_union, paired_dice_difference
+from model.evaluation.metrics import MetricsBySplit, SegmentationMetric, intersection_and_union, paired_dice_difference
 
 # 2x2: P has 2 pixels, G has 3, they share 2 -> I=2, U=3, Dice=4/5, IoU=2/3.
 P = np.array([[[1, 1], [0, 0]]], bool)

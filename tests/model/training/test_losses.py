@@ -1,20 +1,8 @@
+"""The objective's terms on hand-checkable tensors: Dice, BCE + Dice, the judge's IoU target, text CE."""
+
 import torch
 
-from model.jcm import JCM
-from model.losses import mask_dice, mask_loss, soft_iou, text_ce
-
-
-def test_jcm_keeps_confident_vectors_and_corrects_weak_ones():
-    torch.manual_seed(0)
-    jcm = JCM(dim=8, hidden=16, beta=0.6)
-    h = torch.randn(4, 8)
-    with torch.no_grad():
-        jcm.judge.mlp[-1].bias.fill_(10.0)  # q ~ 1 -> keep
-        kept, q, corrected = jcm(h)
-        assert torch.equal(kept, h) and not corrected.any() and (q > 0.99).all()
-        jcm.judge.mlp[-1].bias.fill_(-10.0)  # q ~ 0 -> correct
-        fixed, q, corrected = jcm(h)
-        assert corrected.all() and torch.allclose(fixed, jcm.corrector(h))
+from model.training.losses import mask_dice, mask_loss, soft_iou, text_ce
 
 
 def test_dice_loss_is_zero_for_a_perfect_mask_and_one_for_a_disjoint_one():

@@ -7,7 +7,7 @@ import pytest
 from model.config import SHIPPED_TINY
 from model.data.images import load_mask
 from model.data.mrmedseg import load
-from model.evaluate import Setting, evaluate, run_dialogues
+from model.evaluation.evaluate import Setting, evaluate, run_dialogues
 from model.predictor import MultiRoundPredictor
 
 

@@ -5,7 +5,7 @@
 - ``MediRoundTraining`` stage 1 of the paper: teacher forcing, 1.0 CE + 2.0 BCE + 0.5 Dice (§6);
 - ``JCMTraining``      stage 2: only the judge and the corrector learn (§5).
 
-``model/train.py`` runs any of them with one loop.
+``loop.fit`` runs any of them with one loop; ``registry.py`` names them for the recipes.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from model.build import is_lora_parameter
 from model.data.dataset import ImageMaskDataset, MRMedSegDataset, collate
 from model.data.template import IGNORE_INDEX, IMAGE_TOKEN
-from model.losses import mask_loss, soft_iou, text_ce
 from model.mediround import ImageEncoding, MediRound
+from model.training.losses import mask_loss, soft_iou, text_ce
 
 
 class Stage:
@@ -184,7 +185,7 @@ class MediRoundTraining(Stage):
         if name.startswith(self.LEARNS):
             return True
         if self.lora:
-            return "lora_" in name
+            return is_lora_parameter(name)
         return name.startswith("mllm.model.language_model.")
 
     def dataset(self) -> Dataset:

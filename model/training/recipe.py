@@ -18,12 +18,14 @@ from pathlib import Path
 
 import torch
 
-from model.build import apply_lora, build_model
+from model.build import apply_lora, build_model, has_lora
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
-from model.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, Stage, seed_everything
 from model.tokenizer import load_tokenizer, train_tokenizer
-from model.train import StageSettings, fit
+from model.training.distributed import fit_on_ray
+from model.training.loop import StageSettings, fit
+from model.training.registry import check_stage_name, make_stage
+from model.training.stages import seed_everything
 
 POSITION_WORDS = "upper middle lower left center right"
 
@@ -41,6 +43,11 @@ class Recipe:
     lora: bool = False
     """Stage 1 trains LoRA adapters on the language model's q/v instead of all its weights."""
     stages: list[tuple[str, StageSettings]] = field(default_factory=list)
+    """(stage name in ``registry.STAGES``, its settings), in the order they run."""
+
+    def __post_init__(self):
+        for name, _ in self.stages:
+            check_stage_name(name)  # here, not in a Ray worker halfway through the run
 
 
 TINY = Recipe(
@@ -53,18 +60,6 @@ TINY = Recipe(
     ],
 )
 RECIPES = {"tiny": TINY}
-
-
-def make_stage(name: str, data: Path, tokenizer, image_tokens: int, *, lora: bool = False) -> Stage:
-    if name == "sam":
-        return SamPretraining(data)
-    if name == "align":
-        return Alignment(data, tokenizer, image_tokens)
-    if name == "mediround":
-        return MediRoundTraining(data, tokenizer, image_tokens, lora=lora)
-    if name == "jcm":
-        return JCMTraining(data, tokenizer, image_tokens)
-    raise ValueError(f"unknown stage '{name}': expected one of sam, align, mediround, jcm")
 
 
 def prepare_data(recipe: Recipe, data: Path) -> None:
@@ -129,11 +124,9 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
         if previous is not None:
             model, tokenizer, cfg = load_checkpoint(previous)
         lora = recipe.lora and name == "mediround"
-        if lora and not any("lora_" in n for n, _ in model.named_parameters()):
+        if lora and not has_lora(model):
             apply_lora(model)
         if workers > 1:
-            from model.distributed import fit_on_ray
-
             start = previous or _save_start(model, tokenizer, cfg, out / "init")
             fit_on_ray(start, name, settings, stage_dir, data=data, workers=workers, use_gpu=use_gpu, lora=lora)
         else:

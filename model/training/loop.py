@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from model.mediround import MediRound
-from model.stages import Stage, seed_everything
+from model.training.stages import Stage, seed_everything
 
 
 @dataclass
@@ -69,8 +69,8 @@ def mark_trainable(model: MediRound, stage: Stage) -> list[torch.nn.Parameter]:
     return params
 
 
-def _batches(stage: Stage, settings: StageSettings, rank: int, world: int):
-    """Endless shuffled batches of this worker's shard."""
+def shard_batches(stage: Stage, settings: StageSettings, rank: int, world: int):
+    """Endless shuffled batches of worker ``rank``'s shard, in the order ``fit`` reads them."""
     dataset = stage.dataset()
     shard = Subset(dataset, range(rank, len(dataset), world)) if world > 1 else dataset
     generator = torch.Generator().manual_seed(settings.seed + rank)
@@ -93,7 +93,7 @@ def fit(model: MediRound, stage: Stage, settings: StageSettings, out: str | Path
     step, spent = _resume(model, optimizer, scheduler, out / "state.pt")
     started = time.perf_counter()
     log = _LossLog(out / "losses.csv") if rank == 0 else None
-    batches = _batches(stage, settings, rank, world)
+    batches = shard_batches(stage, settings, rank, world)
     bar = tqdm(total=settings.steps, initial=step, desc=stage.name, disable=not progress or rank != 0,
                dynamic_ncols=True)
     last: dict[str, float] = {}

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from model.checkpoint import load_checkpoint
 from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Conversation, load
+from model.evaluation.metrics import SegmentationMetric, paired_dice_difference
 from model.mediround import MediRound
-from model.metrics import SegmentationMetric, paired_dice_difference
 from model.predictor import MultiRoundPredictor
 
 SPLITS = ("val", "test", "test_hard", "test_unseen")
