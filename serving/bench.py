@@ -10,7 +10,7 @@
   image, the key/value cache kept), one dialogue at a time: what a round costs at the least.
 - batched floor: the same model calls for the same dialogues, every dialogue's round k reasoned in
   one batch (``reason_together``) and then each mask decoded, in this process with nothing served:
-  the most rounds per second this model gives on this machine.
+  the most rounds per second this model gives on this machine (the best of three passes).
 
 At each concurrency (dialogues held at once) it reports rounds per second and latency by round
 index, and the image-encoder runs per distinct image; beside them served against naive, against the
@@ -112,12 +112,21 @@ def floor(predictor: MultiRoundPredictor, dialogues: list[Dialogue]) -> dict:
     return hold_all(dialogues, 1, hold)
 
 
-def batched_floor(new_predictor: Callable[[], MultiRoundPredictor], dialogues: list[Dialogue]) -> dict:
+def batched_floor(new_predictor: Callable[[], MultiRoundPredictor], dialogues: list[Dialogue],
+                  repeats: int = 3) -> dict:
     """Rounds per second with every dialogue's next round in one batch, nothing served; encoding included.
 
     One predictor per dialogue (all on one model); round k of all dialogues that have one is reasoned
-    together, then each dialogue's mask is decoded, as the served Reasoner and MaskDecoder do.
+    together, then each dialogue's mask is decoded, as the served Reasoner and MaskDecoder do. The
+    best of ``repeats`` passes is the floor: on a shared machine noise only ever adds time, and a
+    batched step on several threads stalls whole when another process takes a core.
     """
+    passes = [_batched_pass(new_predictor, dialogues) for _ in range(repeats)]
+    best = max(passes, key=lambda p: p["rounds_per_s"])
+    return {**best, "passes_rounds_per_s": [p["rounds_per_s"] for p in passes]}
+
+
+def _batched_pass(new_predictor: Callable[[], MultiRoundPredictor], dialogues: list[Dialogue]) -> dict:
     predictors = [new_predictor() for _ in dialogues]
     batch_seconds, rounds = [], 0
     start = time.perf_counter()
@@ -208,11 +217,13 @@ def markdown(report: dict) -> str:
     naive, ours, fl, batched = report["naive"], report["served"], report["floor"], report["batched_floor"]
     summ = report["summary"]
     last = len(fl["p50_ms_by_round"])
+    passes = ", ".join(f"{r:.1f}" for r in batched["passes_rounds_per_s"])
     lines = [f"{report['dialogues']} dialogues of {report['rounds_per_dialogue']} rounds (phantom test_hard), "
              "tiny model, this machine.", "",
              f"Model-only floors: {fl['rounds_per_s']:.1f} rounds/s one dialogue at a time; "
              f"{batched['rounds_per_s']:.1f} rounds/s with all {batched['dialogues']} dialogues batched "
-             f"({summ['batched_floor_over_floor']:.1f}x), the throughput limit of this model on this machine.", "",
+             f"({summ['batched_floor_over_floor']:.1f}x; the best of passes at {passes} rounds/s), "
+             "the throughput limit of this model on this machine.", "",
              "| concurrency | naive rounds/s | served rounds/s | served / naive | served / batched floor "
              f"| served / floor, per round | served round {last} / round 2 | served p95 |",
              "|---|---|---|---|---|---|---|---|"]

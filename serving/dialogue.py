@@ -1,7 +1,8 @@
-"""One round's orchestration: validate, load the session, encode, reason, decode, append.
+"""Sessions and rounds: validate, load the session, encode, reason, decode, append; the one owner of a
+dialogue's stored state, and all the gRPC servicer talks to.
 
-No Ray and no gRPC here: the three model steps come through a ``Pipeline`` (the Ray Serve handles
-in production, ``serving.deployments.LocalPipeline`` in one process) and the state through the
+No Ray, no gRPC and no torch here: the three model steps come through a ``Pipeline`` (the Ray Serve
+handles in production, ``serving.steps.LocalPipeline`` in one process) and the state through the
 ``RedisSessionStore``.
 """
 
@@ -17,10 +18,19 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from model.data.images import to_uint8_rgb
-from model.predictor import QuestionError
-from model.reference import ReferenceRoundError, resolve_reference
-from serving.errors import ImageTooLarge, InvalidImage, SessionBusy
-from serving.store import RedisSessionStore, RoundRecord, SessionRecord
+from model.questions import QuestionError, normalize_question, round_reference
+from serving.errors import DeadlinePassed, ImageTooLarge, InvalidImage
+from serving.messages import (
+    DecodedMask,
+    Encoding,
+    MaskRequest,
+    ReasonedTurn,
+    ReasonRequest,
+    Round,
+    RoundTimings,
+    Session,
+)
+from serving.store import RedisSessionStore
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "TIFF"}
 
@@ -39,19 +49,15 @@ class Limits:
 class Pipeline(Protocol):
     """The model's three steps, wherever they run."""
 
-    async def encode(self, sha256: str, image: bytes | None) -> tuple[object | None, bool]:
-        """An image encoding (opaque to the dialogue) and whether it came from a cache; without
-        ``image`` only a cached encoding is looked up ((None, False) when there is none)."""
+    async def encode(self, sha256: str, image: bytes | None = None) -> Encoding:
+        """The image's encoding (from a cache, or computed; without ``image`` the step reads a missing
+        image from the store itself)."""
 
-    async def reason(self, encoding, history: list[RoundRecord], question: str, reference: int | None,
-                     dialogue: str | None = None) -> dict:
-        """{"answer", "answer_ids", "seg_vector" (list or None), "reference"} for the next round.
+    async def reason(self, request: ReasonRequest) -> ReasonedTurn:
+        """The language step of the next round."""
 
-        ``dialogue`` (the session id; None for a stateless round) lets the step keep the dialogue's
-        state between rounds."""
-
-    async def decode(self, encoding, seg_vector: list[float]) -> dict:
-        """{"mask_png", "box", "quality", "corrected"} for one [SEG] vector."""
+    async def decode(self, request: MaskRequest) -> DecodedMask:
+        """The mask of one [SEG] vector."""
 
 
 def decode_image(data: bytes, limits: Limits) -> np.ndarray:
@@ -81,85 +87,95 @@ class Dialogue:
     def __init__(self, store: RedisSessionStore, pipeline: Pipeline, limits: Limits | None = None):
         self.store, self.pipeline, self.limits = store, pipeline, limits or Limits()
 
-    async def create_session(self, image: bytes, metadata: dict[str, str] | None = None,
-                             ttl: int = 0) -> SessionRecord:
+    # -- sessions ------------------------------------------------------------------------------
+    async def create_session(self, image: bytes, metadata: dict[str, str] | None = None, ttl: int = 0) -> Session:
         picture = decode_image(image, self.limits)
         sha = hashlib.sha256(image).hexdigest()
         return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl)
 
+    async def get_session(self, session_id: str) -> Session:
+        return await self.store.get_session(session_id)
+
+    async def delete_session(self, session_id: str) -> bool:
+        return await self.store.delete_session(session_id)
+
+    # -- reading rounds ------------------------------------------------------------------------
+    async def get_round(self, session_id: str, number: int) -> Round:
+        """Round ``number`` (1-based) of the session."""
+        return await self.store.round(session_id, number)
+
+    async def list_rounds(self, session_id: str) -> list[Round]:
+        await self.store.get_session(session_id)  # an unknown session is an error, not an empty list
+        return await self.store.rounds(session_id)
+
+    # -- a new round ---------------------------------------------------------------------------
     def _check_question(self, question: str) -> str:
-        question = " ".join(question.split())
-        if not question:
-            raise QuestionError("the question is empty; ask for a structure, e.g. 'Segment the liver.'")
+        question = normalize_question(question)
         if len(question) > self.limits.max_question_chars:
             raise QuestionError(f"the question is {len(question)} characters; at most "
                                 f"{self.limits.max_question_chars} are accepted")
         return question
 
     async def run_round(self, session_id: str, question: str, reference_round: int = 0, request_id: str = "",
-                        on_answer=None) -> RoundRecord:
-        """Compute and append the session's next round. ``reference_round`` is 1-based (0: resolve
-        from the question); ``on_answer(text)`` is awaited once the answer text exists."""
+                        on_answer=None, deadline: float | None = None) -> Round:
+        """Compute and append the session's next round. ``reference_round`` is a 1-based round number
+        (0: resolve from the question); ``on_answer(text)`` is awaited once the answer text exists; a
+        round finished after ``deadline`` (``time.monotonic()``) is not appended: its caller has gone."""
         question = self._check_question(question)
         done = await self.store.find_request(session_id, request_id)
         if done is not None:
             return done
-        try:
-            lock = self.store.lock(session_id, wait=self.limits.session_wait_s)
-            async with lock:
-                done = await self.store.find_request(session_id, request_id)
-                if done is not None:
-                    return done
-                session = await self.store.get_session(session_id)
-                history = await self.store.rounds(session_id)
-                reference = self._reference(question, reference_round, len(history))
-                record = await self._compute(session.image_sha256, None, history, question, reference, on_answer,
-                                             dialogue=session.id)
-                record.request_id = request_id
-                return await self.store.append_round(session, record)
-        except TimeoutError as e:
-            raise SessionBusy(str(e)) from e
+        async with self.store.lock(session_id, wait=self.limits.session_wait_s):
+            done = await self.store.find_request(session_id, request_id)
+            if done is not None:
+                return done
+            session = await self.store.get_session(session_id)
+            history = await self.store.rounds(session_id)
+            reference = _reference_round(question, reference_round, len(history))
+            record = await self._compute(session.image_sha256, None, history, question, reference, on_answer,
+                                         session_id=session_id)
+            record.request_id = request_id
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlinePassed("the deadline passed before the round finished; nothing was appended")
+            return await self.store.append_round(session, record)
 
-    async def segment(self, image: bytes, question: str) -> RoundRecord:
+    async def segment(self, image: bytes, question: str) -> Round:
         """A single stateless round on ``image``."""
         question = self._check_question(question)
         decode_image(image, self.limits)
-        reference = self._reference(question, 0, 0)
+        reference = _reference_round(question, 0, 0)
         record = await self._compute(hashlib.sha256(image).hexdigest(), image, [], question, reference, None)
-        record.index = 1
+        record.number = 1
         return record
 
-    @staticmethod
-    def _reference(question: str, reference_round: int, rounds_so_far: int) -> int | None:
-        if reference_round:
-            if not 1 <= reference_round <= rounds_so_far:
-                have = f"rounds 1..{rounds_so_far}" if rounds_so_far else "no rounds yet"
-                raise ReferenceRoundError(f"reference_round {reference_round} does not exist; the session has {have}")
-            return reference_round - 1
-        return resolve_reference(question, rounds_so_far)
-
-    async def _compute(self, sha: str, image: bytes | None, history: list[RoundRecord], question: str,
-                       reference: int | None, on_answer, *, dialogue: str | None = None) -> RoundRecord:
-        """One round on the image ``sha`` (its bytes are read from the store only when not yet encoded)."""
+    async def _compute(self, sha: str, image: bytes | None, history: list[Round], question: str,
+                       reference_round: int | None, on_answer, *, session_id: str | None = None) -> Round:
+        """One round on the image ``sha`` (without ``image``, the encoder reads it from the store if it must)."""
         start = time.perf_counter()
-        encoding, hit = await self.pipeline.encode(sha, image)
-        if encoding is None:
-            encoding, hit = await self.pipeline.encode(sha, await self.store.image(sha))
+        encoding = await self.pipeline.encode(sha, image)
         encoded = time.perf_counter()
-        turn = await self.pipeline.reason(encoding, history, question, reference, dialogue)
+        referenced = b"" if reference_round is None else history[reference_round - 1].mask_png
+        turn = await self.pipeline.reason(ReasonRequest(session_id, encoding, question, reference_round,
+                                                        [r.prior() for r in history], referenced))
         reasoned = time.perf_counter()
         if on_answer is not None:
-            await on_answer(turn["answer"])
-        if turn["seg_vector"] is None:
-            mask = {"mask_png": b"", "box": None, "quality": None, "corrected": False}
-        else:
-            mask = await self.pipeline.decode(encoding, turn["seg_vector"])
+            await on_answer(turn.answer)
+        mask = None
+        if turn.seg_vector is not None:
+            mask = await self.pipeline.decode(MaskRequest(encoding, turn.seg_vector))
         end = time.perf_counter()
-        timings = {"encode_ms": 1e3 * (encoded - start), "reason_ms": 1e3 * (reasoned - encoded),
-                   "decode_ms": 1e3 * (end - reasoned), "total_ms": 1e3 * (end - start), "encoder_cache_hit": hit}
-        return RoundRecord(index=len(history) + 1, question=question, answer=turn["answer"],
-                           answer_ids=turn["answer_ids"], reference=turn["reference"], mask_png=mask["mask_png"],
-                           box=mask["box"], quality=mask["quality"], corrected=mask["corrected"],
-                           has_seg=turn["seg_vector"] is not None, seg_vector=turn["seg_vector"], timings=timings,
-                           created=time.time(), served_by={"reasoner": turn.get("replica", "local")})
+        timings = RoundTimings(1e3 * (encoded - start), 1e3 * (reasoned - encoded), 1e3 * (end - reasoned),
+                               1e3 * (end - start), encoding.cache_hit)
+        return Round(number=len(history) + 1, question=question, answer=turn.answer, answer_ids=turn.answer_ids,
+                     reference_round=turn.reference_round, mask_png=mask.mask_png if mask else b"",
+                     box=mask.box if mask else None, quality=mask.quality if mask else None,
+                     corrected=mask.corrected if mask else False, has_mask=mask is not None,
+                     seg_vector=turn.seg_vector, timings=timings, created=time.time(),
+                     served_by={"reasoner": turn.replica})
 
+
+def _reference_round(question: str, reference_round: int, rounds_so_far: int) -> int | None:
+    """The 1-based round a new round refers to: ``reference_round`` when given (checked), else what the
+    question says; None when it refers to none."""
+    index = round_reference(question, rounds_so_far, reference_round - 1 if reference_round else None)
+    return None if index is None else index + 1

@@ -1,6 +1,6 @@
 """Domain errors and their gRPC status codes, in one place.
 
-The dialogue, the store and the model raise these (or the model's own ``QuestionError`` /
+The dialogue, the store and the model raise these (or ``model.questions``' ``QuestionError`` /
 ``ReferenceRoundError``); the gRPC layer maps them once, with the error's message as the detail.
 """
 
@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import grpc
 
-from model.predictor import QuestionError
-from model.reference import ReferenceRoundError
-from serving.store import Conflict, RoundNotFound, SessionNotFound, StoreUnavailable
+from model.questions import QuestionError, ReferenceRoundError
+from serving.store import Conflict, RoundNotFound, SessionBusy, SessionNotFound, StoreUnavailable
 
 
 class InvalidImage(ValueError):
@@ -21,12 +20,12 @@ class ImageTooLarge(ValueError):
     """An image over the configured byte or pixel limits."""
 
 
-class SessionBusy(RuntimeError):
-    """Another round of the same session held the lock for too long."""
-
-
 class Overloaded(RuntimeError):
     """The service has more rounds in flight than it accepts."""
+
+
+class DeadlinePassed(RuntimeError):
+    """The call's own deadline passed before its round finished (other timeouts are internal errors)."""
 
 
 STATUS = [
@@ -40,7 +39,7 @@ STATUS = [
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (SessionBusy, grpc.StatusCode.ABORTED),
     (Conflict, grpc.StatusCode.ABORTED),
-    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (DeadlinePassed, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
 
 

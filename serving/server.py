@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from serving.dialogue import Dialogue
-from serving.ingress import MediRoundServicer
+from serving.servicer import MediRoundServicer
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MediRound"].full_name
 OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")

@@ -42,7 +42,7 @@ class Service:
     async def start(self) -> Service:
         import ray
 
-        from serving.app import attach_pipeline, deploy_pipeline, load_serve_config
+        from serving.pipeline import attach_pipeline, deploy_pipeline, load_serve_config
 
         o = self.options
         url = o.redis_url or os.environ.get("REDIS_URL")

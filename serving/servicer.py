@@ -1,4 +1,4 @@
-"""The gRPC methods of ``mediround.v1.MediRound``: convert proto <-> domain and call the Dialogue.
+"""The grpcio servicer of ``mediround.v1.MediRound``: convert proto <-> messages and call the ``Dialogue``.
 
 Nothing else happens here: validation, state and the model live behind ``serving.dialogue``;
 errors become status codes through ``serving.errors``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 
 import grpc
@@ -18,8 +19,8 @@ from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from serving import metrics
 from serving.dialogue import Dialogue
-from serving.errors import Overloaded, status_of
-from serving.store import RoundRecord, SessionRecord
+from serving.errors import DeadlinePassed, Overloaded, status_of
+from serving.messages import Round, Session
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +31,20 @@ def _timestamp(seconds: float) -> Timestamp:
     return t
 
 
-def session_pb(s: SessionRecord) -> pb.Session:
-    return pb.Session(id=s.id, width=s.width, height=s.height, create_time=_timestamp(s.created),
-                      expire_time=_timestamp(s.expires), round_count=s.version, metadata=s.metadata,
+def session_pb(s: Session) -> pb.Session:
+    return pb.Session(id=s.session_id, width=s.width, height=s.height, create_time=_timestamp(s.created),
+                      expire_time=_timestamp(s.expires), round_count=s.round_count, metadata=s.metadata,
                       image_sha256=s.image_sha256)
 
 
-def round_pb(r: RoundRecord, session_id: str = "", *, with_mask: bool = True) -> pb.Round:
+def round_pb(r: Round, session_id: str = "", *, with_mask: bool = True) -> pb.Round:
     t = r.timings
-    msg = pb.Round(session_id=session_id, index=r.index, question=r.question, answer=r.answer,
-                   mask_png=r.mask_png if with_mask else b"", has_mask=r.has_seg, quality=r.quality or 0.0,
-                   corrected=r.corrected, reference_round=0 if r.reference is None else r.reference + 1,
+    msg = pb.Round(session_id=session_id, index=r.number, question=r.question, answer=r.answer,
+                   mask_png=r.mask_png if with_mask else b"", has_mask=r.has_mask, quality=r.quality or 0.0,
+                   corrected=r.corrected, reference_round=r.reference_round or 0,
                    request_id=r.request_id, create_time=_timestamp(r.created), served_by=r.served_by,
-                   timings=pb.Timings(encode_ms=t.get("encode_ms", 0.0), reason_ms=t.get("reason_ms", 0.0),
-                                      decode_ms=t.get("decode_ms", 0.0), total_ms=t.get("total_ms", 0.0),
-                                      encoder_cache_hit=bool(t.get("encoder_cache_hit", False))))
+                   timings=pb.Timings(encode_ms=t.encode_ms, reason_ms=t.reason_ms, decode_ms=t.decode_ms,
+                                      total_ms=t.total_ms, encoder_cache_hit=t.encoder_cache_hit))
     if r.box is not None:
         msg.box.CopyFrom(pb.Box(x_min=r.box[0], y_min=r.box[1], x_max=r.box[2], y_max=r.box[3]))
     return msg
@@ -88,10 +88,13 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
         self.inflight += 1
         try:
             with metrics.STAGE_SECONDS.labels(stage="round").time():
-                return await asyncio.wait_for(coro_fn(), timeout=remaining)
+                async with asyncio.timeout(remaining) as deadline:
+                    return await coro_fn()
         except TimeoutError as e:
-            raise TimeoutError(f"the deadline passed before the round finished ({remaining:.2f} s were left); "
-                               "nothing was appended") from e
+            if deadline.expired():  # only the call's own deadline; any other timeout is not the caller's
+                raise DeadlinePassed(f"the deadline passed before the round finished ({remaining:.2f} s were "
+                                     "left); nothing was appended") from e
+            raise
         finally:
             self.inflight -= 1
 
@@ -102,20 +105,23 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
 
     @_status
     async def GetSession(self, request, context):
-        return session_pb(await self.dialogue.store.get_session(request.session_id))
+        return session_pb(await self.dialogue.get_session(request.session_id))
 
     @_status
     async def DeleteSession(self, request, context):
-        return pb.DeleteSessionResponse(deleted=await self.dialogue.store.delete_session(request.session_id))
+        return pb.DeleteSessionResponse(deleted=await self.dialogue.delete_session(request.session_id))
 
     async def _round(self, request, context, on_answer=None) -> pb.Round:
         request_id = request.request_id or uuid.uuid4().hex
+        remaining = context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
         record = await self._bounded(context, lambda: self.dialogue.run_round(
-            request.session_id, request.question, request.reference_round, request_id, on_answer))
+            request.session_id, request.question, request.reference_round, request_id, on_answer, deadline))
         metrics.ROUNDS.inc()
-        metrics.ROUND_INDEX.observe(record.index)
-        for stage in ("encode", "reason", "decode"):
-            metrics.STAGE_SECONDS.labels(stage=stage).observe(record.timings.get(f"{stage}_ms", 0.0) / 1e3)
+        metrics.ROUND_INDEX.observe(record.number)
+        t = record.timings
+        for stage, ms in (("encode", t.encode_ms), ("reason", t.reason_ms), ("decode", t.decode_ms)):
+            metrics.STAGE_SECONDS.labels(stage=stage).observe(ms / 1e3)
         return round_pb(record, request.session_id)
 
     @_status
@@ -140,12 +146,11 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
 
     @_status
     async def GetRound(self, request, context):
-        return round_pb(await self.dialogue.store.round(request.session_id, request.index), request.session_id)
+        return round_pb(await self.dialogue.get_round(request.session_id, request.index), request.session_id)
 
     @_status
     async def ListRounds(self, request, context):
-        await self.dialogue.store.get_session(request.session_id)  # NOT_FOUND for an unknown session
-        rounds = await self.dialogue.store.rounds(request.session_id)
+        rounds = await self.dialogue.list_rounds(request.session_id)
         return pb.ListRoundsResponse(rounds=[round_pb(r, request.session_id, with_mask=request.include_masks)
                                              for r in rounds])
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema, ServeDeploySchema
 
-from serving.app import APPS, CONFIGS
+from serving.pipeline import APPS, CONFIGS
 from serving.cli import build_parser
 
 VALUE_FILES = ["values.yaml", "values-gpu.yaml"]

@@ -6,14 +6,17 @@ import asyncio
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.predictor import MultiRoundPredictor
-from serving.deployments import LocalPipeline
 from serving.dialogue import Dialogue
-from serving.store import RedisSessionStore
+from serving.messages import Encoding, PriorTurn, ReasonRequest
+from serving.settings import ReasonerSettings
+from serving.steps import ImageEncoderStep, LocalPipeline, ReasonerStep
+from serving.store import Conflict, RedisSessionStore
 
 
 def test_rounds_reuse_the_cache_and_a_moved_round_rebuilds_it_identically(redis_url, phantom_root):
@@ -21,7 +24,7 @@ def test_rounds_reuse_the_cache_and_a_moved_round_rebuilds_it_identically(redis_
     image = (phantom_root / conv.image).read_bytes()
     questions = [r.question for r in conv.rounds]
     assert len(questions) >= 6
-    worker = {"a": LocalPipeline(str(SHIPPED_TINY)), "b": LocalPipeline(str(SHIPPED_TINY))}
+    worker = {name: LocalPipeline(str(SHIPPED_TINY), redis_url=redis_url) for name in ("a", "b")}
     plan = ["a", "a", "b", "a", "a", "a"]  # round 3 on the other worker; round 4 back on a stale cache
 
     async def served():
@@ -29,7 +32,7 @@ def test_rounds_reuse_the_cache_and_a_moved_round_rebuilds_it_identically(redis_
         try:
             dialogues = {name: Dialogue(store, pipeline) for name, pipeline in worker.items()}
             session = await dialogues["a"].create_session(image)
-            return [await dialogues[w].run_round(session.id, q) for w, q in zip(plan, questions, strict=False)]
+            return [await dialogues[w].run_round(session.session_id, q) for w, q in zip(plan, questions, strict=False)]
         finally:
             await store.close()
 
@@ -38,7 +41,8 @@ def test_rounds_reuse_the_cache_and_a_moved_round_rebuilds_it_identically(redis_
     local.set_image(image)
     for record, question in zip(records, questions, strict=False):
         expected = local.ask(question)
-        assert record.answer_ids == expected.answer_ids and record.reference == expected.reference
+        assert record.answer_ids == expected.answer_ids and record.question == " ".join(question.split())
+        assert record.reference_round == (None if expected.reference is None else expected.reference + 1)
         if expected.has_seg:
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(record.mask_png))) > 0, expected.mask)
     a, b = worker["a"].reasoner, worker["b"].reasoner
@@ -47,13 +51,36 @@ def test_rounds_reuse_the_cache_and_a_moved_round_rebuilds_it_identically(redis_
 
 
 def test_the_dialogue_cache_is_a_bounded_lru(phantom_root):
-    from serving.deployments import ImageEncoderCore, ReasonerCore
-
     conv = load(phantom_root / "test.json")[0]
-    encoded = ImageEncoderCore(str(SHIPPED_TINY)).compute([("sha", (phantom_root / conv.image).read_bytes())])[0]
-    core = ReasonerCore(str(SHIPPED_TINY), cache_size=2)
-    for dialogue in ("s1", "s2", "s1", "s3"):
-        core.reason(encoded, [], conv.rounds[0].question, None, dialogue)
-    assert list(core.dialogues) == ["s1", "s3"]
-    core.reason(encoded, [], conv.rounds[0].question, None)  # a stateless round keeps nothing
-    assert list(core.dialogues) == ["s1", "s3"]
+    encoded = ImageEncoderStep(str(SHIPPED_TINY)).compute([("sha", (phantom_root / conv.image).read_bytes())])[0]
+    step = ReasonerStep(str(SHIPPED_TINY), settings=ReasonerSettings(dialogue_cache_size=2))
+
+    def first_round(session_id):
+        return ReasonRequest(session_id, Encoding(encoded, True), conv.rounds[0].question, None, [])
+
+    for session_id in ("s1", "s2", "s1", "s3"):
+        step.reason(first_round(session_id))
+    assert list(step.dialogues) == ["s1", "s3"]
+    step.reason(first_round(None))  # a stateless round keeps nothing
+    assert list(step.dialogues) == ["s1", "s3"]
+
+
+def test_a_round_reasoned_from_a_history_the_store_does_not_hold_is_a_conflict(redis_url, phantom_root):
+    """A replica rebuilding a dialogue checks the stored rounds are the ones the round was computed from."""
+    conv = load(phantom_root / "test.json")[0]
+    image = (phantom_root / conv.image).read_bytes()
+
+    async def served():
+        store = RedisSessionStore(redis_url)
+        try:
+            session = await store.create_session(image, "sha-conflict", (1, 1))
+            return session.session_id
+        finally:
+            await store.close()
+
+    session_id = asyncio.run(served())
+    encoded = ImageEncoderStep(str(SHIPPED_TINY)).compute([("sha-conflict", image)])[0]
+    step = ReasonerStep(str(SHIPPED_TINY), redis_url=redis_url)
+    claimed = [PriorTurn("Segment the liver.", None, (5, 2))]  # a round the store never got
+    with pytest.raises(Conflict, match="changed while its round was being reasoned"):
+        step.reason(ReasonRequest(session_id, Encoding(encoded, False), "Segment its lesion.", 1, claimed))

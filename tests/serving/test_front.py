@@ -14,18 +14,18 @@ from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
-from serving.deployments import LocalPipeline
 from serving.dialogue import Dialogue
 from serving.metrics import serve_metrics
 from serving.server import ServerOptions, start_server
+from serving.steps import LocalPipeline
 from serving.store import RedisSessionStore
 
 IMAGE = (REAL_SLICES / load(REAL_DIALOGUES)[0].image).read_bytes()
 
 
 @pytest.fixture(scope="module")
-def pipeline():
-    return LocalPipeline(str(SHIPPED_TINY))
+def pipeline(redis_url):
+    return LocalPipeline(str(SHIPPED_TINY), redis_url=redis_url)
 
 
 def _self_signed(tmp_path):

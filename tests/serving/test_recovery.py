@@ -12,10 +12,10 @@ from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
-from serving.deployments import LocalPipeline
 from serving.dialogue import Dialogue
 from serving.embedded_redis import EmbeddedRedis
 from serving.server import ServerOptions, start_server
+from serving.steps import LocalPipeline
 from serving.store import RedisSessionStore
 
 
@@ -32,8 +32,8 @@ def test_redis_down_is_unavailable_and_the_server_recovers(tmp_path):
     async def scenario():
         redis_server = EmbeddedRedis(tmp_path, port=port)
         store = RedisSessionStore(redis_server.url)
-        server, bound = await start_server(Dialogue(store, LocalPipeline(str(SHIPPED_TINY))),
-                                           ServerOptions(address="127.0.0.1:0"))
+        pipeline = LocalPipeline(str(SHIPPED_TINY), redis_url=redis_server.url)
+        server, bound = await start_server(Dialogue(store, pipeline), ServerOptions(address="127.0.0.1:0"))
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
                 stub = pb_grpc.MediRoundStub(channel)

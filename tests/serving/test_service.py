@@ -67,7 +67,7 @@ def test_a_served_dialogue_equals_the_in_process_predictor(client, predictor):
 def test_each_dialogue_keeps_to_the_reasoner_replica_chosen_for_it(client, predictor, phantom_root):
     import ray
 
-    from serving.routing import _weight
+    from serving.routing import rank_replicas
 
     replicas = [a["name"].rsplit("#", 1)[-1] for a in ray.util.list_named_actors(all_namespaces=True)
                 if a["name"].startswith("SERVE_REPLICA::reasoner#")]
@@ -78,7 +78,7 @@ def test_each_dialogue_keeps_to_the_reasoner_replica_chosen_for_it(client, predi
     for _ in range(3):
         session = client.create_session(image)
         served = [client.ask(session.id, r.question) for r in conv.rounds]
-        chosen = max(replicas, key=lambda r: _weight(session.id, r))
+        chosen = rank_replicas(session.id, replicas)[0]
         assert {s.served_by["reasoner"] for s in served} == {chosen}
         for s, lo in zip(served, local, strict=True):
             assert s.answer == lo.answer

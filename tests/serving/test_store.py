@@ -6,14 +6,15 @@ import hashlib
 import numpy as np
 import pytest
 
+from serving.messages import Round, encode_mask
 from serving.store import (
     Conflict,
     RedisSessionStore,
     RoundNotFound,
-    RoundRecord,
+    SessionBusy,
     SessionNotFound,
+    StoreReader,
     StoreUnavailable,
-    encode_mask,
 )
 
 IMAGE = b"\x89PNG fake image bytes are never decoded by the store"
@@ -24,12 +25,12 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def a_round(question="Segment the liver.", request_id="", reference=None):
+def a_round(question="Segment the liver.", request_id="", reference_round=None):
     mask = np.zeros((4, 6), bool)
     mask[1:3, 2:5] = True
-    return RoundRecord(index=0, question=question, answer="It is [SEG].", answer_ids=[5, 9, 2], reference=reference,
-                       mask_png=encode_mask(mask), box=(2, 1, 4, 2), quality=0.8, corrected=False, has_seg=True,
-                       seg_vector=[0.5, -1.25, 3.0], request_id=request_id)
+    return Round(number=0, question=question, answer="It is [SEG].", answer_ids=[5, 9, 2],
+                 reference_round=reference_round, mask_png=encode_mask(mask), box=(2, 1, 4, 2), quality=0.8,
+                 corrected=False, has_mask=True, seg_vector=[0.5, -1.25, 3.0], request_id=request_id)
 
 
 async def _with_store(url, body):
@@ -44,14 +45,14 @@ def test_sessions_store_the_image_once_and_expire(redis_url):
     async def body(store):
         a = await store.create_session(IMAGE, SHA, (4, 6), metadata={"study": "1.2.3"}, ttl=60)
         b = await store.create_session(IMAGE, SHA, (4, 6))
-        assert a.id != b.id and (await store.get_session(a.id)).metadata == {"study": "1.2.3"}
-        assert await store.image(SHA) == IMAGE
+        assert a.session_id != b.session_id and (await store.get_session(a.session_id)).metadata == {"study": "1.2.3"}
+        assert StoreReader(store.url).image(SHA) == IMAGE
         assert len(await store.redis.keys(f"mr:image:{SHA}")) == 1
-        assert 0 < await store.redis.ttl(f"mr:session:{a.id}") <= 60
+        assert 0 < await store.redis.ttl(f"mr:session:{a.session_id}") <= 60
         assert await store.redis.ttl(f"mr:image:{SHA}") > 60  # b's default TTL is longer: the image lives on
-        assert await store.delete_session(a.id)
+        assert await store.delete_session(a.session_id)
         with pytest.raises(SessionNotFound, match="does not exist or has expired"):
-            await store.get_session(a.id)
+            await store.get_session(a.session_id)
     run(_with_store(redis_url, body))
 
 
@@ -59,17 +60,20 @@ def test_rounds_append_in_order_and_round_trip(redis_url):
     async def body(store):
         s = await store.create_session(IMAGE, SHA, (4, 6))
         first = await store.append_round(s, a_round())
-        s = await store.get_session(s.id)
-        second = await store.append_round(s, a_round("Segment its lesion.", reference=0))
-        assert (first.index, second.index) == (1, 2)
-        stored = await store.rounds(s.id)
+        s = await store.get_session(s.session_id)
+        second = await store.append_round(s, a_round("Segment its lesion.", reference_round=1))
+        assert (first.number, second.number) == (1, 2)
+        stored = await store.rounds(s.session_id)
         assert [r.question for r in stored] == ["Segment the liver.", "Segment its lesion."]
         back = stored[1]
-        assert back.mask.sum() == 6 and back.box == (2, 1, 4, 2) and back.reference == 0
+        assert back.mask.sum() == 6 and back.box == (2, 1, 4, 2) and back.reference_round == 1
         assert back.seg_vector == [0.5, -1.25, 3.0] and back.answer_ids == [5, 9, 2]
-        assert back.to_result().index == 1 and np.array_equal(back.to_result().mask, back.mask)
+        expected = a_round("Segment its lesion.", reference_round=1)
+        expected.number = 2
+        assert back == expected  # every field round-trips
+        assert StoreReader(store.url).rounds(s.session_id) == stored
         with pytest.raises(RoundNotFound, match="has rounds 1..2; there is no round 3"):
-            await store.round(s.id, 3)
+            await store.round(s.session_id, 3)
     run(_with_store(redis_url, body))
 
 
@@ -77,12 +81,13 @@ def test_a_retried_request_appends_once_and_a_stale_version_conflicts(redis_url)
     async def body(store):
         s = await store.create_session(IMAGE, SHA, (4, 6))
         first = await store.append_round(s, a_round(request_id="req-1"))
-        again = await store.append_round(await store.get_session(s.id), a_round("Different.", request_id="req-1"))
-        assert again.index == first.index == 1 and again.question == "Segment the liver."
-        assert len(await store.rounds(s.id)) == 1
-        assert (await store.find_request(s.id, "req-1")).index == 1
-        with pytest.raises(Conflict, match="moved from version 0 to 1"):
-            await store.append_round(s, a_round())  # s still says version 0
+        moved = await store.get_session(s.session_id)
+        again = await store.append_round(moved, a_round("Different.", request_id="req-1"))
+        assert again.number == first.number == 1 and again.question == "Segment the liver."
+        assert len(await store.rounds(s.session_id)) == 1
+        assert (await store.find_request(s.session_id, "req-1")).number == 1
+        with pytest.raises(Conflict, match="moved from 0 rounds to 1"):
+            await store.append_round(s, a_round())  # s still says 0 rounds
     run(_with_store(redis_url, body))
 
 
@@ -91,14 +96,24 @@ def test_concurrent_rounds_on_one_session_are_serialised(redis_url):
         s = await store.create_session(IMAGE, SHA, (4, 6))
 
         async def one_round(name):
-            async with store.lock(s.id):
-                session = await store.get_session(s.id)
+            async with store.lock(s.session_id):
+                session = await store.get_session(s.session_id)
                 await asyncio.sleep(0.05)  # the model's work
                 return await store.append_round(session, a_round(name))
 
         done = await asyncio.gather(*(one_round(f"q{i}") for i in range(5)))
-        assert sorted(r.index for r in done) == [1, 2, 3, 4, 5]
-        assert sorted(r.question for r in await store.rounds(s.id)) == [f"q{i}" for i in range(5)]
+        assert sorted(r.number for r in done) == [1, 2, 3, 4, 5]
+        assert sorted(r.question for r in await store.rounds(s.session_id)) == [f"q{i}" for i in range(5)]
+    run(_with_store(redis_url, body))
+
+
+def test_a_round_waiting_past_its_wait_for_the_lock_is_session_busy(redis_url):
+    async def body(store):
+        s = await store.create_session(IMAGE, SHA, (4, 6))
+        async with store.lock(s.session_id):
+            with pytest.raises(SessionBusy, match="busy with another round"):
+                async with store.lock(s.session_id, wait=0.05):
+                    pass
     run(_with_store(redis_url, body))
 
 

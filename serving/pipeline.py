@@ -1,0 +1,91 @@
+"""The front's side of the Ray Serve applications: the Serve config, deploying or attaching to the
+three applications, and ``ServePipeline``, the ``Pipeline`` over their handles. Imports no torch.
+
+Three applications (``encoder``, ``reasoner``, ``segmenter``), each one deployment; replicas, CPU/GPU
+shares, batch sizes and waits come from a config in ``serve build``'s schema (``deploy/serve/``).
+``deploy_pipeline`` deploys them and returns the ``ServePipeline`` the gRPC front calls;
+``attach_pipeline`` takes that of applications already running (a KubeRay RayService).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import yaml
+from ray import serve
+
+from model.config import SHIPPED_TINY
+from serving.messages import DecodedMask, Encoding, MaskRequest, ReasonedTurn, ReasonRequest
+
+CONFIGS = Path(__file__).resolve().parent.parent / "deploy" / "serve"
+APPS = ("encoder", "reasoner", "segmenter")
+
+
+class ServePipeline:
+    """The ``Pipeline`` over the three deployments' handles (encodings pass by object reference)."""
+
+    def __init__(self, encoder, reasoner, segmenter):
+        self.encoder, self.reasoner, self.segmenter = encoder, reasoner, segmenter
+
+    async def encode(self, sha256: str, image: bytes | None = None) -> Encoding:
+        return await self.encoder.encode.remote(sha256, image)
+
+    async def reason(self, request: ReasonRequest) -> ReasonedTurn:
+        # The session id as multiplexed model id: what ``SessionAffinityRouter`` routes on.
+        handle = self.reasoner
+        if request.session_id is not None:
+            handle = handle.options(multiplexed_model_id=request.session_id)
+        return await handle.reason.remote(request)
+
+    async def decode(self, request: MaskRequest) -> DecodedMask:
+        return await self.segmenter.decode.remote(request)  # one batch item
+
+
+def load_serve_config(path: str | Path | None = None, *, checkpoint: str | Path | None = None,
+                      redis_url: str | None = None, replicas: dict[str, int] | None = None) -> dict:
+    """A Serve config dict with every application's null ``checkpoint``/``redis_url`` filled in and
+    ``replicas`` (deployment name -> count) applied."""
+    config = copy.deepcopy(yaml.safe_load(Path(path or CONFIGS / "cpu-tiny.yaml").read_text()))
+    for app in config["applications"]:
+        args = app.setdefault("args", {})
+        if args.get("checkpoint") is None:
+            args["checkpoint"] = str(checkpoint or SHIPPED_TINY)
+        if "redis_url" in args and args["redis_url"] is None:
+            args["redis_url"] = redis_url
+        for d in app.get("deployments", []):
+            if replicas and d["name"] in replicas:
+                d["num_replicas"] = replicas[d["name"]]
+    return config
+
+
+def deploy_pipeline(config: dict, *, timeout: float = 600.0) -> ServePipeline:
+    """Deploy the three applications of ``config`` on the connected Ray cluster; wait until running."""
+    from ray.serve._private import api as serve_api
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
+                                   proxy_location=schema.proxy_location)
+    client.deploy_apps(schema)
+    return attach_pipeline(timeout=timeout)
+
+
+def attach_pipeline(*, timeout: float = 600.0) -> ServePipeline:
+    """The ``ServePipeline`` of the three applications on the connected Ray cluster, once they all run
+    (deployed by ``deploy_pipeline`` or by a cluster operator such as KubeRay)."""
+    from ray.serve.schema import ApplicationStatus
+
+    deadline = time.monotonic() + timeout
+    while True:
+        apps = serve.status().applications
+        failed = {n: a.message for n, a in apps.items() if a.status == ApplicationStatus.DEPLOY_FAILED}
+        if failed:
+            raise RuntimeError(f"Serve applications failed to deploy: {failed}")
+        if all(n in apps and apps[n].status == ApplicationStatus.RUNNING for n in APPS):
+            return ServePipeline(*(serve.get_app_handle(name) for name in APPS))
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Serve applications not running after {timeout:.0f} s: "
+                               f"{ {n: a.status for n, a in apps.items()} }")
+        time.sleep(0.5)

@@ -1,0 +1,102 @@
+"""Each Ray Serve deployment's settings, in one dataclass per deployment: the one home of their defaults.
+
+The deployment decorators take their options from here, ``reconfigure`` reads ``user_config`` into
+them, the application builders take their arguments from them, and a test checks that the shipped
+Serve config (``deploy/serve/cpu-tiny.yaml``) says the same. A field is one of three kinds, by the
+part of a Serve config it lives in: ``ARGS`` (the application's ``args``, fixed at start),
+``USER_CONFIG`` (the deployment's ``user_config``, changeable while it runs) or a deployment option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar, Self
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """What every deployment has: how many requests a replica takes at once and its CPU share."""
+
+    NAME: ClassVar[str]
+    ARGS: ClassVar[tuple[str, ...]] = ()
+    USER_CONFIG: ClassVar[tuple[str, ...]] = ()
+
+    max_ongoing_requests: int = 32
+    num_cpus: float = 0.25
+    """A fraction of a CPU: on a small machine whole CPUs per replica leave Serve waiting for resources."""
+
+    def deployment_options(self) -> dict:
+        """Keyword arguments of ``serve.deployment``."""
+        return {"max_ongoing_requests": self.max_ongoing_requests, "ray_actor_options": {"num_cpus": self.num_cpus}}
+
+    def user_config(self) -> dict:
+        return {name: getattr(self, name) for name in self.USER_CONFIG}
+
+    def args(self) -> dict:
+        return {name: getattr(self, name) for name in self.ARGS}
+
+    def with_user_config(self, config: dict) -> Self:
+        """These settings with a Serve ``user_config`` applied; an unknown key is an error naming the known ones."""
+        unknown = set(config) - set(self.USER_CONFIG)
+        if unknown:
+            raise ValueError(f"{self.NAME} user_config has unknown keys {sorted(unknown)}; it takes "
+                             f"{list(self.USER_CONFIG)}")
+        return replace(self, **config)
+
+    @classmethod
+    def from_args(cls, args: dict) -> Self:
+        """Settings from an application's ``args`` (``checkpoint`` and ``redis_url`` are not settings)."""
+        known = {f.name for f in fields(cls)} & set(cls.ARGS)
+        return cls(**{k: v for k, v in args.items() if k in known})
+
+
+@dataclass(frozen=True)
+class EncoderSettings(DeploymentSettings):
+    """The ``ImageEncoder``: both image encoders, cached per image."""
+
+    NAME: ClassVar[str] = "ImageEncoder"
+    ARGS: ClassVar[tuple[str, ...]] = ("cache_size", "shared_ttl_s")
+    USER_CONFIG: ClassVar[tuple[str, ...]] = ("max_batch_size", "batch_wait_timeout_s")
+
+    cache_size: int = 64
+    """Encodings kept in each replica (LRU)."""
+    shared_ttl_s: int = 3600
+    """How long an encoding stays in the shared Redis tier."""
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.001
+    """How long a new image waits for others to encode with it."""
+
+
+@dataclass(frozen=True)
+class ReasonerSettings(DeploymentSettings):
+    """The ``Reasoner``: the language step, batched across dialogues (``serving.batching``)."""
+
+    NAME: ClassVar[str] = "Reasoner"
+    ARGS: ClassVar[tuple[str, ...]] = ("dialogue_cache_size",)
+    USER_CONFIG: ClassVar[tuple[str, ...]] = ("max_batch_size", "max_wait_s")
+
+    dialogue_cache_size: int = 256
+    """Dialogues whose key/value caches each replica keeps (LRU)."""
+    max_batch_size: int = 32
+    max_wait_s: float = 0.1
+    """The longest a round waits for other dialogues that are due."""
+
+
+@dataclass(frozen=True)
+class SegmenterSettings(DeploymentSettings):
+    """The ``Segmenter``: JCM judge/correct and SAM mask decoding of [SEG] vectors."""
+
+    NAME: ClassVar[str] = "Segmenter"
+    ARGS: ClassVar[tuple[str, ...]] = ("use_jcm", "encoding_cache_size")
+    USER_CONFIG: ClassVar[tuple[str, ...]] = ("max_batch_size", "batch_wait_timeout_s")
+
+    use_jcm: bool = True
+    encoding_cache_size: int = 64
+    """Image encodings each replica keeps after fetching them (LRU)."""
+    max_batch_size: int = 16
+    batch_wait_timeout_s: float = 0.001
+
+
+SETTINGS: dict[str, type[DeploymentSettings]] = {
+    "encoder": EncoderSettings, "reasoner": ReasonerSettings, "segmenter": SegmenterSettings}
+"""Application name -> its deployment's settings."""
