@@ -33,19 +33,19 @@ class DialogueBatcher:
         self.run = run  # list of items -> list of results, called in a worker thread
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
         self.queue: list[tuple[str | None, object, asyncio.Future]] = []
-        self.returned: dict[str, float] = {}  # dialogue -> when its last round came back
+        self.returned: dict[str, float] = {}  # session id -> when its last round came back
         self.turnarounds: deque[float] = deque(maxlen=64)
         self.worker: asyncio.Task | None = None
         self.arrived = asyncio.Event()
         self.batches = 0
 
-    async def submit(self, dialogue: str | None, item) -> object:
+    async def submit(self, session_id: str | None, item) -> object:
         """Queue one round; its result, or the exception its batch raised (returned, not raised)."""
         loop = asyncio.get_running_loop()
-        if dialogue in self.returned:
-            self.turnarounds.append(loop.time() - self.returned.pop(dialogue))
+        if session_id in self.returned:
+            self.turnarounds.append(loop.time() - self.returned.pop(session_id))
         future = loop.create_future()
-        self.queue.append((dialogue, item, future))
+        self.queue.append((session_id, item, future))
         self.arrived.set()
         if self.worker is None or self.worker.done():
             self.worker = asyncio.create_task(self._work())
@@ -58,9 +58,9 @@ class DialogueBatcher:
         horizon = self.max_wait_s  # until the turnaround is known from a few rounds
         if len(self.turnarounds) >= 8:
             horizon = 1.5 * statistics.quantiles(self.turnarounds, n=10)[-1]
-        for dialogue, t in list(self.returned.items()):
+        for session_id, t in list(self.returned.items()):
             if now - t > min(horizon, self.max_wait_s):
-                del self.returned[dialogue]  # not coming soon: a person reading, or the dialogue ended
+                del self.returned[session_id]  # not coming soon: a person reading, or the dialogue ended
         return max((t + horizon for t in self.returned.values()), default=None)
 
     async def _work(self) -> None:
@@ -82,8 +82,8 @@ class DialogueBatcher:
             except Exception as e:  # the batch failed as a whole: every round in it gets the error
                 results = [e] * len(batch)
             done = loop.time()
-            for (dialogue, _, future), result in zip(batch, results, strict=True):
-                if dialogue is not None:
-                    self.returned[dialogue] = done
+            for (session_id, _, future), result in zip(batch, results, strict=True):
+                if session_id is not None:
+                    self.returned[session_id] = done
                 if not future.done():
                     future.set_result(result)

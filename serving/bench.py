@@ -40,12 +40,14 @@ CONCURRENCY = (1, 8, 32)
 
 
 @dataclass
-class Dialogue:
+class ScriptedDialogue:
+    """One benchmark dialogue: an image and the questions of its rounds, asked in order."""
+
     image: bytes
     questions: list[str]
 
 
-def bench_dialogues(data: Path | None, count: int, rounds: int = 8) -> list[Dialogue]:
+def bench_dialogues(data: Path | None, count: int, rounds: int = 8) -> list[ScriptedDialogue]:
     """``count`` phantom test_hard dialogues of ``rounds`` rounds; generates a small set when ``data`` has none."""
     if data is None or not (data / "test_hard.json").exists():
         from model.data.phantoms.generate import SplitSpec, generate_dataset
@@ -57,10 +59,11 @@ def bench_dialogues(data: Path | None, count: int, rounds: int = 8) -> list[Dial
     if len(conversations) < count:
         raise ValueError(f"{data / 'test_hard.json'} has {len(conversations)} dialogues of {rounds} rounds; "
                          f"the benchmark needs {count}")
-    return [Dialogue((data / c.image).read_bytes(), [r.question for r in c.rounds]) for c in conversations[:count]]
+    return [ScriptedDialogue((data / c.image).read_bytes(), [r.question for r in c.rounds])
+            for c in conversations[:count]]
 
 
-def hold_all(dialogues: list[Dialogue], concurrency: int, hold) -> dict:
+def hold_all(dialogues: list[ScriptedDialogue], concurrency: int, hold) -> dict:
     """Run ``hold(dialogue) -> per-round seconds`` over all dialogues, ``concurrency`` at a time."""
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -87,7 +90,7 @@ class NaiveServer:
             p.prefill(history)  # the whole dialogue so far, one pass
             return p.ask(question)
 
-    def hold(self, dialogue: Dialogue) -> list[float]:
+    def hold(self, dialogue: ScriptedDialogue) -> list[float]:
         history, seconds = [], []
         for question in dialogue.questions:
             t = time.perf_counter()
@@ -96,10 +99,10 @@ class NaiveServer:
         return seconds
 
 
-def floor(predictor: MultiRoundPredictor, dialogues: list[Dialogue]) -> dict:
+def floor(predictor: MultiRoundPredictor, dialogues: list[ScriptedDialogue]) -> dict:
     """Per-round latency of the bare model calls; round 1 includes encoding the image."""
 
-    def hold(dialogue: Dialogue) -> list[float]:
+    def hold(dialogue: ScriptedDialogue) -> list[float]:
         seconds = []
         t = time.perf_counter()
         predictor.set_image(dialogue.image)
@@ -112,7 +115,7 @@ def floor(predictor: MultiRoundPredictor, dialogues: list[Dialogue]) -> dict:
     return hold_all(dialogues, 1, hold)
 
 
-def batched_floor(new_predictor: Callable[[], MultiRoundPredictor], dialogues: list[Dialogue],
+def batched_floor(new_predictor: Callable[[], MultiRoundPredictor], dialogues: list[ScriptedDialogue],
                   repeats: int = 3) -> dict:
     """Rounds per second with every dialogue's next round in one batch, nothing served; encoding included.
 
@@ -126,7 +129,7 @@ def batched_floor(new_predictor: Callable[[], MultiRoundPredictor], dialogues: l
     return {**best, "passes_rounds_per_s": [p["rounds_per_s"] for p in passes]}
 
 
-def _batched_pass(new_predictor: Callable[[], MultiRoundPredictor], dialogues: list[Dialogue]) -> dict:
+def _batched_pass(new_predictor: Callable[[], MultiRoundPredictor], dialogues: list[ScriptedDialogue]) -> dict:
     predictors = [new_predictor() for _ in dialogues]
     batch_seconds, rounds = [], 0
     start = time.perf_counter()
@@ -147,7 +150,7 @@ def _batched_pass(new_predictor: Callable[[], MultiRoundPredictor], dialogues: l
             "ms_by_round": [1e3 * s for s in batch_seconds]}
 
 
-def served(dialogues: list[Dialogue], levels: tuple[int, ...], options=None) -> tuple[list[dict], dict]:
+def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...], options=None) -> tuple[list[dict], dict]:
     """Hold the dialogues over gRPC against a freshly started service at each concurrency."""
     from ray import serve
 
@@ -157,7 +160,7 @@ def served(dialogues: list[Dialogue], levels: tuple[int, ...], options=None) -> 
 
     options = options or ServiceOptions(server=ServerOptions(address="127.0.0.1:0"))
     with BackgroundService(options) as service:
-        def hold(dialogue: Dialogue) -> list[float]:
+        def hold(dialogue: ScriptedDialogue) -> list[float]:
             with MediRoundClient(service.address) as client:
                 session = client.create_session(dialogue.image)
                 seconds = []

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema, ServeDeploySchema
 
-from serving.pipeline import APPS, CONFIGS
 from serving.cli import build_parser
+from serving.pipeline import APPS, CONFIGS
 
 VALUE_FILES = ["values.yaml", "values-gpu.yaml"]
 MIRRORS = {"values.yaml": "cpu-tiny.yaml", "values-gpu.yaml": "gpu-full.yaml"}

@@ -3,7 +3,8 @@
 - the model-only parts (the floor one dialogue at a time, the batched floor, the naive server) on
   four 8-round dialogues with the shipped model, in this process;
 - the comparisons and the Markdown on a hand-made report whose ratios are checked by hand;
-- the whole ``run_bench`` once (one real service start) on two dialogues at concurrency 1 and 2:
+- the whole benchmark once through the ``mediround bench`` command (one real service start) on two
+  dialogues at concurrency 1 and 2:
   the report's shape, its files, and sane values (the figures depend on the machine, so nothing tighter).
 
 Torch runs on one thread here, as in the Serve replicas: on a shared CPU two threads' barriers can
@@ -18,7 +19,8 @@ import pytest
 from model.checkpoint import load_checkpoint
 from model.config import SHIPPED_TINY
 from model.predictor import MultiRoundPredictor
-from serving.bench import NaiveServer, batched_floor, bench_dialogues, floor, hold_all, markdown, run_bench, summary
+from serving.bench import NaiveServer, batched_floor, bench_dialogues, floor, hold_all, markdown, summary
+from serving.cli import main
 
 DIALOGUES, ROUNDS, LEVELS = 2, 8, (1, 2)  # the whole bench
 MODEL_ONLY_DIALOGUES = 4
@@ -120,9 +122,11 @@ def test_without_concurrency_1_there_is_no_per_round_comparison_with_the_floor()
 
 @pytest.fixture(scope="module")
 def bench(data, tmp_path_factory):
-    """The whole benchmark, the real service included (started once)."""
+    """The whole benchmark through ``mediround bench``, the real service included (started once)."""
     out = tmp_path_factory.mktemp("bench-out")
-    return run_bench(out, data=data, dialogues=DIALOGUES, levels=LEVELS), out
+    assert main(["bench", "--out", str(out), "--data", str(data), "--dialogues", str(DIALOGUES),
+                 "--concurrency", *map(str, LEVELS)]) == 0
+    return json.loads((out / "bench.json").read_text()), out
 
 
 def test_the_whole_bench_answers_every_round_and_reports_sane_values(bench):
