@@ -21,12 +21,13 @@ and bench.png.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -120,7 +121,7 @@ def batched_floor(new_predictor: Callable[[], MultiRoundPredictor], dialogues: l
     """Rounds per second with every dialogue's next round in one batch, nothing served; encoding included.
 
     One predictor per dialogue (all on one model); round k of all dialogues that have one is reasoned
-    together, then each dialogue's mask is decoded, as the served Reasoner and MaskDecoder do. The
+    together, then each dialogue's mask is decoded, as the served Reasoner and Segmenter do. The
     best of ``repeats`` passes is the floor: on a shared machine noise only ever adds time, and a
     batched step on several threads stalls whole when another process takes a core.
     """
@@ -150,8 +151,37 @@ def _batched_pass(new_predictor: Callable[[], MultiRoundPredictor], dialogues: l
             "ms_by_round": [1e3 * s for s in batch_seconds]}
 
 
+def cpu_seconds_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each part of the served setup on this machine: this
+    process (the gRPC front and the benchmark's clients), each Serve deployment's replicas, Redis,
+    and Ray's own processes (controller, raylet, GCS, agents)."""
+    import psutil
+
+    groups: dict[str, float] = {}
+    me = os.getpid()
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = " ".join(process.info["cmdline"] or [])
+            times = process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if process.info["pid"] == me:
+            group = "front + clients"
+        elif cmdline.startswith("ray::ServeReplica:"):
+            group = cmdline.split()[0].rsplit(":", 1)[-1]  # the deployment's name
+        elif "redis-server" in cmdline:
+            group = "Redis"
+        elif "ray" in cmdline and ("ray::" in cmdline or "/ray/" in cmdline):
+            group = "Ray (controller, raylet, GCS, agents)"
+        else:
+            continue
+        groups[group] = groups.get(group, 0.0) + times.user + times.system
+    return groups
+
+
 def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...], options=None) -> tuple[list[dict], dict]:
-    """Hold the dialogues over gRPC against a freshly started service at each concurrency."""
+    """Hold the dialogues over gRPC against a freshly started service at each concurrency; each level
+    also reports the CPU milliseconds per round each process spent (``cpu_ms_per_round``)."""
     from ray import serve
 
     from serving.client import MediRoundClient
@@ -171,10 +201,17 @@ def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...], options=N
                 client.delete(session.id)
                 return seconds
 
-        results = [hold_all(dialogues, c, hold) for c in levels]
+        results = []
+        for concurrency in levels:
+            before = cpu_seconds_by_process()
+            result = hold_all(dialogues, concurrency, hold)
+            after = cpu_seconds_by_process()
+            result["cpu_ms_per_round"] = {group: 1e3 * (after[group] - before.get(group, 0.0)) / result["rounds"]
+                                          for group in sorted(after)}
+            results.append(result)
         encoder = serve.get_app_handle("encoder").stats.remote().result()
-        reasoner = serve.get_app_handle("reasoner").stats.remote().result()
-    return results, {"encoder_runs": encoder["computed"], "distinct_images": len({d.image for d in dialogues}),
+        reasoner = asdict(serve.get_app_handle("reasoner").stats.remote().result())
+    return results, {"encoder_runs": encoder.computed, "distinct_images": len({d.image for d in dialogues}),
                      "reasoner": reasoner}
 
 
@@ -245,6 +282,15 @@ def markdown(report: dict) -> str:
     rows += [(f"served, concurrency {s['concurrency']}", s["p50_ms_by_round"]) for s in ours]
     for name, ms in rows:
         lines.append(f"| {name} | " + " | ".join(f"{x:.0f}" for x in ms) + " |")
+    groups = sorted({g for s in ours for g in s.get("cpu_ms_per_round", {})})
+    if groups:
+        lines += ["", f"CPU per served round by process (ms; {os.cpu_count()} cores give {os.cpu_count()},000 ms "
+                  "a second):", "",
+                  "| concurrency | " + " | ".join(groups) + " | all |", "|---|" + "---|" * (len(groups) + 1)]
+        for s in ours:
+            cpu = s["cpu_ms_per_round"]
+            lines.append(f"| {s['concurrency']} | " + " | ".join(f"{cpu.get(g, 0.0):.1f}" for g in groups)
+                         + f" | {sum(cpu.values()):.1f} |")
     c = report["counters"]
     lines += ["", *([] if alone is None else [f"- served at concurrency 1 / model-only floor, per round "
                                                f"(median over rounds): {alone:.2f}x"]),

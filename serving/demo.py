@@ -32,7 +32,7 @@ def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -
     options = ServiceOptions(checkpoint=checkpoint, server=ServerOptions(address="127.0.0.1:0"))
     with BackgroundService(options) as service:
         print(f"service up at {service.address} in {time.perf_counter() - started:.1f} s "
-              "(embedded Redis, local Ray, Serve applications encoder/reasoner/decoder)")
+              "(embedded Redis, local Ray, Serve applications encoder/reasoner/segmenter)")
         with MediRoundClient(service.address) as client:
             for title, name, root, conv in dialogues:
                 session = client.create_session(root / conv.image, metadata={"demo": name})

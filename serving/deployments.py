@@ -16,7 +16,15 @@ from ray import serve
 
 from serving import metrics
 from serving.batching import DialogueBatcher
-from serving.messages import DecodedMask, Encoding, MaskRequest, ReasonedTurn, ReasonRequest
+from serving.messages import (
+    DecodedMask,
+    EncoderStats,
+    Encoding,
+    MaskRequest,
+    ReasonedTurn,
+    ReasonerStats,
+    ReasonRequest,
+)
 from serving.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
 from serving.steps import EncodedImage, ImageEncoderStep, ReasonerStep, SegmenterStep
 
@@ -44,6 +52,9 @@ class ImageEncoder:
             return Encoding(self.refs[sha256], True)
         encoded, tier = self.step.lookup(sha256)
         if encoded is None:
+            if image is None and sha256 not in self.computing:
+                # read here, not in the batch: one expired image must not fail the others' rounds
+                image = await asyncio.to_thread(self.step.image_bytes, sha256)
             if sha256 not in self.computing:  # concurrent rounds on a new image share one computation
                 self.computing[sha256] = asyncio.ensure_future(self._compute((sha256, image)))
                 self.computing[sha256].add_done_callback(lambda _: self.computing.pop(sha256, None))
@@ -61,12 +72,12 @@ class ImageEncoder:
         self._compute.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=ENCODER.max_batch_size, batch_wait_timeout_s=ENCODER.batch_wait_timeout_s)
-    async def _compute(self, items: list[tuple[str, bytes | None]]) -> list[EncodedImage]:
+    async def _compute(self, items: list[tuple[str, bytes]]) -> list[EncodedImage]:
         metrics.BATCH_SIZE.labels(stage="encode").observe(len(items))
         return await asyncio.to_thread(self.step.compute, items)
 
-    def stats(self) -> dict:
-        return {"computed": self.step.computed, "cached": len(self.step.cache)}
+    def stats(self) -> EncoderStats:
+        return EncoderStats(self.step.computed, len(self.step.cache))
 
 
 @serve.deployment(**REASONER.deployment_options(),
@@ -91,9 +102,8 @@ class Reasoner:
         result.replica = self.replica
         return result
 
-    def stats(self) -> dict:
-        return {"reused": self.step.reused, "rebuilt": self.step.rebuilt, "dialogues": len(self.step.dialogues),
-                "batches": self.batcher.batches}
+    def stats(self) -> ReasonerStats:
+        return ReasonerStats(self.step.reused, self.step.rebuilt, len(self.step.dialogues), self.batcher.batches)
 
 
 @serve.deployment(**SEGMENTER.deployment_options())

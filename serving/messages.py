@@ -106,7 +106,7 @@ class ReasonRequest:
     reference_round: int | None
     """Resolved by the dialogue (1-based); None: no reference."""
     history: list[PriorTurn]
-    """The session's stored rounds, oldest first."""
+    """What the reasoning step needs of each of the session's stored rounds, oldest first."""
     reference_mask_png: bytes = b""
     """The referenced round's mask (empty without a reference)."""
 
@@ -138,6 +138,28 @@ class DecodedMask:
     box: tuple[int, int, int, int] | None
     quality: float
     corrected: bool
+
+
+@dataclass
+class EncoderStats:
+    """An image-encoder replica's counters."""
+
+    computed: int
+    """Images run through the encoders."""
+    cached: int
+    """Encodings held in the replica's LRU now."""
+
+
+@dataclass
+class ReasonerStats:
+    """A Reasoner replica's counters."""
+
+    reused: int
+    """Rounds that found their dialogue's key/value cache on the replica."""
+    rebuilt: int
+    """Rounds that built it: first rounds and rebuilds from the store."""
+    dialogues: int
+    batches: int
 
 
 def encode_mask(mask: np.ndarray) -> bytes:

@@ -18,7 +18,7 @@ DIALOGUE_CACHE = Counter("mediround_dialogue_cache_total",
                          "Rounds by how the Reasoner got the dialogue's key/value cache", ["outcome"])
 JCM_CORRECTIONS = Counter("mediround_jcm_corrections_total", "[SEG] vectors replaced by the JCM correction")
 ROUNDS = Counter("mediround_rounds_total", "Rounds appended")
-ROUND_INDEX = Histogram("mediround_round_index", "Index of each appended round (rounds per session)",
+ROUND_INDEX = Histogram("mediround_round_index", "Number (1-based) of each appended round (rounds per session)",
                         buckets=(1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32))
 ERRORS = Counter("mediround_errors_total", "Failed calls by gRPC status", ["method", "code"])
 

@@ -92,8 +92,9 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
                     return await coro_fn()
         except TimeoutError as e:
             if deadline.expired():  # only the call's own deadline; any other timeout is not the caller's
-                raise DeadlinePassed(f"the deadline passed before the round finished ({remaining:.2f} s were "
-                                     "left); nothing was appended") from e
+                raise DeadlinePassed(f"the deadline passed before the round was answered ({remaining:.2f} s were "
+                                     "left); it was not appended unless the deadline came during the append: a "
+                                     "retry with the same request_id returns it if so") from e
             raise
         finally:
             self.inflight -= 1

@@ -9,7 +9,7 @@ part of a Serve config it lives in: ``ARGS`` (the application's ``args``, fixed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import ClassVar, Self
 
 
@@ -45,9 +45,14 @@ class DeploymentSettings:
 
     @classmethod
     def from_args(cls, args: dict) -> Self:
-        """Settings from an application's ``args`` (``checkpoint`` and ``redis_url`` are not settings)."""
-        known = {f.name for f in fields(cls)} & set(cls.ARGS)
-        return cls(**{k: v for k, v in args.items() if k in known})
+        """Settings from an application's ``args`` (``checkpoint`` and ``redis_url`` are not settings);
+        an unknown argument is an error naming the known ones."""
+        settings = {k: v for k, v in args.items() if k not in ("checkpoint", "redis_url")}
+        unknown = set(settings) - set(cls.ARGS)
+        if unknown:
+            raise ValueError(f"{cls.NAME} args have unknown keys {sorted(unknown)}; it takes "
+                             f"['checkpoint', 'redis_url', {', '.join(map(repr, cls.ARGS))}]")
+        return cls(**settings)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ one process. ``serving.deployments`` wraps the same classes as Ray Serve deploym
   (``MultiRoundPredictor.restore``).
 - ``SegmenterStep``: JCM judge/correct and SAM mask decoding of [SEG] vectors, each on its own image.
 
-Round numbers in the messages are 1-based; the predictor's round indexes are 0-based: the
-conversion happens here and nowhere else.
+Round numbers in the messages are 1-based; the predictor's round indexes are 0-based: the steps
+convert between them (``_index`` / ``_number``).
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ class ImageEncoderStep:
         if self.store is not None:
             data = self.store.encoding(self.model_id, sha)
             if data is not None:
-                self._remember(sha, EncodedImage.from_bytes(data))
-                return self.cache[sha], "shared"
+                encoded = EncodedImage.from_bytes(data)
+                self._remember(sha, encoded)
+                return encoded, "shared"
         return None, "miss"
 
     def image_bytes(self, sha: str) -> bytes:
@@ -123,10 +124,9 @@ class ImageEncoderStep:
                 self.cache.popitem(last=False)
 
     @torch.inference_mode()
-    def compute(self, items: list[tuple[str, bytes | None]]) -> list[EncodedImage]:
-        """Encode a batch of (sha, image bytes or None: read from the store) with one SAM and one CLIP forward."""
-        data = [image if image is not None else self.image_bytes(sha) for sha, image in items]
-        pictures = [torch.from_numpy(load_image(d)).permute(2, 0, 1).contiguous() for d in data]
+    def compute(self, items: list[tuple[str, bytes]]) -> list[EncodedImage]:
+        """Encode a batch of (sha, image bytes) with one SAM forward and one CLIP forward."""
+        pictures = [torch.from_numpy(load_image(data)).permute(2, 0, 1).contiguous() for _, data in items]
         embeddings, sizes = self.model.sam_embed(pictures)
         features = self.model.image_features(pictures)
         out = []
@@ -200,28 +200,34 @@ class ReasonerStep:
 
     def reason_batch(self, requests: list[ReasonRequest]) -> list[ReasonedTurn | Exception]:
         """The next round of each request's dialogue; a request that fails gets its error, in its place."""
+        out: list[ReasonedTurn | Exception | None] = [None] * len(requests)
         with self.lock:
-            slots: list[DialogueSlot | None] = []
+            slots: dict[int, DialogueSlot] = {}
             ready: list[MultiRoundPredictor] = []
-            out: list[ReasonedTurn | Exception | None] = [None] * len(requests)
             for k, request in enumerate(requests):
                 slot = self._slot(request.session_id)
+                if any(s is slot for s in slots.values()):  # the session lock keeps this from happening
+                    out[k] = Conflict(f"session '{request.session_id}' already has a round being reasoned")
+                    continue
                 try:
                     ready.append(self._ready(slot, request))
-                    slots.append(slot)
-                except (Conflict, LookupError) as e:
+                    slots[k] = slot
+                except Exception as e:  # one dialogue that cannot be made ready fails alone
                     out[k] = e
-                    slots.append(None)
-            asked = [k for k, slot in enumerate(slots) if slot is not None]
-            turns = reason_together(ready, [(requests[k].question, _index(requests[k].reference_round))
-                                            for k in asked]) if asked else []
-        for k, turn in zip(asked, turns, strict=True):
-            if isinstance(turn, Exception):
-                out[k] = turn
-                continue
-            slots[k].history.append(PriorTurn(turn.question, _number(turn.reference), tuple(turn.answer_ids)))
-            seg = None if turn.seg_vector is None else turn.seg_vector.float().cpu().numpy().tolist()
-            out[k] = ReasonedTurn(turn.answer, turn.answer_ids, seg, _number(turn.reference))
+            try:
+                turns = reason_together(ready, [(requests[k].question, _index(requests[k].reference_round))
+                                                for k in slots]) if slots else []
+            except BaseException:
+                for slot in slots.values():  # a forward pass that failed halfway leaves a cache no one may reuse
+                    slot.predictor = None
+                raise
+            for (k, slot), turn in zip(slots.items(), turns, strict=True):
+                if isinstance(turn, Exception):
+                    out[k] = turn
+                    continue
+                slot.history.append(PriorTurn(turn.question, _number(turn.reference), tuple(turn.answer_ids)))
+                seg = None if turn.seg_vector is None else turn.seg_vector.float().cpu().numpy().tolist()
+                out[k] = ReasonedTurn(turn.answer, turn.answer_ids, seg, _number(turn.reference))
         return out
 
     def _slot(self, session_id: str | None) -> DialogueSlot:
@@ -256,7 +262,9 @@ class ReasonerStep:
     def _rebuilt(self, request: ReasonRequest) -> MultiRoundPredictor:
         stored: list[Round] = []
         if request.history:
-            if self.store is None or request.session_id is None:
+            if request.session_id is None:
+                raise ValueError("a stateless round has no earlier rounds; send it without history")
+            if self.store is None:
                 raise RuntimeError("rebuilding a dialogue needs the store; this reasoner has none")
             stored = self.store.rounds(request.session_id)
             if [r.prior() for r in stored] != request.history:
@@ -299,6 +307,8 @@ class LocalPipeline:
     async def encode(self, sha256: str, image: bytes | None = None) -> Encoding:
         encoded, tier = self.encoder.lookup(sha256)
         if encoded is None:
+            if image is None:
+                image = await asyncio.to_thread(self.encoder.image_bytes, sha256)
             encoded = (await asyncio.to_thread(self.encoder.compute, [(sha256, image)]))[0]
         return Encoding(encoded, tier != "miss")
 

@@ -91,6 +91,10 @@ def round_to_json(record: Round) -> str:
 
 def round_from_json(text: str | bytes) -> Round:
     d = json.loads(text)
+    if "index" in d:  # a round stored before rounds were numbered by name (index 1-based, reference 0-based)
+        d["number"], d["has_mask"] = d.pop("index"), d.pop("has_seg")
+        reference = d.pop("reference")
+        d["reference_round"] = None if reference is None else reference + 1
     d["mask_png"] = base64.b64decode(d["mask_png"])
     if d["seg_vector"] is not None:
         d["seg_vector"] = np.frombuffer(base64.b64decode(d["seg_vector"]), np.float32).tolist()
@@ -250,23 +254,40 @@ class RedisSessionStore:
                 await self._release(keys=[lock], args=[token])  # if Redis is gone, the lock expires on its own
 
 
+def _guard_blocking(method):
+    """``_guard`` for the blocking client."""
+
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise StoreUnavailable("the dialogue store (Redis) is unreachable from the model step") from e
+
+    wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
+    return wrapper
+
+
 class StoreReader:
     """Blocking reads (and the encoding tier's writes) for the model steps, which run in worker threads."""
 
     def __init__(self, url: str):
         self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
 
+    @_guard_blocking
     def image(self, sha256: str) -> bytes:
         data = self.redis.get(image_key(sha256))
         if data is None:
             raise SessionNotFound(f"the session's image ({sha256[:12]}...) has expired; create a new session")
         return data
 
+    @_guard_blocking
     def rounds(self, session_id: str) -> list[Round]:
         return [round_from_json(r) for r in self.redis.lrange(rounds_key(session_id), 0, -1)]
 
+    @_guard_blocking
     def encoding(self, model: str, sha256: str) -> bytes | None:
         return self.redis.get(encoding_key(model, sha256))
 
+    @_guard_blocking
     def put_encoding(self, model: str, sha256: str, data: bytes, ttl: int) -> None:
         self.redis.set(encoding_key(model, sha256), data, ex=ttl)

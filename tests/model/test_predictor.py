@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import DynamicCache
 
 from model.data.images import load_image
 from model.data.mrmedseg import load
-from model.predictor import MultiRoundPredictor
+from model.predictor import DialogueState, MultiRoundPredictor
 from model.questions import QuestionError, ReferenceRoundError
 
 
@@ -162,3 +163,23 @@ def test_prefill_rebuilds_a_dialogue_in_one_pass(predictor, phantom_root):
     assert again.answer_ids == done[3].answer_ids
     if done[3].has_seg:
         assert np.allclose(again.seg_vector, done[3].seg_vector, atol=1e-4)
+
+
+def test_a_round_keeps_the_normalised_question_so_a_rebuild_retokenises_what_the_cache_holds(predictor,
+                                                                                             phantom_root):
+    conv = load(phantom_root / "test.json")[0]
+    predictor.set_image(phantom_root / conv.image)
+    first = predictor.ask("  Segment   the\tliver. ")
+    assert first.question == "Segment the liver."
+    other = MultiRoundPredictor(predictor.model, predictor.tokenizer, max_new_tokens=6)
+    other.set_image(phantom_root / conv.image)
+    other.restore([first])
+    assert other.state.tokens == predictor.state.tokens
+
+
+def test_the_dialogue_state_takes_its_pending_tokens_first():
+    state = DialogueState(pending=[1])
+    with pytest.raises(RuntimeError, match="pending tokens must go into the cache first"):
+        state.extend([7, 8], DynamicCache(), None)
+    state.extend([1, 7, 8], DynamicCache(), torch.zeros(3))
+    assert (state.tokens, state.pending) == ([1, 7, 8], [])

@@ -140,6 +140,10 @@ def test_the_whole_bench_answers_every_round_and_reports_sane_values(bench):
     assert report["summary"] == summary(report)
     assert [c["concurrency"] for c in report["summary"]["by_concurrency"]] == list(LEVELS)
     assert report["summary"]["served_alone_over_floor_per_round"] > 0
+    for level in report["served"]:  # the CPU of every served part is found and counted
+        cpu = level["cpu_ms_per_round"]
+        assert {"front + clients", "ImageEncoder", "Reasoner", "Segmenter", "Redis"} <= set(cpu)
+        assert cpu["Reasoner"] > 0 and cpu["front + clients"] > 0
     counters = report["counters"]
     assert counters["distinct_images"] == DIALOGUES and counters["encoder_runs"] == DIALOGUES
 

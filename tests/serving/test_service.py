@@ -110,12 +110,12 @@ def test_the_image_encoder_runs_once_per_distinct_image(client, phantom_root):
 
     encoder = serve.get_app_handle("encoder")
     image = phantom_root / load(phantom_root / "test.json")[1].image
-    before = encoder.stats.remote().result()["computed"]
+    before = encoder.stats.remote().result().computed
     for _ in range(3):
         session = client.create_session(image)
         client.ask(session.id, "Segment the left lung.")
         client.ask(session.id, "Segment the heart.")
-    assert encoder.stats.remote().result()["computed"] == before + 1
+    assert encoder.stats.remote().result().computed == before + 1
     assert client.rounds(session.id)[1].timings.encoder_cache_hit
 
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from serving.store import (
     SessionNotFound,
     StoreReader,
     StoreUnavailable,
+    round_from_json,
+    round_to_json,
 )
 
 IMAGE = b"\x89PNG fake image bytes are never decoded by the store"
@@ -122,3 +125,14 @@ def test_unreachable_redis_is_store_unavailable(tmp_path):
         with pytest.raises(StoreUnavailable, match="unreachable"):
             await store.get_session("x")
     run(_with_store(f"unix://{tmp_path}/nothing.sock", body))
+    with pytest.raises(StoreUnavailable, match="unreachable"):  # the model steps' reader too
+        StoreReader(f"unix://{tmp_path}/nothing.sock").image(SHA)
+
+
+def test_a_round_stored_before_rounds_were_numbered_by_name_reads_back(redis_url):
+    """Rounds written as {index (1-based), reference (0-based), has_seg} still read during a rolling upgrade."""
+    old = json.loads(round_to_json(a_round(reference_round=1)))
+    old["index"], old["reference"], old["has_seg"] = 2, old.pop("reference_round") - 1, old.pop("has_mask")
+    del old["number"]
+    back = round_from_json(json.dumps(old))
+    assert (back.number, back.reference_round, back.has_mask) == (2, 1, True)
