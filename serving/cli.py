@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of deploying them; stopping leaves them running")
     p.add_argument("--token", default=os.environ.get("MEDIROUND_TOKEN"),
                    help="require 'authorization: Bearer <token>' metadata (default: MEDIROUND_TOKEN)")
-    p.add_argument("--tls-cert", help="PEM certificate chain (with --tls-key: serve TLS)")
+    p.add_argument("--tls-cert", help="PEM certificate chain (serve TLS; needs --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
     p.set_defaults(func=_serve)
 

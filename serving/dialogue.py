@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from model.data.images import to_uint8_rgb
 from model.questions import QuestionError, normalize_question, round_reference
-from serving.errors import DeadlinePassed, ImageTooLarge, InvalidImage
+from serving.errors import DeadlinePassed, ImageTooLarge, InvalidImage, InvalidSessionId, InvalidTTL
 from serving.messages import (
     DecodedMask,
     Encoding,
@@ -33,6 +34,17 @@ from serving.messages import (
 from serving.store import RedisSessionStore
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "TIFF"}
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
+"""What ``RedisSessionStore.create_session`` makes (a UUID4 in hex): nothing else names a session."""
+
+
+def check_session_id(session_id: str) -> str:
+    """``session_id`` if it is one the server could have made; refused otherwise, before the store sees it
+    (an id is part of Redis key names, so a made-up one could name another key)."""
+    if not SESSION_ID.fullmatch(session_id):
+        raise InvalidSessionId("that is not a session id: ids are the 32 lowercase hexadecimal characters "
+                               "CreateSession returns")
+    return session_id
 
 
 @dataclass
@@ -42,6 +54,8 @@ class Limits:
     max_image_bytes: int = 8 * 2**20
     max_image_side: int = 4096
     max_question_chars: int = 1000
+    max_ttl_s: int = 7 * 24 * 3600
+    """The longest a session may live after its last round (``ttl_seconds``; 0 asks for the default)."""
     session_wait_s: float = 60.0
     """How long a round waits for the previous round of its session."""
 
@@ -78,6 +92,8 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise InvalidImage(f"the image bytes could not be decoded ({e}); send PNG (8- or 16-bit), JPEG or "
                            "TIFF") from e
+    if image.mode in ("LA", "La"):  # grey with alpha: the alpha is not part of the picture
+        image = image.convert("L")
     return to_uint8_rgb(np.asarray(image.convert("RGB") if image.mode in ("P", "PA", "CMYK", "YCbCr") else image))
 
 
@@ -89,23 +105,25 @@ class Dialogue:
 
     # -- sessions ------------------------------------------------------------------------------
     async def create_session(self, image: bytes, metadata: dict[str, str] | None = None, ttl: int = 0) -> Session:
+        if not 0 <= ttl <= self.limits.max_ttl_s:
+            raise InvalidTTL(f"ttl_seconds is {ttl}; it must be 0 (the default) to {self.limits.max_ttl_s}")
         picture = decode_image(image, self.limits)
         sha = hashlib.sha256(image).hexdigest()
         return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl)
 
     async def get_session(self, session_id: str) -> Session:
-        return await self.store.get_session(session_id)
+        return await self.store.get_session(check_session_id(session_id))
 
     async def delete_session(self, session_id: str) -> bool:
-        return await self.store.delete_session(session_id)
+        return await self.store.delete_session(check_session_id(session_id))
 
     # -- reading rounds ------------------------------------------------------------------------
     async def get_round(self, session_id: str, number: int) -> Round:
         """Round ``number`` (1-based) of the session."""
-        return await self.store.round(session_id, number)
+        return await self.store.round(check_session_id(session_id), number)
 
     async def list_rounds(self, session_id: str) -> list[Round]:
-        await self.store.get_session(session_id)  # an unknown session is an error, not an empty list
+        await self.store.get_session(check_session_id(session_id))  # an unknown session is an error, not an empty list
         return await self.store.rounds(session_id)
 
     # -- a new round ---------------------------------------------------------------------------
@@ -121,6 +139,7 @@ class Dialogue:
         """Compute and append the session's next round. ``reference_round`` is a 1-based round number
         (0: resolve from the question); ``on_answer(text)`` is awaited once the answer text exists; a
         round finished after ``deadline`` (``time.monotonic()``) is not appended: its caller has gone."""
+        check_session_id(session_id)
         question = self._check_question(question)
         done = await self.store.find_request(session_id, request_id)
         if done is not None:

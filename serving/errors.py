@@ -20,6 +20,14 @@ class ImageTooLarge(ValueError):
     """An image over the configured byte or pixel limits."""
 
 
+class InvalidSessionId(ValueError):
+    """A session id the server did not make (ids are refused before the store is touched)."""
+
+
+class InvalidTTL(ValueError):
+    """A session lifetime below zero or above the configured maximum."""
+
+
 class Overloaded(RuntimeError):
     """The service has more rounds in flight than it accepts."""
 
@@ -32,6 +40,8 @@ STATUS = [
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
     (RoundNotFound, grpc.StatusCode.NOT_FOUND),
     (InvalidImage, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidSessionId, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidTTL, grpc.StatusCode.INVALID_ARGUMENT),
     (ImageTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QuestionError, grpc.StatusCode.INVALID_ARGUMENT),
     (ReferenceRoundError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -37,6 +37,10 @@ class ServerOptions:
     tls_key: str | None = None
     max_inflight: int = 64
 
+    def __post_init__(self):
+        if bool(self.tls_cert) != bool(self.tls_key):  # one without the other would serve plaintext
+            raise ValueError("TLS needs both a certificate chain and its private key (--tls-cert and --tls-key)")
+
 
 class _BearerAuth(grpc.aio.ServerInterceptor):
     def __init__(self, token: str):

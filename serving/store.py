@@ -28,6 +28,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -39,6 +40,8 @@ import redis
 import redis.asyncio as aioredis
 
 from serving.messages import Round, RoundTimings, Session
+
+log = logging.getLogger(__name__)
 
 PREFIX = "mr"
 DEFAULT_TTL = 3600
@@ -133,6 +136,13 @@ return 0
 """
 
 
+def _unavailable(cause: BaseException) -> StoreUnavailable:
+    """The error for a Redis that cannot be reached. Its message goes to clients, so it names no host,
+    port or credentials (a Redis URL can hold a password); the log gets the kind of failure."""
+    log.warning("the dialogue store is unreachable (%s)", type(cause).__name__)
+    return StoreUnavailable("the dialogue store is unreachable; nothing was changed, retry shortly")
+
+
 def _guard(method):
     """Turn Redis connection failures into ``StoreUnavailable`` with a clear message."""
 
@@ -140,7 +150,7 @@ def _guard(method):
         try:
             return await method(self, *args, **kwargs)
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
-            raise StoreUnavailable(f"the dialogue store (Redis at {self.url}) is unreachable: {e}") from e
+            raise _unavailable(e) from e
 
     wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
     return wrapper
@@ -246,7 +256,7 @@ class RedisSessionStore:
                     raise SessionBusy(f"session '{session_id}' is busy with another round; retry later")
                 await asyncio.sleep(0.01)
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
-            raise StoreUnavailable(f"the dialogue store (Redis at {self.url}) is unreachable: {e}") from e
+            raise _unavailable(e) from e
         try:
             yield
         finally:
@@ -261,7 +271,7 @@ def _guard_blocking(method):
         try:
             return method(self, *args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            raise StoreUnavailable("the dialogue store (Redis) is unreachable from the model step") from e
+            raise _unavailable(e) from e
 
     wrapper.__name__, wrapper.__doc__ = method.__name__, method.__doc__
     return wrapper

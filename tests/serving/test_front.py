@@ -75,6 +75,13 @@ def test_tls_and_bearer_token(tmp_path, redis_url, pipeline):
     asyncio.run(scenario())
 
 
+def test_a_certificate_without_its_key_is_refused_not_served_in_plaintext(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    for half in ({"tls_cert": str(cert)}, {"tls_key": str(key)}):
+        with pytest.raises(ValueError, match="TLS needs both a certificate chain and its private key"):
+            ServerOptions(address="127.0.0.1:0", **half)
+
+
 def test_overload_is_resource_exhausted_and_rounds_are_counted(redis_url, pipeline):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,6 +1,7 @@
 """The whole service over real gRPC on loopback: real Ray Serve (two Reasoner replicas), real Redis,
 the shipped model. One service for the module; each test holds its own sessions."""
 
+import io
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -8,6 +9,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
 
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
@@ -132,9 +134,38 @@ def _code(call):
     return info.value.code(), info.value.details()
 
 
+def test_ids_that_are_not_session_ids_are_refused_before_the_store_sees_them(client):
+    session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
+    client.ask(session.id, "Segment the liver.", request_id="first")
+    for bad in (f"{session.id}:rounds", f"{session.id}:requests", f"{session.id}:lock", session.id.upper(), "*", ""):
+        for call in (lambda: client.session(bad), lambda: client.delete(bad), lambda: client.rounds(bad),  # noqa: B023
+                     lambda: client.round(bad, 1), lambda: client.ask(bad, "Segment the liver.")):  # noqa: B023
+            code, details = _code(call)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "32 lowercase hexadecimal" in details
+    # nothing of the real session was touched: its round and its idempotency map are intact
+    assert [r.index for r in client.rounds(session.id)] == [1] and client.session(session.id).round_count == 1
+    assert client.ask(session.id, "Segment the liver.", request_id="first").index == 1
+
+
+def test_session_lifetimes_outside_the_accepted_range_are_refused(client):
+    image = REAL_SLICES / load(REAL_DIALOGUES)[0].image
+    for ttl in (-1, 68 * 365 * 24 * 3600):
+        code, details = _code(lambda: client.create_session(image, ttl_seconds=ttl))  # noqa: B023
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "ttl_seconds" in details and "604800" in details
+    assert client.create_session(image, ttl_seconds=60).expire_time.seconds > 0
+
+
+def test_a_grey_png_with_alpha_is_accepted_and_segmented(client):
+    grey = np.asarray(Image.open(REAL_SLICES / load(REAL_DIALOGUES)[0].image).convert("L"))
+    buf = io.BytesIO()
+    Image.fromarray(np.dstack([grey, np.full_like(grey, 200)]), mode="LA").save(buf, format="PNG")
+    session = client.create_session(buf.getvalue())
+    assert client.ask(session.id, "Segment the liver.").index == 1
+
+
 def test_errors_carry_the_right_status_and_say_what_is_accepted(client):
     session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
-    code, details = _code(lambda: client.ask("no-such-session", "Segment the liver."))
+    code, details = _code(lambda: client.ask("0" * 32, "Segment the liver."))
     assert code == grpc.StatusCode.NOT_FOUND and "does not exist or has expired" in details
     code, details = _code(lambda: client.create_session(b"GIF89a not an accepted image"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "PNG (8- or 16-bit), JPEG or TIFF" in details

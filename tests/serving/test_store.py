@@ -129,6 +129,24 @@ def test_unreachable_redis_is_store_unavailable(tmp_path):
         StoreReader(f"unix://{tmp_path}/nothing.sock").image(SHA)
 
 
+def test_the_unreachable_message_names_no_host_and_no_password():
+    url = "redis://:hunter2@127.0.0.1:1/0"  # nothing listens on port 1
+
+    async def body(store):
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.get_session("0" * 32)
+        return str(caught.value)
+
+    for message in (run(_with_store(url, body)), _reader_message(url)):
+        assert "unreachable" in message and not any(s in message for s in ("hunter2", "127.0.0.1", ":1", "redis://"))
+
+
+def _reader_message(url):
+    with pytest.raises(StoreUnavailable) as caught:
+        StoreReader(url).image(SHA)
+    return str(caught.value)
+
+
 def test_a_round_stored_before_rounds_were_numbered_by_name_reads_back(redis_url):
     """Rounds written as {index (1-based), reference (0-based), has_seg} still read during a rolling upgrade."""
     old = json.loads(round_to_json(a_round(reference_round=1)))
