@@ -20,7 +20,14 @@ from PIL import Image, UnidentifiedImageError
 
 from model.data.images import to_uint8_rgb
 from model.questions import QuestionError, normalize_question, round_reference
-from serving.errors import DeadlinePassed, ImageTooLarge, InvalidImage, InvalidSessionId, InvalidTTL
+from serving.errors import (
+    DeadlinePassed,
+    ImageTooLarge,
+    InvalidImage,
+    InvalidSessionId,
+    InvalidTTL,
+    RequestIdReused,
+)
 from serving.messages import (
     DecodedMask,
     Encoding,
@@ -53,6 +60,9 @@ class Limits:
 
     max_image_bytes: int = 8 * 2**20
     max_image_side: int = 4096
+    min_image_side: int = 16
+    max_aspect_ratio: float = 8.0
+    """Longest side over shortest: a sliver would shrink to nothing in the model's input."""
     max_question_chars: int = 1000
     max_ttl_s: int = 7 * 24 * 3600
     """The longest a session may live after its last round (``ttl_seconds``; 0 asks for the default)."""
@@ -88,6 +98,10 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
         if max(image.size) > limits.max_image_side:
             raise ImageTooLarge(f"the image is {image.size[0]}x{image.size[1]}; sides up to "
                                 f"{limits.max_image_side} pixels are accepted")
+        if min(image.size) < limits.min_image_side or max(image.size) > limits.max_aspect_ratio * min(image.size):
+            raise InvalidImage(f"the image is {image.size[0]}x{image.size[1]}; sides of at least "
+                               f"{limits.min_image_side} pixels and at most {limits.max_aspect_ratio:g} times "
+                               "longer than wide are accepted")
         image.load()
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
         raise InvalidImage(f"the image bytes could not be decoded ({e}); send PNG (8- or 16-bit), JPEG or "
@@ -143,11 +157,11 @@ class Dialogue:
         question = self._check_question(question)
         done = await self.store.find_request(session_id, request_id)
         if done is not None:
-            return done
+            return _same_request(done, question, reference_round)
         async with self.store.lock(session_id, wait=self.limits.session_wait_s):
             done = await self.store.find_request(session_id, request_id)
             if done is not None:
-                return done
+                return _same_request(done, question, reference_round)
             session = await self.store.get_session(session_id)
             history = await self.store.rounds(session_id)
             reference = _reference_round(question, reference_round, len(history))
@@ -191,6 +205,15 @@ class Dialogue:
                      corrected=mask.corrected if mask else False, has_mask=mask is not None,
                      seg_vector=turn.seg_vector, timings=timings, created=time.time(),
                      served_by={"reasoner": turn.replica})
+
+
+def _same_request(done: Round, question: str, reference_round: int) -> Round:
+    """The round a retried request made, if the retry asks the same; a request id reused for another
+    question (or another explicit reference) is refused, as payment APIs refuse reused idempotency keys."""
+    if done.question != question or (reference_round and reference_round != done.reference_round):
+        raise RequestIdReused(f"request_id '{done.request_id}' already made round {done.number} from a different "
+                              "request; send a new request_id for a new round")
+    return done
 
 
 def _reference_round(question: str, reference_round: int, rounds_so_far: int) -> int | None:

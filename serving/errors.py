@@ -28,6 +28,10 @@ class InvalidTTL(ValueError):
     """A session lifetime below zero or above the configured maximum."""
 
 
+class RequestIdReused(ValueError):
+    """A request id that already made a round, sent again with a different request."""
+
+
 class Overloaded(RuntimeError):
     """The service has more rounds in flight than it accepts."""
 
@@ -45,6 +49,7 @@ STATUS = [
     (ImageTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QuestionError, grpc.StatusCode.INVALID_ARGUMENT),
     (ReferenceRoundError, grpc.StatusCode.FAILED_PRECONDITION),
+    (RequestIdReused, grpc.StatusCode.ALREADY_EXISTS),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (SessionBusy, grpc.StatusCode.ABORTED),

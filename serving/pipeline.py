@@ -23,6 +23,19 @@ CONFIGS = Path(__file__).resolve().parent.parent / "deploy" / "serve"
 APPS = ("encoder", "reasoner", "segmenter")
 
 
+async def _result(response):
+    """A deployment's answer; an error raised in a replica comes back as that error itself, not Ray's
+    wrapper, whose text carries the replica's traceback, process id and host (never for clients)."""
+    from ray.exceptions import RayTaskError
+
+    try:
+        return await response
+    except RayTaskError as e:
+        if isinstance(e.cause, Exception):
+            raise e.cause from None
+        raise
+
+
 class ServePipeline:
     """The ``Pipeline`` over the three deployments' handles (encodings pass by object reference)."""
 
@@ -30,17 +43,17 @@ class ServePipeline:
         self.encoder, self.reasoner, self.segmenter = encoder, reasoner, segmenter
 
     async def encode(self, sha256: str, image: bytes | None = None) -> Encoding:
-        return await self.encoder.encode.remote(sha256, image)
+        return await _result(self.encoder.encode.remote(sha256, image))
 
     async def reason(self, request: ReasonRequest) -> ReasonedTurn:
         # The session id as multiplexed model id: what ``SessionAffinityRouter`` routes on.
         handle = self.reasoner
         if request.session_id is not None:
             handle = handle.options(multiplexed_model_id=request.session_id)
-        return await handle.reason.remote(request)
+        return await _result(handle.reason.remote(request))
 
     async def decode(self, request: MaskRequest) -> DecodedMask:
-        return await self.segmenter.decode.remote(request)  # one batch item
+        return await _result(self.segmenter.decode.remote(request))  # one batch item
 
 
 def load_serve_config(path: str | Path | None = None, *, checkpoint: str | Path | None = None,

@@ -260,8 +260,10 @@ class RedisSessionStore:
         try:
             yield
         finally:
+            # shielded: a round cancelled twice (its deadline, then gRPC's own) must still free the session,
+            # or the next round waits out the lock's expiry; if Redis is gone, the lock expires on its own
             with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-                await self._release(keys=[lock], args=[token])  # if Redis is gone, the lock expires on its own
+                await asyncio.shield(self._release(keys=[lock], args=[token]))
 
 
 def _guard_blocking(method):

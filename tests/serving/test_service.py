@@ -163,6 +163,31 @@ def test_a_grey_png_with_alpha_is_accepted_and_segmented(client):
     assert client.ask(session.id, "Segment the liver.").index == 1
 
 
+def test_a_request_id_reused_for_another_question_is_refused(client):
+    session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
+    first = client.ask(session.id, "Segment the liver.", request_id="req-7")
+    assert client.ask(session.id, "Segment  the liver. ", request_id="req-7").index == first.index == 1  # a retry
+    code, details = _code(lambda: client.ask(session.id, "Segment the spleen.", request_id="req-7"))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "already made round 1" in details
+    assert client.session(session.id).round_count == 1
+
+
+def test_errors_from_a_replica_reach_the_client_as_themselves_without_ray_internals(client):
+    session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
+    code, details = _code(lambda: client.ask(session.id, "Segment the liver " * 40))  # 720 chars, over 96 tokens
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 96 are accepted" in details
+    assert len(details) < 300 and not any(s in details for s in ("Traceback", "ray::", "pid=", "/work", ".py"))
+    assert client.ask(session.id, "Segment the liver.").index == 1
+
+
+def test_images_too_thin_to_segment_are_refused_at_create_session(client):
+    for width, height in ((1, 1), (4096, 1), (16, 200)):
+        buf = io.BytesIO()
+        Image.new("L", (width, height), 128).save(buf, format="PNG")
+        code, details = _code(lambda: client.create_session(buf.getvalue()))  # noqa: B023
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "at least 16 pixels" in details
+
+
 def test_errors_carry_the_right_status_and_say_what_is_accepted(client):
     session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
     code, details = _code(lambda: client.ask("0" * 32, "Segment the liver."))
