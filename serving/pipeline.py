@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 from ray import serve
+from ray.exceptions import RayTaskError
 
 from model.config import SHIPPED_TINY
 from serving.messages import DecodedMask, Encoding, MaskRequest, ReasonedTurn, ReasonRequest
@@ -26,8 +27,6 @@ APPS = ("encoder", "reasoner", "segmenter")
 async def _result(response):
     """A deployment's answer; an error raised in a replica comes back as that error itself, not Ray's
     wrapper, whose text carries the replica's traceback, process id and host (never for clients)."""
-    from ray.exceptions import RayTaskError
-
     try:
         return await response
     except RayTaskError as e:
