@@ -182,18 +182,34 @@ def parse_record(record: dict, *, file: str | None = None, index: int | None = N
                         extra=extra)
 
 
-def read_records(path: str | Path) -> list[dict]:
-    """Raw records from a JSON list, a single JSON object or JSON Lines."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
+def _loads(text: str):
+    """``json.loads``, with every way it refuses a text raised as ``JSONDecodeError``."""
     try:
-        data = json.loads(text)
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("arrays or objects nested too deeply", text, 0) from None
+    except ValueError:  # an integer longer than int() converts (sys.get_int_max_str_digits())
+        raise json.JSONDecodeError("a number too long to read", text, 0) from None
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """Raw records from a JSON list, a single JSON object or JSON Lines (UTF-8, with or without a BOM)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"not UTF-8 text (byte {e.start}: {e.reason}); MR-MedSeg files are JSON in UTF-8",
+                          file=str(path)) from None
+    try:
+        data = _loads(text)
     except json.JSONDecodeError:
         data = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
-                    data.append(json.loads(line))
+                    data.append(_loads(line))
                 except json.JSONDecodeError as e:
                     raise FormatError(f"neither JSON nor JSON Lines (line {n}: {e.msg})", file=str(path)) from None
     return data if isinstance(data, list) else [data]

@@ -16,6 +16,8 @@ from model.data.images import MaskFormatError, load_mask
 from model.data.mrmedseg import Conversation, FormatError, iter_parsed
 
 SPLIT_SUFFIXES = (".json", ".jsonl")
+_UNREADABLE = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError)
+"""What opening a named file can raise: not an image, truncated, a NUL in its path (ValueError), too many pixels."""
 
 
 @dataclass
@@ -62,7 +64,7 @@ class _FileChecker:
                     self.sizes[rel] = img.size
             except FileNotFoundError:
                 self.sizes[rel] = f"image file not found: {path}"
-            except (UnidentifiedImageError, OSError) as e:
+            except _UNREADABLE as e:
                 self.sizes[rel] = f"image file {path} cannot be read: {e}"
         return self.sizes[rel]
 
@@ -76,7 +78,7 @@ class _FileChecker:
                 self.sizes[rel] = f"mask file not found: {path}"
             except MaskFormatError as e:
                 self.sizes[rel] = f"{path}: {e}"
-            except (UnidentifiedImageError, OSError) as e:
+            except _UNREADABLE as e:
                 self.sizes[rel] = f"mask file {path} cannot be read: {e}"
         return self.sizes[rel]
 
