@@ -30,7 +30,8 @@ def _open(source: ImageSource) -> Image.Image:
 def to_uint8_rgb(array: np.ndarray) -> np.ndarray:
     """Normalise an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array of any dtype to uint8 RGB.
 
-    Non-uint8 data (16-bit, float) is min-max scaled to 0..255; alpha is dropped.
+    Non-uint8 data (16-bit, float) is min-max scaled to 0..255 over its finite values (NaN becomes 0,
+    infinities the ends of the range); alpha is dropped.
     """
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[2] in (1, 3, 4):
@@ -43,8 +44,11 @@ def to_uint8_rgb(array: np.ndarray) -> np.ndarray:
         a = a.astype(np.uint8) * 255
     elif a.dtype != np.uint8:
         a = a.astype(np.float64)
-        lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        a = np.zeros_like(a) if hi <= lo else (a - lo) * (255.0 / (hi - lo))
+        finite = a[np.isfinite(a)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        with np.errstate(invalid="ignore", over="ignore"):
+            # halves first: hi - lo itself may overflow for float64 data near its limits
+            a = np.zeros_like(a) if hi <= lo else (np.clip(a, lo, hi) / 2 - lo / 2) * (255.0 / (hi / 2 - lo / 2))
         a = np.nan_to_num(a).round().clip(0, 255).astype(np.uint8)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)
@@ -85,7 +89,8 @@ def save_mask(mask: np.ndarray, path: str | Path) -> None:
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """Tight box (x_min, y_min, x_max, y_max) of the foreground in pixels, inclusive; None if empty."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    # the rows and columns that hold any foreground: two passes over the mask, no index arrays of its pixels
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
         return None
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
