@@ -51,10 +51,14 @@ def resolve_reference(question: str, rounds_so_far: int) -> int | None:
     """
     match = _EXPLICIT.search(question)
     if match:
-        n = int(match.group(1))
-        if not 1 <= n <= rounds_so_far:
+        digits = match.group(1)
+        # a number of more digits than any dialogue has rounds is out of range without int() (which refuses
+        # over 4300 digits); \d also matches non-ASCII digits, which int() reads
+        n = int(digits) if len(digits) <= 9 else None
+        if n is None or not 1 <= n <= rounds_so_far:
             have = f"rounds 1..{rounds_so_far}" if rounds_so_far else "no earlier rounds"
-            raise ReferenceRoundError(f"the question refers to round {n}, but the dialogue has {have}")
+            shown = n if n is not None else f"{digits[:9]}... ({len(digits)} digits)"
+            raise ReferenceRoundError(f"the question refers to round {shown}, but the dialogue has {have}")
         return n - 1
     if _PRONOUN.search(question.split("?")[0]):
         if rounds_so_far == 0:
