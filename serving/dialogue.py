@@ -8,6 +8,7 @@ handles in production, ``serving.steps.LocalPipeline`` in one process) and the s
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import re
@@ -24,9 +25,11 @@ from serving.errors import (
     DeadlinePassed,
     ImageTooLarge,
     InvalidImage,
+    InvalidMetadata,
     InvalidSessionId,
     InvalidTTL,
     RequestIdReused,
+    StepUnavailable,
 )
 from serving.messages import (
     DecodedMask,
@@ -38,7 +41,8 @@ from serving.messages import (
     RoundTimings,
     Session,
 )
-from serving.store import RedisSessionStore
+from serving.store import RedisSessionStore, SessionNotFound
+from serving.tenants import ANONYMOUS, Tenant
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "TIFF"}
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
@@ -64,10 +68,27 @@ class Limits:
     max_aspect_ratio: float = 8.0
     """Longest side over shortest: a sliver would shrink to nothing in the model's input."""
     max_question_chars: int = 1000
+    max_metadata_entries: int = 64
+    max_metadata_bytes: int = 16 * 2**10
+    """Of all keys and values together (UTF-8): metadata names a study, it does not carry one."""
     max_ttl_s: int = 7 * 24 * 3600
     """The longest a session may live after its last round (``ttl_seconds``; 0 asks for the default)."""
     session_wait_s: float = 60.0
     """How long a round waits for the previous round of its session."""
+    replica_retry_s: float = 10.0
+    """How long a round whose model replica died is retried (on another replica, or the restarted one)."""
+
+
+def check_metadata(metadata: dict[str, str], limits: Limits) -> dict[str, str]:
+    """``metadata`` if within the limits; refused otherwise, saying which."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+    if len(metadata) > limits.max_metadata_entries or size > limits.max_metadata_bytes:
+        raise InvalidMetadata(f"metadata has {len(metadata)} entries and {size} bytes; at most "
+                              f"{limits.max_metadata_entries} entries and {limits.max_metadata_bytes} bytes of keys "
+                              "and values are accepted")
+    if any(not k for k in metadata):
+        raise InvalidMetadata("metadata keys must not be empty")
+    return dict(metadata)
 
 
 class Pipeline(Protocol):
@@ -118,26 +139,39 @@ class Dialogue:
         self.store, self.pipeline, self.limits = store, pipeline, limits or Limits()
 
     # -- sessions ------------------------------------------------------------------------------
-    async def create_session(self, image: bytes, metadata: dict[str, str] | None = None, ttl: int = 0) -> Session:
+    async def create_session(self, image: bytes, metadata: dict[str, str] | None = None, ttl: int = 0, *,
+                             tenant: Tenant = ANONYMOUS) -> Session:
         if not 0 <= ttl <= self.limits.max_ttl_s:
             raise InvalidTTL(f"ttl_seconds is {ttl}; it must be 0 (the default) to {self.limits.max_ttl_s}")
+        metadata = check_metadata(metadata or {}, self.limits)
         picture = decode_image(image, self.limits)
         sha = hashlib.sha256(image).hexdigest()
-        return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl)
+        return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl,
+                                               tenant=tenant.name, max_sessions=tenant.max_sessions)
 
-    async def get_session(self, session_id: str) -> Session:
-        return await self.store.get_session(check_session_id(session_id))
+    async def get_session(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> Session:
+        """The session, if it exists and belongs to ``tenant`` (another tenant's session is not found)."""
+        session = await self.store.get_session(check_session_id(session_id))
+        if session.tenant != tenant.name:
+            raise SessionNotFound(f"session '{session_id}' does not exist or has expired; create a new one")
+        return session
 
-    async def delete_session(self, session_id: str) -> bool:
-        return await self.store.delete_session(check_session_id(session_id))
+    async def delete_session(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> bool:
+        """Delete the session, its rounds, and its image and encodings unless another session uses them."""
+        try:
+            await self.get_session(session_id, tenant=tenant)
+        except SessionNotFound:
+            return False
+        return await self.store.delete_session(session_id)
 
-    # -- reading rounds ------------------------------------------------------------------------
-    async def get_round(self, session_id: str, number: int) -> Round:
+    # -- reading rounds (reads do not extend a session's life: only a new round does) ---------------
+    async def get_round(self, session_id: str, number: int, *, tenant: Tenant = ANONYMOUS) -> Round:
         """Round ``number`` (1-based) of the session."""
-        return await self.store.round(check_session_id(session_id), number)
+        await self.get_session(session_id, tenant=tenant)
+        return await self.store.round(session_id, number)
 
-    async def list_rounds(self, session_id: str) -> list[Round]:
-        await self.store.get_session(check_session_id(session_id))  # an unknown session is an error, not an empty list
+    async def list_rounds(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> list[Round]:
+        await self.get_session(session_id, tenant=tenant)  # an unknown session is an error, not an empty list
         return await self.store.rounds(session_id)
 
     # -- a new round ---------------------------------------------------------------------------
@@ -149,11 +183,11 @@ class Dialogue:
         return question
 
     async def run_round(self, session_id: str, question: str, reference_round: int = 0, request_id: str = "",
-                        on_answer=None, deadline: float | None = None) -> Round:
+                        on_answer=None, deadline: float | None = None, *, tenant: Tenant = ANONYMOUS) -> Round:
         """Compute and append the session's next round. ``reference_round`` is a 1-based round number
         (0: resolve from the question); ``on_answer(text)`` is awaited once the answer text exists; a
         round finished after ``deadline`` (``time.monotonic()``) is not appended: its caller has gone."""
-        check_session_id(session_id)
+        await self.get_session(session_id, tenant=tenant)
         question = self._check_question(question)
         done = await self.store.find_request(session_id, request_id)
         if done is not None:
@@ -162,11 +196,12 @@ class Dialogue:
             done = await self.store.find_request(session_id, request_id)
             if done is not None:
                 return _same_request(done, question, reference_round)
-            session = await self.store.get_session(session_id)
+            session = await self.get_session(session_id, tenant=tenant)
             history = await self.store.rounds(session_id)
             reference = _reference_round(question, reference_round, len(history))
-            record = await self._compute(session.image_sha256, None, history, question, reference, on_answer,
-                                         session_id=session_id)
+            on_answer = _once(on_answer)  # a retried round streams its answer once
+            record = await self._retrying(deadline, lambda: self._compute(
+                session.image_sha256, None, history, question, reference, on_answer, session_id=session_id))
             record.request_id = request_id
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlinePassed("the deadline passed before the round finished; nothing was appended")
@@ -177,9 +212,27 @@ class Dialogue:
         question = self._check_question(question)
         decode_image(image, self.limits)
         reference = _reference_round(question, 0, 0)
-        record = await self._compute(hashlib.sha256(image).hexdigest(), image, [], question, reference, None)
+        sha = hashlib.sha256(image).hexdigest()
+        record = await self._retrying(None, lambda: self._compute(sha, image, [], question, reference, None))
         record.number = 1
         return record
+
+    async def _retrying(self, deadline: float | None, compute):
+        """``await compute()``, again while a model replica is lost (nothing is applied before the append, so
+        a retry is safe), with backoff, for up to ``replica_retry_s`` and never past ``deadline``."""
+        give_up = time.monotonic() + self.limits.replica_retry_s
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        pause = 0.1
+        while True:
+            try:
+                return await compute()
+            except StepUnavailable as e:
+                if time.monotonic() + pause >= give_up:
+                    raise StepUnavailable(f"{e}; no replica answered in time and nothing was appended: retry "
+                                          "with the same request_id") from None
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
     async def _compute(self, sha: str, image: bytes | None, history: list[Round], question: str,
                        reference_round: int | None, on_answer, *, session_id: str | None = None) -> Round:
@@ -205,6 +258,21 @@ class Dialogue:
                      corrected=mask.corrected if mask else False, has_mask=mask is not None,
                      seg_vector=turn.seg_vector, timings=timings, created=time.time(),
                      served_by={"reasoner": turn.replica})
+
+
+def _once(callback):
+    """``callback`` that runs on its first call only (None stays None)."""
+    if callback is None:
+        return None
+    called = False
+
+    async def once(*args):
+        nonlocal called
+        if not called:
+            called = True
+            await callback(*args)
+
+    return once
 
 
 def _same_request(done: Round, question: str, reference_round: int) -> Round:

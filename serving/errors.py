@@ -9,7 +9,7 @@ from __future__ import annotations
 import grpc
 
 from model.questions import QuestionError, ReferenceRoundError
-from serving.store import Conflict, RoundNotFound, SessionBusy, SessionNotFound, StoreUnavailable
+from serving.store import Conflict, RoundNotFound, SessionBusy, SessionNotFound, StoreUnavailable, TooManySessions
 
 
 class InvalidImage(ValueError):
@@ -24,12 +24,20 @@ class InvalidSessionId(ValueError):
     """A session id the server did not make (ids are refused before the store is touched)."""
 
 
+class InvalidMetadata(ValueError):
+    """Session metadata over the configured entry or byte limits."""
+
+
 class InvalidTTL(ValueError):
     """A session lifetime below zero or above the configured maximum."""
 
 
 class RequestIdReused(ValueError):
     """A request id that already made a round, sent again with a different request."""
+
+
+class StepUnavailable(ConnectionError):
+    """A model step's replica died or could not be reached mid-round; nothing was applied, a retry is safe."""
 
 
 class Overloaded(RuntimeError):
@@ -46,11 +54,14 @@ STATUS = [
     (InvalidImage, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidSessionId, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidTTL, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidMetadata, grpc.StatusCode.INVALID_ARGUMENT),
+    (TooManySessions, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ImageTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QuestionError, grpc.StatusCode.INVALID_ARGUMENT),
     (ReferenceRoundError, grpc.StatusCode.FAILED_PRECONDITION),
     (RequestIdReused, grpc.StatusCode.ALREADY_EXISTS),
     (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StepUnavailable, grpc.StatusCode.UNAVAILABLE),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (SessionBusy, grpc.StatusCode.ABORTED),
     (Conflict, grpc.StatusCode.ABORTED),

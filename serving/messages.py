@@ -28,6 +28,8 @@ class Session:
     round_count: int
     """Rounds appended so far; a round is appended only onto the count it was computed from."""
     metadata: dict[str, str] = field(default_factory=dict)
+    tenant: str = ""
+    """The tenant that created it; only that tenant sees it ("" when the server runs without tokens)."""
 
 
 @dataclass

@@ -15,24 +15,36 @@ from pathlib import Path
 
 import yaml
 from ray import serve
-from ray.exceptions import RayTaskError
+from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from model.config import SHIPPED_TINY
+from serving.errors import StepUnavailable
 from serving.messages import DecodedMask, Encoding, MaskRequest, ReasonedTurn, ReasonRequest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "deploy" / "serve"
 APPS = ("encoder", "reasoner", "segmenter")
 
 
+_REPLICA_LOST = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError, BackPressureError,
+                 DeploymentUnavailableError)
+"""A replica (or the replica holding an encoding) died or is unreachable: the step did not happen."""
+
+
 async def _result(response):
     """A deployment's answer; an error raised in a replica comes back as that error itself, not Ray's
-    wrapper, whose text carries the replica's traceback, process id and host (never for clients)."""
+    wrapper, whose text carries the replica's traceback, process id and host (never for clients). A lost
+    replica is ``StepUnavailable``, which the dialogue retries."""
     try:
         return await response
     except RayTaskError as e:
+        if isinstance(e.cause, _REPLICA_LOST):
+            raise StepUnavailable(f"a model replica was lost mid-round ({type(e.cause).__name__})") from None
         if isinstance(e.cause, Exception):
             raise e.cause from None
         raise
+    except _REPLICA_LOST as e:
+        raise StepUnavailable(f"a model replica was lost mid-round ({type(e).__name__})") from None
 
 
 class ServePipeline:

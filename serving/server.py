@@ -1,5 +1,5 @@
-"""The gRPC server: the MediRound service plus standard health checking and reflection, optional TLS
-and bearer-token auth, message limits sized for 16-bit 1024 px images.
+"""The gRPC server: the MediRound service plus standard health checking and reflection, optional TLS,
+tenants by bearer token, an audit log, message limits sized for 16-bit 1024 px images.
 
 Why a grpcio server in front of Ray Serve handles rather than Serve's own gRPC proxy: Serve's proxy
 has no TLS, no standard ``grpc.health.v1`` or reflection and no interceptors; a grpcio server gives
@@ -8,20 +8,29 @@ all four and still reaches every replica through the deployment handles.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
-from serving.dialogue import Dialogue
+from serving.dialogue import SESSION_ID, Dialogue
 from serving.servicer import MediRoundServicer
+from serving.tenants import ANONYMOUS, TenantRegistry, current_tenant
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MediRound"].full_name
-OPEN_METHODS = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+OPEN_METHODS = ("/grpc.health.v1.Health/",)
+"""Served without a token: Kubernetes probes check health. Reflection describes the API, so it is not open."""
+
+audit = logging.getLogger("mediround.audit")
 
 
 @dataclass
@@ -32,7 +41,9 @@ class ServerOptions:
     max_message_bytes: int = 64 * 2**20
     """Largest request/response; a 16-bit 1024 x 1024 PNG is at most ~2 MiB, DICOM-sized inputs more."""
     token: str | None = None
-    """Require ``authorization: Bearer <token>`` metadata (health and reflection stay open)."""
+    """Require ``authorization: Bearer <token>`` metadata: one tenant, "default"."""
+    tokens_file: str | None = None
+    """Tenants and the hashes of their tokens (``serving.tenants``); instead of ``token``."""
     tls_cert: str | None = None
     tls_key: str | None = None
     max_inflight: int = 64
@@ -40,31 +51,128 @@ class ServerOptions:
     def __post_init__(self):
         if bool(self.tls_cert) != bool(self.tls_key):  # one without the other would serve plaintext
             raise ValueError("TLS needs both a certificate chain and its private key (--tls-cert and --tls-key)")
+        if self.token and self.tokens_file:
+            raise ValueError("give either one token (--token) or a tokens file (--tokens-file), not both")
+
+    def tenants(self) -> TenantRegistry | None:
+        if self.tokens_file:
+            return TenantRegistry.from_file(self.tokens_file)
+        return TenantRegistry.single(self.token) if self.token else None
 
 
-class _BearerAuth(grpc.aio.ServerInterceptor):
-    def __init__(self, token: str):
-        self.expected = f"Bearer {token}"
+class _Undecodable:
+    """A request whose bytes are not the method's message (bad wire format, a string that is not UTF-8)."""
 
-        async def deny(request, context):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "missing or wrong 'authorization: Bearer <token>' metadata")
 
-        self.deny = grpc.unary_unary_rpc_method_handler(deny)
+def _tolerant(deserializer):
+    def deserialize(data: bytes):
+        try:
+            return deserializer(data)
+        except (DecodeError, UnicodeDecodeError, ValueError):
+            return _Undecodable()
+
+    return deserialize
+
+
+def _session_of(request, response) -> str:
+    """The session a call was about, for the audit log: a session id names no patient, and anything else
+    a caller put in the field (it could be anything) is not logged."""
+    for message, name in ((request, "session_id"), (response, "session_id"), (response, "id")):
+        value = getattr(message, name, "")
+        if isinstance(value, str) and value:
+            return value if SESSION_ID.fullmatch(value) else "(not a session id)"
+    return ""
+
+
+class _Front(grpc.aio.ServerInterceptor):
+    """Every call: refuse undecodable requests, authenticate the tenant (when the server has tokens) and
+    bind it to the call, then write one audit line: tenant, method, session, status, latency."""
+
+    def __init__(self, tenants: TenantRegistry | None):
+        self.tenants = tenants
 
     async def intercept_service(self, continuation, details):
-        if details.method.startswith(OPEN_METHODS):
-            return await continuation(details)
-        if dict(details.invocation_metadata or ()).get("authorization") != self.expected:
-            return self.deny
-        return await continuation(details)
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        tenant = ANONYMOUS
+        if self.tenants is not None and not method.startswith(OPEN_METHODS):
+            tenant = self.tenants.authenticate(dict(details.invocation_metadata or ()).get("authorization"))
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method, tenant), _tolerant(handler.request_deserializer),
+                handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method, tenant), _tolerant(handler.request_deserializer),
+                handler.response_serializer)
+        if tenant is None:  # streaming requests (reflection): no way to refuse but to wrap it too
+            return grpc.stream_stream_rpc_method_handler(self._denied, handler.request_deserializer,
+                                                         handler.response_serializer)
+        return handler
+
+    @staticmethod
+    async def _refuse(request, context, tenant) -> None:
+        if tenant is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or unknown token: send 'authorization: Bearer <token>' metadata")
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "the request is not a valid message of this method (string fields must be UTF-8)")
+
+    async def _denied(self, requests, context):
+        await self._refuse(None, context, None)
+        yield  # pragma: no cover - abort raises
+
+    def _unary(self, behaviour, method: str, tenant):
+        async def call(request, context):
+            start, response, cancelled = time.perf_counter(), None, False
+            try:
+                await self._refuse(request, context, tenant)
+                token = current_tenant.set(tenant)
+                try:
+                    response = await behaviour(request, context)
+                finally:
+                    current_tenant.reset(token)
+                return response
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+            finally:
+                _audit(tenant, method, _session_of(request, response), context, start, cancelled)
+
+        return call
+
+    def _stream(self, behaviour, method: str, tenant):
+        async def call(request, context):
+            start, last, cancelled = time.perf_counter(), None, False
+            try:
+                await self._refuse(request, context, tenant)
+                current_tenant.set(tenant)  # this generator runs in its own context: no reset needed
+                async for last in behaviour(request, context):
+                    yield last
+            except (asyncio.CancelledError, GeneratorExit):
+                cancelled = True
+                raise
+            finally:
+                _audit(tenant, method, _session_of(request, getattr(last, "round", None)), context, start, cancelled)
+
+        return call
+
+
+def _audit(tenant, method: str, session: str, context, start: float, cancelled: bool) -> None:
+    code = context.code()
+    status = "CANCELLED" if cancelled else code.name if isinstance(code, grpc.StatusCode) else "OK"
+    audit.info(json.dumps({"tenant": tenant.name if tenant else None, "method": method, "session": session,
+                           "status": status, "ms": round(1e3 * (time.perf_counter() - start), 1)}))
 
 
 async def start_server(dialogue: Dialogue, options: ServerOptions | None = None) -> tuple[grpc.aio.Server, int]:
     """Start serving; returns the server and the bound port."""
     o = options or ServerOptions()
     server = grpc.aio.server(
-        interceptors=[_BearerAuth(o.token)] if o.token else [],
+        interceptors=[_Front(o.tenants())],
         options=[("grpc.max_receive_message_length", o.max_message_bytes),
                  ("grpc.max_send_message_length", o.max_message_bytes)])
     pb_grpc.add_MediRoundServicer_to_server(MediRoundServicer(dialogue, max_inflight=o.max_inflight), server)

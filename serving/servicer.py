@@ -1,12 +1,14 @@
 """The grpcio servicer of ``mediround.v1.MediRound``: convert proto <-> messages and call the ``Dialogue``.
 
 Nothing else happens here: validation, state and the model live behind ``serving.dialogue``;
-errors become status codes through ``serving.errors``.
+errors become status codes through ``serving.errors``; the caller's tenant comes from the server's
+interceptor (``serving.tenants.current_tenant``) and goes with every call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import time
@@ -21,6 +23,7 @@ from serving import metrics
 from serving.dialogue import Dialogue
 from serving.errors import DeadlinePassed, Overloaded, status_of
 from serving.messages import Round, Session
+from serving.tenants import current_tenant
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +77,25 @@ def _status(method):
 
 
 class MediRoundServicer(pb_grpc.MediRoundServicer):
-    """gRPC front of a ``Dialogue``; ``max_inflight`` bounds concurrent rounds (beyond: RESOURCE_EXHAUSTED)."""
+    """gRPC front of a ``Dialogue``; ``max_inflight`` bounds concurrent rounds, and a tenant's
+    ``max_rounds_in_flight`` its own (beyond: RESOURCE_EXHAUSTED)."""
 
     def __init__(self, dialogue: Dialogue, *, max_inflight: int = 64):
         self.dialogue = dialogue
         self.max_inflight, self.inflight = max_inflight, 0
+        self.tenant_inflight: collections.Counter[str] = collections.Counter()
 
     async def _bounded(self, context, coro_fn):
+        tenant = current_tenant.get()
         if self.inflight >= self.max_inflight:
             raise Overloaded(f"{self.inflight} rounds are in flight, the limit is {self.max_inflight}; retry "
                              "with backoff")
+        if tenant.max_rounds_in_flight and self.tenant_inflight[tenant.name] >= tenant.max_rounds_in_flight:
+            raise Overloaded(f"this tenant has {self.tenant_inflight[tenant.name]} rounds in flight, its limit; "
+                             "retry with backoff")
         remaining = context.time_remaining()
         self.inflight += 1
+        self.tenant_inflight[tenant.name] += 1
         try:
             with metrics.STAGE_SECONDS.labels(stage="round").time():
                 async with asyncio.timeout(remaining) as deadline:
@@ -98,26 +108,30 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
             raise
         finally:
             self.inflight -= 1
+            self.tenant_inflight[tenant.name] -= 1
 
     @_status
     async def CreateSession(self, request, context):
-        s = await self.dialogue.create_session(request.image, dict(request.metadata), request.ttl_seconds)
+        s = await self.dialogue.create_session(request.image, dict(request.metadata), request.ttl_seconds,
+                                               tenant=current_tenant.get())
         return session_pb(s)
 
     @_status
     async def GetSession(self, request, context):
-        return session_pb(await self.dialogue.get_session(request.session_id))
+        return session_pb(await self.dialogue.get_session(request.session_id, tenant=current_tenant.get()))
 
     @_status
     async def DeleteSession(self, request, context):
-        return pb.DeleteSessionResponse(deleted=await self.dialogue.delete_session(request.session_id))
+        deleted = await self.dialogue.delete_session(request.session_id, tenant=current_tenant.get())
+        return pb.DeleteSessionResponse(deleted=deleted)
 
     async def _round(self, request, context, on_answer=None) -> pb.Round:
         request_id = request.request_id or uuid.uuid4().hex
         remaining = context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         record = await self._bounded(context, lambda: self.dialogue.run_round(
-            request.session_id, request.question, request.reference_round, request_id, on_answer, deadline))
+            request.session_id, request.question, request.reference_round, request_id, on_answer, deadline,
+            tenant=current_tenant.get()))
         metrics.ROUNDS.inc()
         metrics.ROUND_INDEX.observe(record.number)
         t = record.timings
@@ -147,11 +161,12 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
 
     @_status
     async def GetRound(self, request, context):
-        return round_pb(await self.dialogue.get_round(request.session_id, request.index), request.session_id)
+        record = await self.dialogue.get_round(request.session_id, request.index, tenant=current_tenant.get())
+        return round_pb(record, request.session_id)
 
     @_status
     async def ListRounds(self, request, context):
-        rounds = await self.dialogue.list_rounds(request.session_id)
+        rounds = await self.dialogue.list_rounds(request.session_id, tenant=current_tenant.get())
         return pb.ListRoundsResponse(rounds=[round_pb(r, request.session_id, with_mask=request.include_masks)
                                              for r in rounds])
 

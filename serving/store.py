@@ -1,10 +1,9 @@
 """Dialogue state in Redis: sessions, their rounds and image bytes, so any replica can serve any round.
 
-Schema (``mr`` is the key prefix; session keys carry the session's expiry, refreshed on use):
+Schema (``mr`` is the key prefix; a session's keys share its expiry, which its rounds extend and reads
+do not; an image and what is derived from it live exactly as long as the last session that uses it):
 
-    mr:image:{sha256}          string  the uploaded image bytes, stored once per content; its expiry is
-                                       extended, never shortened, by every session that uses it
-    mr:session:{id}            hash    image_sha256, width, height, created, expires, ttl, version,
+    mr:session:{id}            hash    image_sha256, width, height, created, expires, ttl, version, tenant,
                                        metadata (JSON); version = number of rounds appended
     mr:session:{id}:rounds     list    one JSON document per round, oldest first (number = position + 1):
                                        question, answer, answer_ids, reference_round (1-based or null),
@@ -12,9 +11,19 @@ Schema (``mr`` is the key prefix; session keys carry the session's expiry, refre
                                        seg_vector (float32, base64: lets a later round re-judge it),
                                        request_id, timings, created, served_by
     mr:session:{id}:requests   hash    request_id -> round number (a retried request appends once)
-    mr:session:{id}:lock       string  token of the worker computing this session's next round
+    mr:session:{id}:lock       string  token of the worker computing this session's next round: a short
+                                       lease, renewed while the round computes, so a lock whose holder is
+                                       gone (or that a Redis restart brought back) frees itself within it
+    mr:image:{sha256}          string  the uploaded image bytes, stored once per content
+    mr:image:{sha256}:sessions set     ids of the sessions using the image (its reference count)
+    mr:image:{sha256}:encodings set    the encoding keys derived from the image
     mr:encoding:{model}:{sha}  string  the image encoder's shared tier: one model's encoding of one image
-                                       (``serving.steps.EncodedImage``), with its own expiry
+                                       (``serving.steps.EncodedImage``); only for stored images
+    mr:tenant:{name}:sessions  zset    session id -> expiry (unix time): the tenant's live sessions
+
+The image, its ``sessions`` set and its encodings expire with the longest-lived session using them, and
+``DeleteSession`` of the last one deletes them at once. The scripts build the derived key names from
+``mr:`` themselves, so the store needs one Redis, not a cluster.
 
 Rounds of one session are serialised by the lock and appended by a script that checks the version
 the round was computed from, so two rounds never interleave and none is lost. The front uses the
@@ -67,6 +76,10 @@ class SessionBusy(RuntimeError):
     """Another round of the same session held the session's lock for longer than a round may wait."""
 
 
+class TooManySessions(RuntimeError):
+    """The tenant already has as many live sessions as it may."""
+
+
 def key(*parts: str) -> str:
     """The Redis key of ``parts`` under the schema's prefix."""
     return ":".join((PREFIX, *parts))
@@ -82,6 +95,20 @@ def rounds_key(session_id: str) -> str:
 
 def encoding_key(model: str, sha256: str) -> str:
     return key("encoding", model, sha256)
+
+
+def session_keys(session_id: str) -> list[str]:
+    """The session's hash, rounds, requests and lock keys, in that order."""
+    return [key("session", session_id), *(key("session", session_id, part) for part in ("rounds", "requests", "lock"))]
+
+
+def image_keys(sha256: str) -> list[str]:
+    """The image's bytes, sessions set and encodings set keys, in that order."""
+    return [image_key(sha256), key("image", sha256, "sessions"), key("image", sha256, "encodings")]
+
+
+def tenant_key(tenant: str) -> str:
+    return key("tenant", tenant, "sessions")
 
 
 def round_to_json(record: Round) -> str:
@@ -106,6 +133,25 @@ def round_from_json(text: str | bytes) -> Round:
     return Round(**d)
 
 
+# KEYS: session, image, image sessions, tenant sessions; ARGV: image bytes, session id, ttl, now, session
+# fields (JSON), max sessions of the tenant (0: no limit)
+_CREATE = """
+local ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+if tonumber(ARGV[6]) > 0 and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[6]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+redis.call('SADD', KEYS[3], ARGV[2])
+for _, k in ipairs({KEYS[2], KEYS[3]}) do
+  local t = redis.call('TTL', k)
+  if t < ttl then redis.call('EXPIRE', k, ttl) end
+end
+for field, value in pairs(cjson.decode(ARGV[5])) do redis.call('HSET', KEYS[1], field, value) end
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[4], now + ttl, ARGV[2])
+if redis.call('TTL', KEYS[4]) < ttl then redis.call('EXPIRE', KEYS[4], ttl) end
+return 1
+"""
+
 # KEYS: session, rounds, requests; ARGV: expected version, request_id, round JSON, ttl seconds, now
 _APPEND = """
 local version = redis.call('HGET', KEYS[1], 'version')
@@ -115,23 +161,69 @@ if ARGV[2] ~= '' then
   if done then return {-2, tonumber(done)} end
 end
 if tonumber(version) ~= tonumber(ARGV[1]) then return {-3, tonumber(version)} end
+local ttl, expires = tonumber(ARGV[4]), tonumber(ARGV[5]) + tonumber(ARGV[4])
 local n = redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[1], 'version', n, 'expires', tonumber(ARGV[5]) + tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'version', n, 'expires', expires)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], n) end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+local sid = string.sub(KEYS[1], string.len('mr:session:') + 1)
+local sha, tenant = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant'))
+for _, k in ipairs({'mr:image:' .. sha, 'mr:image:' .. sha .. ':sessions'}) do
+  local t = redis.call('TTL', k)
+  if t >= 0 and t < ttl then redis.call('EXPIRE', k, ttl) end
+end
+local tk = 'mr:tenant:' .. (tenant or '') .. ':sessions'
+redis.call('ZADD', tk, 'XX', expires, sid)
+if redis.call('TTL', tk) < ttl then redis.call('EXPIRE', tk, ttl) end
 return {n, n}
 """
 
-# KEYS: image; ARGV: ttl. Extend, never shorten: the image outlives every session using it.
-_TOUCH_IMAGE = """
-local t = redis.call('TTL', KEYS[1])
-if t >= 0 and t < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return t
+# KEYS: session, rounds, requests, lock; ARGV: session id. Deletes the session, and the image with its
+# encodings when no live session uses it any more (else their expiry shrinks to the longest remaining).
+_DELETE = """
+local sha, tenant = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant'))
+local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+if not sha then return existed end
+redis.call('ZREM', 'mr:tenant:' .. (tenant or '') .. ':sessions', ARGV[1])
+local image, users, encs = 'mr:image:' .. sha, 'mr:image:' .. sha .. ':sessions', 'mr:image:' .. sha .. ':encodings'
+redis.call('SREM', users, ARGV[1])
+local longest = -1
+for _, sid in ipairs(redis.call('SMEMBERS', users)) do
+  local t = redis.call('PTTL', 'mr:session:' .. sid)
+  if t < 0 then redis.call('SREM', users, sid) elseif t > longest then longest = t end
+end
+local derived = redis.call('SMEMBERS', encs)
+table.insert(derived, image)
+table.insert(derived, users)
+table.insert(derived, encs)
+for _, k in ipairs(derived) do
+  if longest < 0 then redis.call('DEL', k)
+  elseif redis.call('PTTL', k) > longest then redis.call('PEXPIRE', k, longest) end
+end
+return existed
+"""
+
+# KEYS: image, image encodings, encoding; ARGV: encoding bytes, longest ttl. Stored only for a stored
+# image, and never beyond it: an encoding holds the picture.
+_PUT_ENCODING = """
+local t = redis.call('PTTL', KEYS[1])
+if t < 0 then return 0 end
+t = math.min(t, tonumber(ARGV[2]) * 1000)
+redis.call('SET', KEYS[3], ARGV[1], 'PX', t)
+redis.call('SADD', KEYS[2], KEYS[3])
+if redis.call('PTTL', KEYS[2]) < t then redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1])) end
+return 1
 """
 
 # KEYS: lock; ARGV: token
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: lock; ARGV: token, lease in ms
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -157,15 +249,21 @@ def _guard(method):
 
 
 class RedisSessionStore:
-    """Sessions and rounds in Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+    """Sessions and rounds in Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``).
 
-    def __init__(self, url: str, *, default_ttl: int = DEFAULT_TTL, lock_timeout: float = 120.0):
-        self.url, self.default_ttl, self.lock_timeout = url, default_ttl, lock_timeout
+    ``lock_lease`` is how long a round's lock lives unless renewed (the holder renews it every third of
+    that): the longest a session stays locked after its holder vanished or Redis restarted.
+    """
+
+    def __init__(self, url: str, *, default_ttl: int = DEFAULT_TTL, lock_lease: float = 2.0):
+        self.url, self.default_ttl, self.lock_lease = url, default_ttl, lock_lease
         self.redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10,
-                                          retry_on_timeout=False)
+                                             retry_on_timeout=False)
+        self._create = self.redis.register_script(_CREATE)
         self._append = self.redis.register_script(_APPEND)
+        self._delete = self.redis.register_script(_DELETE)
         self._release = self.redis.register_script(_RELEASE)
-        self._touch_image = self.redis.register_script(_TOUCH_IMAGE)
+        self._renew = self.redis.register_script(_RENEW)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -173,19 +271,24 @@ class RedisSessionStore:
     # -- images and sessions -------------------------------------------------------------------
     @_guard
     async def create_session(self, image: bytes, sha256: str, size: tuple[int, int], *,
-                             metadata: dict[str, str] | None = None, ttl: int = 0) -> Session:
+                             metadata: dict[str, str] | None = None, ttl: int = 0, tenant: str = "",
+                             max_sessions: int = 0) -> Session:
+        """A new session of ``tenant`` on ``image`` (stored once per content); ``TooManySessions`` when the
+        tenant already has ``max_sessions`` live ones (0: no limit)."""
         ttl = ttl or self.default_ttl
         now = time.time()
-        record = Session(uuid.uuid4().hex, sha256, size[1], size[0], now, now + ttl, ttl, 0,
-                               dict(metadata or {}))
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(image_key(sha256), image, ex=ttl, nx=True)
-            await self._touch_image(keys=[image_key(sha256)], args=[ttl], client=pipe)
-            pipe.hset(key("session", record.session_id), mapping={
-                "image_sha256": sha256, "width": record.width, "height": record.height, "created": now,
-                "expires": record.expires, "ttl": ttl, "version": 0, "metadata": json.dumps(record.metadata)})
-            pipe.expire(key("session", record.session_id), ttl)
-            await pipe.execute()
+        record = Session(uuid.uuid4().hex, sha256, size[1], size[0], now, now + ttl, ttl, 0, dict(metadata or {}),
+                         tenant)
+        fields = {"image_sha256": sha256, "width": record.width, "height": record.height, "created": now,
+                  "expires": record.expires, "ttl": ttl, "version": 0, "tenant": tenant,
+                  "metadata": json.dumps(record.metadata)}
+        fields = json.dumps({k: str(v) for k, v in fields.items()})  # as Python writes them, not Lua
+        created = await self._create(keys=[key("session", record.session_id), *image_keys(sha256)[:2],
+                                           tenant_key(tenant)],
+                                     args=[image, record.session_id, ttl, now, fields, max_sessions])
+        if not created:
+            raise TooManySessions(f"this tenant already has {max_sessions} live sessions, the most it may have; "
+                                  "delete sessions it no longer needs")
         return record
 
     @_guard
@@ -195,12 +298,18 @@ class RedisSessionStore:
             raise SessionNotFound(f"session '{session_id}' does not exist or has expired; create a new one")
         h = {k.decode(): v.decode() for k, v in h.items()}
         return Session(session_id, h["image_sha256"], int(h["width"]), int(h["height"]), float(h["created"]),
-                             float(h["expires"]), int(h["ttl"]), int(h["version"]), json.loads(h["metadata"]))
+                       float(h["expires"]), int(h["ttl"]), int(h["version"]), json.loads(h["metadata"]),
+                       h.get("tenant", ""))
 
     @_guard
     async def delete_session(self, session_id: str) -> bool:
-        keys = [key("session", session_id, part) for part in ("rounds", "requests", "lock")]
-        return bool(await self.redis.delete(key("session", session_id), *keys))
+        """Delete the session with its rounds; its image and encodings too when no other session uses them."""
+        return bool(await self._delete(keys=session_keys(session_id), args=[session_id]))
+
+    @_guard
+    async def tenant_sessions(self, tenant: str) -> int:
+        """How many live sessions ``tenant`` has."""
+        return await self.redis.zcount(tenant_key(tenant), f"({time.time()}", "+inf")
 
     # -- rounds --------------------------------------------------------------------------------
     @_guard
@@ -229,41 +338,55 @@ class RedisSessionStore:
     @_guard
     async def append_round(self, session: Session, record: Round) -> Round:
         """Append ``record`` as round ``session.round_count + 1`` if no other round got in since
-        ``session`` was read (else ``Conflict``); a repeated request id returns the round it produced first."""
+        ``session`` was read (else ``Conflict``); a repeated request id returns the round it produced first.
+        The session, its image and the tenant's count of it then live ``session.ttl`` from now."""
         record.number = session.round_count + 1
         sid = session.session_id
-        keys = [key("session", sid), rounds_key(sid), key("session", sid, "requests")]
-        status, value = await self._append(keys=keys, args=[session.round_count, record.request_id,
-                                                            round_to_json(record), session.ttl, time.time()])
+        status, value = await self._append(keys=session_keys(sid)[:3], args=[
+            session.round_count, record.request_id, round_to_json(record), session.ttl, time.time()])
         if status == -1:
             raise SessionNotFound(f"session '{sid}' was deleted or expired while the round was computed")
         if status == -2:
             return await self.round(sid, int(value))
         if status == -3:
             raise Conflict(f"session '{sid}' moved from {session.round_count} rounds to {value}")
-        await self._touch_image(keys=[image_key(session.image_sha256)], args=[session.ttl])
         return record
 
     # -- serialising a session's rounds --------------------------------------------------------
     @asynccontextmanager
-    async def lock(self, session_id: str, *, wait: float | None = None):
-        """Hold the session's round lock, waiting up to ``wait`` seconds for it (then ``SessionBusy``)."""
-        lock, token = key("session", session_id, "lock"), secrets.token_hex(8)
-        deadline = time.monotonic() + (self.lock_timeout if wait is None else wait)
+    async def lock(self, session_id: str, *, wait: float = 60.0):
+        """Hold the session's round lock, waiting up to ``wait`` seconds for it (then ``SessionBusy``).
+
+        The lock is a lease of ``lock_lease`` seconds renewed in the background while the body runs, so
+        it cannot outlive its holder: not a crash, not a Redis restart that brings it back from the
+        append-only file. Should a renewal come too late, the append's version check still keeps the
+        rounds whole (the later round is a ``Conflict``)."""
+        lock, token = session_keys(session_id)[3], secrets.token_hex(8)
+        lease_ms = int(self.lock_lease * 1000)
+        deadline = time.monotonic() + wait
         try:
-            while not await self.redis.set(lock, token, nx=True, px=int(self.lock_timeout * 1000)):
+            while not await self.redis.set(lock, token, nx=True, px=lease_ms):
                 if time.monotonic() > deadline:
                     raise SessionBusy(f"session '{session_id}' is busy with another round; retry later")
                 await asyncio.sleep(0.01)
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
             raise _unavailable(e) from e
+        renewing = asyncio.ensure_future(self._keep_lease(lock, token, lease_ms))
         try:
             yield
         finally:
+            renewing.cancel()
             # shielded: a round cancelled twice (its deadline, then gRPC's own) must still free the session,
-            # or the next round waits out the lock's expiry; if Redis is gone, the lock expires on its own
+            # or the next round waits out the lease; if Redis is gone, the lease runs out on its own
             with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError):
                 await asyncio.shield(self._release(keys=[lock], args=[token]))
+
+    async def _keep_lease(self, lock: str, token: str, lease_ms: int) -> None:
+        while True:
+            await asyncio.sleep(lease_ms / 3000)
+            with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                if not await self._renew(keys=[lock], args=[token, lease_ms]):
+                    return  # lost (it lapsed, or Redis restarted without it): the version check guards the append
 
 
 def _guard_blocking(method):
@@ -284,6 +407,7 @@ class StoreReader:
 
     def __init__(self, url: str):
         self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._put_encoding = self.redis.register_script(_PUT_ENCODING)
 
     @_guard_blocking
     def image(self, sha256: str) -> bytes:
@@ -302,4 +426,7 @@ class StoreReader:
 
     @_guard_blocking
     def put_encoding(self, model: str, sha256: str, data: bytes, ttl: int) -> None:
-        self.redis.set(encoding_key(model, sha256), data, ex=ttl)
+        """Share an encoding for at most ``ttl`` seconds, and only while its image is stored (the encoding
+        holds the picture, so it must not outlive the image's last session; a stateless image is not shared)."""
+        image, _, encodings = image_keys(sha256)
+        self._put_encoding(keys=[image, encodings, encoding_key(model, sha256)], args=[data, ttl])

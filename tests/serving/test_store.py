@@ -16,6 +16,7 @@ from serving.store import (
     SessionNotFound,
     StoreReader,
     StoreUnavailable,
+    TooManySessions,
     round_from_json,
     round_to_json,
 )
@@ -154,3 +155,91 @@ def test_a_round_stored_before_rounds_were_numbered_by_name_reads_back(redis_url
     del old["number"]
     back = round_from_json(json.dumps(old))
     assert (back.number, back.reference_round, back.has_mask) == (2, 1, True)
+
+
+def test_the_image_and_its_encodings_leave_with_the_last_session_that_uses_them(redis_url):
+    image = b"another image, used by two sessions"
+    sha = hashlib.sha256(image).hexdigest()
+
+    async def body(store):
+        a = await store.create_session(image, sha, (4, 6), ttl=600)
+        b = await store.create_session(image, sha, (4, 6), ttl=60)
+        StoreReader(store.url).put_encoding("tiny-abc", sha, b"encoding holds the picture", ttl=3600)
+        assert 590 < await store.redis.ttl(f"mr:encoding:tiny-abc:{sha}") <= 600  # never beyond the image
+        assert await store.delete_session(a.session_id)
+        assert StoreReader(store.url).image(sha) == image  # b still uses it
+        assert await store.redis.ttl(f"mr:image:{sha}") <= 60  # ... but now only as long as b lives
+        assert await store.redis.ttl(f"mr:encoding:tiny-abc:{sha}") <= 60
+        assert await store.delete_session(b.session_id)
+        assert await store.redis.keys(f"mr:*{sha}*") == []
+        assert not await store.delete_session(b.session_id)
+    run(_with_store(redis_url, body))
+
+
+def test_an_image_no_session_stores_gets_no_shared_encoding(redis_url):
+    sha = hashlib.sha256(b"a stateless Segment call's image").hexdigest()
+    StoreReader(redis_url).put_encoding("tiny-abc", sha, b"encoding", ttl=3600)
+    assert StoreReader(redis_url).encoding("tiny-abc", sha) is None
+
+
+def test_a_round_extends_the_session_and_its_image_and_reads_do_not(redis_url):
+    async def body(store):
+        s = await store.create_session(IMAGE, SHA, (4, 6), ttl=60)
+        await store.redis.expire(f"mr:session:{s.session_id}", 30)  # as if 30 s had passed
+        await store.get_session(s.session_id), await store.rounds(s.session_id)
+        assert await store.redis.ttl(f"mr:session:{s.session_id}") <= 30
+        await store.append_round(s, a_round())
+        assert await store.redis.ttl(f"mr:session:{s.session_id}") > 30
+        assert (await store.get_session(s.session_id)).expires > s.expires
+    run(_with_store(redis_url, body))
+
+
+def test_a_tenant_has_at_most_its_sessions_and_deleting_frees_one(redis_url):
+    async def body(store):
+        kept = await store.create_session(IMAGE, SHA, (4, 6), tenant="clinic-a", max_sessions=2)
+        gone = await store.create_session(IMAGE, SHA, (4, 6), tenant="clinic-a", max_sessions=2)
+        with pytest.raises(TooManySessions, match="2 live sessions"):
+            await store.create_session(IMAGE, SHA, (4, 6), tenant="clinic-a", max_sessions=2)
+        await store.create_session(IMAGE, SHA, (4, 6), tenant="clinic-b", max_sessions=2)  # its own count
+        assert await store.tenant_sessions("clinic-a") == 2
+        await store.delete_session(gone.session_id)
+        assert (await store.create_session(IMAGE, SHA, (4, 6), tenant="clinic-a", max_sessions=2)).tenant == "clinic-a"
+        assert (await store.get_session(kept.session_id)).tenant == "clinic-a"
+    run(_with_store(redis_url, body))
+
+
+HOLD_LOCK_AND_HANG = """
+import asyncio, sys
+from serving.store import RedisSessionStore
+
+async def main():
+    store = RedisSessionStore(sys.argv[1])
+    async with store.lock(sys.argv[2]):
+        print("held", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_a_lock_whose_holder_died_frees_itself_within_its_lease(redis_url):
+    """The holder is killed with SIGKILL: nothing releases its lock, only the lease's end does."""
+    import subprocess
+    import sys
+
+    async def body(store):
+        s = await store.create_session(IMAGE, SHA, (4, 6))
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK_AND_HANG, store.url, s.session_id],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            await asyncio.sleep(3 * store.lock_lease)  # renewed all along: still held
+            with pytest.raises(SessionBusy):
+                async with store.lock(s.session_id, wait=0.2):
+                    pass
+        finally:
+            holder.kill()
+            holder.wait()
+        async with store.lock(s.session_id, wait=store.lock_lease + 1):  # was 120 s before leases
+            pass
+    run(_with_store(redis_url, body))
