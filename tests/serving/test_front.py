@@ -113,3 +113,34 @@ def test_overload_is_resource_exhausted_and_rounds_are_counted(redis_url, pipeli
     assert 'mediround_errors_total{code="RESOURCE_EXHAUSTED",method="CreateRound"}' in text
     assert "mediround_rounds_total" in text and 'mediround_stage_seconds_count{stage="round"}' in text
     assert 'mediround_stage_seconds_count{stage="reason"}' in text
+
+
+def test_a_request_that_is_not_the_methods_message_is_invalid_argument(redis_url, pipeline):
+    """Raw bytes: field 1 (session_id) of CreateRoundRequest as a string that is not UTF-8, and bytes that
+    are no protobuf at all. grpcio's own answer would be UNKNOWN."""
+    not_utf8 = b"\x0a\x02\xff\xfe"
+    not_protobuf = b"\xff\xff\xff\xff\xff"
+
+    async def scenario():
+        store = RedisSessionStore(redis_url)
+        server, port = await start_server(Dialogue(store, pipeline), ServerOptions(address="127.0.0.1:0"))
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                raw = ch.unary_unary("/mediround.v1.MediRound/CreateRound")
+                codes = []
+                for body in (not_utf8, not_protobuf):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await raw(body)
+                    codes.append((info.value.code(), info.value.details()))
+                stream = ch.unary_stream("/mediround.v1.MediRound/StreamRound")
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    async for _ in stream(not_utf8):
+                        pass
+                codes.append((info.value.code(), info.value.details()))
+                return codes
+        finally:
+            await server.stop(grace=1)
+            await store.close()
+
+    for code, details in asyncio.run(scenario()):
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in details
