@@ -93,7 +93,7 @@ class MediRoundServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSession(self, request, context):
-        """Delete the session and its rounds (the image bytes expire on their own when unused).
+        """Delete the session and its rounds, and the image and its encodings unless another session uses them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
