@@ -31,15 +31,24 @@ def _bench(args) -> int:
     return 0
 
 
+def _default_data_dir() -> str:
+    """``MEDIROUND_DATA_DIR``, else ``$XDG_DATA_HOME/mediround``, else ``~/.local/share/mediround``."""
+    if os.environ.get("MEDIROUND_DATA_DIR"):
+        return os.environ["MEDIROUND_DATA_DIR"]
+    return str(Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mediround")
+
+
 def _serve(args) -> int:
     import asyncio
     import signal
 
+    from serving.embedded_redis import DataDirectoryInUse
     from serving.server import ServerOptions
     from serving.service import Service, ServiceOptions
 
     replicas = dict(item.split("=", 1) for item in args.replicas or [])
-    options = ServiceOptions(checkpoint=args.checkpoint, redis_url=args.redis_url, serve_config=args.serve_config,
+    options = ServiceOptions(checkpoint=args.checkpoint, redis_url=args.redis_url, data_dir=args.data_dir,
+                             serve_config=args.serve_config,
                              replicas={k: int(v) for k, v in replicas.items()}, metrics_port=args.metrics_port,
                              ray_address=args.ray_address, attach=args.attach,
                              server=ServerOptions(address=args.address, token=args.token, tls_cert=args.tls_cert,
@@ -55,7 +64,11 @@ def _serve(args) -> int:
         await stop.wait()
         await service.stop()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except DataDirectoryInUse as e:
+        print(f"mediround: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -95,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1:50051", help="gRPC listen address (default 127.0.0.1:50051)")
     p.add_argument("--checkpoint", default=str(SHIPPED_TINY), help="checkpoint directory (default: the shipped tiny)")
     p.add_argument("--redis-url", help="dialogue Redis (redis://, rediss://, unix://); default: REDIS_URL or embedded")
+    p.add_argument("--data-dir", default=_default_data_dir(),
+                   help="where the embedded Redis keeps its append-only file, so sessions survive a restart "
+                        "(default: MEDIROUND_DATA_DIR, else $XDG_DATA_HOME/mediround, else ~/.local/share/mediround; "
+                        "unused with a Redis URL)")
     p.add_argument("--serve-config", help="Ray Serve config YAML (default deploy/serve/cpu-tiny.yaml)")
     p.add_argument("--replicas", action="append", metavar="DEPLOYMENT=N", help="override replicas, e.g. Reasoner=2")
     p.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this port (e.g. 9464)")

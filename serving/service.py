@@ -1,5 +1,9 @@
 """A whole running service in one call: Redis (embedded unless a URL is given), Ray, the Serve
 applications and the gRPC front. ``mediround serve``, ``mediround demo`` and the tests use it.
+
+What the service starts goes when it stops, and also when its process is killed: the embedded Redis
+by the kernel's parent-death signal (``serving/embedded_redis.py``), a local Ray by the watchdog
+(``serving/watchdog.py``). An external Redis or Ray cluster is never stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ class ServiceOptions:
     """Model checkpoint directory (default: the shipped tiny model)."""
     redis_url: str | None = None
     """Dialogue Redis; None starts an embedded one (or uses ``REDIS_URL`` when set)."""
+    data_dir: str | None = None
+    """Where the embedded Redis keeps its append-only file (``DATA_DIR/redis``); None: a throwaway
+    directory, removed on stop (the demo, the tests)."""
     serve_config: str | None = None
     """Ray Serve config file (default ``deploy/serve/cpu-tiny.yaml``)."""
     replicas: dict[str, int] = field(default_factory=dict)
@@ -36,7 +43,7 @@ class Service:
 
     def __init__(self, options: ServiceOptions | None = None):
         self.options = options or ServiceOptions()
-        self.redis = self.server = self.store = None
+        self.redis = self.server = self.store = self.watchdog = None
         self.address = ""
 
     async def start(self) -> Service:
@@ -49,9 +56,13 @@ class Service:
         if url is None:
             from serving.embedded_redis import EmbeddedRedis
 
-            self.redis = EmbeddedRedis()
+            self.redis = EmbeddedRedis(os.path.join(o.data_dir, "redis") if o.data_dir else None)
             url = self.redis.url
         if not ray.is_initialized():
+            if o.ray_address is None:  # a local Ray, ours to take down if this process dies
+                from serving.watchdog import Watchdog
+
+                self.watchdog = Watchdog()
             ray.init(address=o.ray_address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         if o.attach:
@@ -82,6 +93,8 @@ class Service:
         ray.shutdown()
         if self.redis is not None:
             self.redis.close()
+        if self.watchdog is not None:
+            self.watchdog.stop()
 
     async def __aenter__(self) -> Service:
         return await self.start()
