@@ -38,7 +38,8 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # embedded Redis
-    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--address", f"127.0.0.1:{port}"],
+    proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--address", f"127.0.0.1:{port}",
+                             "--data-dir", str(tmp_path / "data")],  # not the user's data directory
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         line = proc.stdout.readline()
