@@ -280,6 +280,21 @@ def test_dev_redis_is_what_the_pods_are_pointed_at(render):
     assert all(ref["name"] == secret["metadata"]["name"] for ref in secret_refs(objects, "REDIS_URL"))
 
 
+def test_dev_redis_keeps_sessions_across_container_restarts(render):
+    """AOF, fsync'd on every write, on an emptyDir: a restarted Redis container reads its sessions back
+    (the pod's own volume outlives its containers); noeviction: a full Redis refuses writes rather than
+    dropping sessions."""
+    (deployment,) = of_kind(render({"redis": {"dev": {"enabled": True}}}), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (redis,) = pod["containers"]
+    options = dict(zip(redis["args"][::2], redis["args"][1::2], strict=True))
+    assert options["--appendonly"] == "yes" and options["--appendfsync"] == "always"
+    assert options["--maxmemory-policy"] == "noeviction"
+    (mount,) = redis["volumeMounts"]
+    assert mount["mountPath"] == options["--dir"]
+    assert {v["name"]: v for v in pod["volumes"]}[mount["name"]] == {"name": mount["name"], "emptyDir": {}}
+
+
 def test_gcs_fault_tolerance_is_off_unless_asked(render):
     assert "gcsFaultToleranceOptions" not in one(render(), "RayService")["spec"]["rayClusterConfig"]
     objects = render({"gcsFaultTolerance": {"enabled": True, "redisAddress": "gcs-redis:6379",
