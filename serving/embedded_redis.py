@@ -33,9 +33,11 @@ def _die_with_parent():
     the parent is already gone. prctl is looked up here, before the fork."""
     import ctypes
 
-    prctl, parent = ctypes.CDLL(None, use_errno=True).prctl, os.getpid()
+    prctl, parent = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None), os.getpid()
 
     def preexec() -> None:
+        if prctl is None:  # not Linux: no parent-death signal
+            return
         prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(1)
