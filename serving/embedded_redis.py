@@ -76,7 +76,8 @@ class EmbeddedRedis:
                    "--logfile", "redis.log"]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          pass_fds=[self._lock] if self._lock is not None else [],
-                                         preexec_fn=_die_with_parent())
+                                         preexec_fn=_die_with_parent(), start_new_session=True)
+        # a session of its own: a Ctrl-C at the terminal stops the service, which then stops Redis
         self._wait_ready(start_timeout)
 
     @property
