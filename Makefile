@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint data proto loadtest bench clean
+.PHONY: demo test lint data proto loadtest chaos bench clean
 
 # torch first, exact: any looser request pulls a multi-GB CUDA build on Linux (README: GPU install).
 $(BIN)/mediround: pyproject.toml
@@ -33,6 +33,11 @@ proto: $(BIN)/mediround
 # Locust users hold phantom dialogues against a fresh embedded service; CSV in out/loadtest (loadtest/README.md).
 loadtest: $(BIN)/mediround
 	$(BIN)/python loadtest/run.py --out out/loadtest
+
+# Dialogues under load while a replica of each deployment is killed and Redis restarts, with 2 and then 1
+# replica of each; then every acknowledged round audited against the store (loadtest/README.md). out/chaos.
+chaos: $(BIN)/mediround
+	$(BIN)/python loadtest/chaos.py --out out/chaos --replicas 2 1 --dialogues 4 --duration 90 --cycles 2
 
 # Served pipeline vs a naive server, side by side (serving/bench.py); table and plot in out/bench.
 bench: $(BIN)/mediround
