@@ -10,7 +10,7 @@ the steps on different replicas) share one code path:
     language          -> last hidden states and logits of the language model (with a cache)
     seg_prompts       -> text_hidden_fcs: [SEG] hidden state (N, d) -> SAM prompt (N, P)   (§3)
     decode_masks      -> SAM mask decoder -> mask logits at the original resolution, refined by a
-                         guided filter on the image where the config asks for it
+                         guided filter on the image where the config asks for it (at a bounded size)
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from kornia.filters import guided_blur
 from torch import nn
 
 from model.jcm import JCM
-from model.preprocess import clip_input, sam_input
+from model.preprocess import clip_input, sam_input, shrink, working_size
 from model.reference import reference_box, reference_crop
 
 
@@ -163,20 +163,25 @@ class MediRound(nn.Module):
         """Low-res logits (N, 1, h, w) -> SAM input size -> padding cropped -> original (N, 1, H, W).
 
         With ``image`` and a ``guided_filter_eps``, the foreground probability is then guided-filtered
-        on the grey image over a window of one low-res cell each side, and returned as logits."""
+        on the grey image over a window of one low-res cell each side, and returned as logits. The filter
+        works at ``working_size`` (the original up to 512 px a side), so its cost stops growing with the
+        image: a larger image's refined logits are upsampled to the original size."""
         side = self.sam.image_encoder.img_size
         x = F.interpolate(low_res.float(), (side, side), mode="bilinear", align_corners=False)
         x = x[..., : input_size[0], : input_size[1]]
-        x = F.interpolate(x, original_size, mode="bilinear", align_corners=False)
         if image is None or self.guided_filter_eps is None:
-            return x
-        cell = max(original_size) / max(input_size) * side / low_res.shape[-1]  # original pixels per low-res cell
+            return F.interpolate(x, original_size, mode="bilinear", align_corners=False)
+        work = working_size(original_size)
+        x = F.interpolate(x, work, mode="bilinear", align_corners=False)
+        cell = max(work) / max(input_size) * side / low_res.shape[-1]  # working pixels per low-res cell
         radius = max(1, round(cell))
-        grey = image.to(x.device, torch.float32).mean(0)[None, None] / 255
+        grey = shrink(image.to(x.device)).to(torch.float32).mean(0)[None, None] / 255
         # the N masks as channels of one input: the guide's window statistics are computed once, not N times
         prob = guided_blur(grey, torch.sigmoid(x).transpose(0, 1), 2 * radius + 1, self.guided_filter_eps)
-        prob = prob.transpose(0, 1)
-        return torch.logit(prob.clamp(1e-6, 1 - 1e-6))
+        x = torch.logit(prob.transpose(0, 1).clamp(1e-6, 1 - 1e-6))
+        if work == tuple(original_size):
+            return x
+        return F.interpolate(x, original_size, mode="bilinear", align_corners=False)
 
     def box_masks(self, sam_embedding: torch.Tensor, boxes: torch.Tensor, input_size: tuple[int, int],
                   original_size: tuple[int, int], image: torch.Tensor | None = None) -> torch.Tensor:

@@ -3,6 +3,10 @@
 SAM branch: resize the longest side to ``img_size``, normalise with ImageNet mean/std in 0..255
 units, zero-pad bottom/right to a square. CLIP branch: pad to a square with the mean colour (as
 LLaVA does), resize to the tower's size, scale to 0..1 and normalise with CLIP mean/std.
+
+An image with a side over ``WORKING_SIDE`` is first shrunk to it (``shrink``, in uint8): the encoders see
+no more than their input side of it, and float copies of a 16M-pixel image would cost more than the
+model. The mask refinement works at the same bounded size (``working_size``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import torch.nn.functional as F
 
 SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+WORKING_SIDE = 512
+"""The longest side an image is worked on at: the largest it was trained and evaluated at (the 512-px CT
+slices), so those images are untouched; larger ones cost what a 512-px image costs, not more."""
 
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -28,16 +35,32 @@ def longest_side_size(original: tuple[int, int], side: int) -> tuple[int, int]:
     return max(1, int(h * scale + 0.5)), max(1, int(w * scale + 0.5))
 
 
+def working_size(original: tuple[int, int], side: int = WORKING_SIDE) -> tuple[int, int]:
+    """(h, w) an (H, W) image is worked on at: itself up to ``side`` on its longest side, else shrunk to it."""
+    return tuple(original) if max(original) <= side else longest_side_size(original, side)
+
+
+def shrink(image: torch.Tensor, side: int = WORKING_SIDE) -> torch.Tensor:
+    """uint8 (3, H, W) -> uint8 (3, h, w) at ``working_size``, antialiased; the image itself when it fits."""
+    size = working_size(tuple(image.shape[-2:]), side)
+    if size == tuple(image.shape[-2:]):
+        return image
+    if image.device.type == "cpu":  # torch resizes uint8 directly only on CPU: no float copy of the full image
+        return F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return _resize(image.float(), size).round().clamp(0, 255).to(torch.uint8)
+
+
 def sam_input(image: torch.Tensor, side: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """uint8 (3, H, W) -> normalised, padded float (3, side, side) and the resized (h, w) before padding."""
-    size = longest_side_size(tuple(image.shape[-2:]), side)
-    x = _resize(image.float(), size)
+    size = longest_side_size(tuple(image.shape[-2:]), side)  # of the original: the masks are mapped back by it
+    x = _resize(shrink(image, max(side, WORKING_SIDE)).float(), size)
     x = (x - x.new_tensor(SAM_MEAN)[:, None, None]) / x.new_tensor(SAM_STD)[:, None, None]
     return F.pad(x, (0, side - size[1], 0, side - size[0])), size
 
 
 def clip_input(image: torch.Tensor, side: int) -> torch.Tensor:
     """uint8 (3, H, W) -> float (3, side, side) for the CLIP vision tower."""
+    image = shrink(image, max(side, WORKING_SIDE))
     _, h, w = image.shape
     x = image.float() / 255.0
     if h != w:
