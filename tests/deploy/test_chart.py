@@ -3,7 +3,9 @@ their schema, the Serve config KubeRay deploys, the gRPC front's wiring, secrets
 whether the Ray cluster has room for every replica."""
 
 import base64
+import contextlib
 import copy
+import io
 import json
 import re
 import shlex
@@ -18,6 +20,8 @@ from ray.serve.schema import DeploymentSchema, RayActorOptionsSchema, ServeDeplo
 
 from serving.cli import build_parser
 from serving.pipeline import APPS, CONFIGS
+
+from .test_manifest_schemas import kubernetes_errors
 
 VALUE_FILES = ["values.yaml", "values-gpu.yaml"]
 MIRRORS = {"values.yaml": "cpu-tiny.yaml", "values-gpu.yaml": "gpu-full.yaml"}
@@ -97,6 +101,10 @@ def test_values_files_meet_the_values_schema(chart, chart_dir, values_file, name
     ({"redis": {"url": "http://redis:6379"}}, "/redis/url"),
     # the replicas read REDIS_URL from their pods: a URL in args would put its password in the RayService
     ({"serve": {"applications": {"reasoner": {"args": {"redis_url": "redis://:pw@r:6379"}}}}}, "/reasoner/args"),
+    ({"auth": {"tenantSecret": "mediround-tenants"}}, "tenantSecret"),
+    ({"auth": {"tenantsSecret": "Tenants_Secret"}}, "/auth/tenantsSecret"),
+    # the key is the file's name in the mounted directory
+    ({"auth": {"tenantsSecret": "t", "tenantsSecretKey": "../tenants.yaml"}}, "/auth/tenantsSecretKey"),
 ])
 def test_helm_refuses_wrong_values(chart, values, where):
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
@@ -244,6 +252,64 @@ def test_bearer_token_reaches_only_the_front_through_a_secret(chart, render):
     assert var["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "token"}
     without = render({"auth": {"enabled": False}})
     assert not [c for c in containers(without) for e in c["env"] if e["name"] == "MEDIROUND_TOKEN"]
+
+
+def serve_knows(flag: str) -> bool:
+    """Whether `mediround serve --help` lists the flag."""
+    usage = io.StringIO()
+    with contextlib.redirect_stdout(usage), contextlib.suppress(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    return flag in usage.getvalue()
+
+
+def tenants_front(objects: list[dict]) -> tuple[dict, dict]:
+    """The front's pod spec and container."""
+    pod = groups(objects)["front"]["template"]["spec"]
+    return pod, pod["containers"][0]
+
+
+@pytest.mark.parametrize("values", [
+    {"auth": {"tenantsSecret": "mediround-tenants"}},
+    # beside the other mounts, with another key
+    {"auth": {"tenantsSecret": "clinics", "tenantsSecretKey": "clinics.yaml"},
+     "tls": {"enabled": True, "secretName": "front-tls"},
+     "model": {"volume": {"persistentVolumeClaim": {"claimName": "mediround-models"}}}},
+])
+def test_tenants_come_from_a_secret_mounted_as_a_directory(render, values):
+    """render() has checked the RayService against KubeRay's CRD; the pod template is checked here."""
+    auth = values["auth"]
+    objects = render(values)
+    pod, container = tenants_front(objects)
+    assert kubernetes_errors(groups(objects)["front"]["template"], "io.k8s.api.core.v1.PodTemplateSpec") == []
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if volumes[m["name"]].get("secret", {}).get("secretName")
+                == auth["tenantsSecret"]]
+    # the whole Secret as a directory: a subPath mount never sees the Secret rotate, the directory does
+    assert "subPath" not in mount and "subPathExpr" not in mount and mount["readOnly"]
+    assert volumes[mount["name"]]["secret"] == {"secretName": auth["tenantsSecret"]}
+    command = front_command(objects)
+    key = auth.get("tenantsSecretKey", "tenants.yaml")
+    assert command[command.index("--tokens-file") + 1] == f"{mount['mountPath']}/{key}"
+    # --tokens-file and --token exclude each other: no single token anywhere, and no Secret made for one
+    assert not [c for c in containers(objects) for e in c["env"] if e["name"].startswith("MEDIROUND_TOKEN")]
+    assert of_kind(objects, "Secret") == []
+
+
+@pytest.mark.xfail(not serve_knows("--tokens-file"), strict=True,
+                   reason="serving/cli.py's `mediround serve` has no --tokens-file yet (ServerOptions has tokens_file)")
+def test_the_cli_accepts_the_fronts_tokens_file(render):
+    args = build_parser().parse_args(front_command(render({"auth": {"tenantsSecret": "mediround-tenants"}})))
+    assert args.tokens_file == "/etc/mediround/tenants/tenants.yaml" and args.token is None
+
+
+def test_tenants_and_a_single_token_exclude_each_other(chart, render):
+    with pytest.raises(helm.HelmRenderError, match="auth.token and auth.tenantsSecret exclude each other"):
+        chart.render({"auth": {"tenantsSecret": "mediround-tenants", "token": "dev"}}, name="mr")
+    # no auth at all: neither
+    objects = render({"auth": {"enabled": False, "tenantsSecret": "mediround-tenants"}})
+    pod, container = tenants_front(objects)
+    assert "--tokens-file" not in front_command(objects) and "volumes" not in pod
+    assert not [e for e in container["env"] if e["name"] == "MEDIROUND_TOKEN"]
 
 
 # --- optional objects ------------------------------------------------------------------------------------

@@ -3,17 +3,27 @@ The gRPC front as a Ray worker group of the RayService. `mediround serve` is a R
 needs a raylet on its own node, so each front pod first joins the cluster as a node that holds no
 replicas (num-cpus 0) with KubeRay's generated `ray start`, minus --block, then runs the grpcio server
 attached (--attach) to the applications KubeRay deployed from serveConfigV2: it deploys nothing, and
-stopping one front leaves them serving the others. The bearer token comes from MEDIROUND_TOKEN.
+stopping one front leaves them serving the others. One bearer token comes from MEDIROUND_TOKEN (so it
+never shows on a command line); tenants (auth.tenantsSecret) from a tokens file in a Secret mounted as a
+directory: a subPath mount would never see the Secret rotate.
 Being a worker group, the fronts follow the cluster through KubeRay's zero-downtime upgrades.
 KubeRay (>= 1.1) leaves this command alone because of the overwrite-container-cmd annotation, and its
 injected liveness probe (the raylet's health) still restarts a front whose node has died.
 */}}
 {{- define "mediround.frontGroup" -}}
 {{- $port := int .Values.front.port }}
+{{- $tenants := and .Values.auth.enabled .Values.auth.tenantsSecret }}
+{{- if and $tenants .Values.auth.token }}
+{{- fail "auth.token and auth.tenantsSecret exclude each other (mediround serve takes --token or --tokens-file): drop auth.token" }}
+{{- end }}
+{{- $mounts := or .Values.tls.enabled .Values.model.volume $tenants }}
 {{- $args := list "--address" (printf "0.0.0.0:%d" $port) "--ray-address" "auto" "--attach"
       "--metrics-port" (toString (int .Values.front.metricsPort)) }}
 {{- if .Values.tls.enabled }}
 {{- $args = concat $args (list "--tls-cert" "/etc/mediround/tls/tls.crt" "--tls-key" "/etc/mediround/tls/tls.key") }}
+{{- end }}
+{{- if $tenants }}
+{{- $args = concat $args (list "--tokens-file" (printf "/etc/mediround/tenants/%s" .Values.auth.tenantsSecretKey)) }}
 {{- end }}
 {{- $args = concat $args .Values.front.extraArgs -}}
 - groupName: front
@@ -47,7 +57,7 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
               exec mediround serve {{ range $args }}{{ squote . }} {{ end }}
           env:
             {{- include "mediround.env" . | nindent 12 }}
-            {{- if .Values.auth.enabled }}
+            {{- if and .Values.auth.enabled (not $tenants) }}
             - name: MEDIROUND_TOKEN
               valueFrom:
                 secretKeyRef:
@@ -68,20 +78,28 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
             failureThreshold: 3
           resources:
             {{- toYaml .Values.front.resources | nindent 12 }}
-          {{- /* No TLS and no model volume: no volumeMounts at all, as `volumeMounts: null` breaks the CRD */}}
-          {{- if or .Values.tls.enabled .Values.model.volume }}
+          {{- /* Nothing to mount: no volumeMounts at all, as `volumeMounts: null` breaks the CRD */}}
+          {{- if $mounts }}
           volumeMounts:
             {{- if .Values.tls.enabled }}
             - {name: tls, mountPath: /etc/mediround/tls, readOnly: true}
             {{- end }}
+            {{- if $tenants }}
+            - {name: tenants, mountPath: /etc/mediround/tenants, readOnly: true}
+            {{- end }}
             {{- with include "mediround.modelVolumeMounts" . }}{{ . | nindent 12 }}{{ end }}
           {{- end }}
-      {{- if or .Values.tls.enabled .Values.model.volume }}
+      {{- if $mounts }}
       volumes:
         {{- if .Values.tls.enabled }}
         - name: tls
           secret:
             secretName: {{ required "tls.enabled needs tls.secretName" .Values.tls.secretName }}
+        {{- end }}
+        {{- if $tenants }}
+        - name: tenants
+          secret:
+            secretName: {{ $tenants }}
         {{- end }}
         {{- with include "mediround.modelVolumes" . }}{{ . | nindent 8 }}{{ end }}
       {{- end }}
