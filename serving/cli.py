@@ -51,7 +51,8 @@ def _serve(args) -> int:
                              serve_config=args.serve_config,
                              replicas={k: int(v) for k, v in replicas.items()}, metrics_port=args.metrics_port,
                              ray_address=args.ray_address, attach=args.attach,
-                             server=ServerOptions(address=args.address, token=args.token, tls_cert=args.tls_cert,
+                             server=ServerOptions(address=args.address, token=args.token,
+                                                  tokens_file=args.tokens_file, tls_cert=args.tls_cert,
                                                   tls_key=args.tls_key))
 
     async def main() -> None:
@@ -69,6 +70,22 @@ def _serve(args) -> int:
     except DataDirectoryInUse as e:
         print(f"mediround: error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _token(args) -> int:
+    from serving.tenants import new_token, parse_tokens_file, token_hash
+
+    token = new_token()
+    entry = f'  - name: {args.tenant}\n    token_sha256: "{token_hash(token)}"\n'
+    for option in ("max_sessions", "max_rounds_in_flight"):
+        if getattr(args, option):
+            entry += f"    {option}: {getattr(args, option)}\n"
+    parse_tokens_file("tenants:\n" + entry, "the new entry")  # the same rules as the server's (ValueError)
+    # stdout is the entry alone (mediround token NAME >> tenants.yaml); the token goes to the terminal
+    print("the token (give it to the tenant: it is shown once and stored nowhere); the entry for the tokens "
+          f"file, under 'tenants:', follows on stdout\n{token}", file=sys.stderr)
+    print(entry, end="")
     return 0
 
 
@@ -120,10 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the applications already running on the Ray cluster (e.g. a KubeRay RayService) "
                         "instead of deploying them; stopping leaves them running")
     p.add_argument("--token", default=os.environ.get("MEDIROUND_TOKEN"),
-                   help="require 'authorization: Bearer <token>' metadata (default: MEDIROUND_TOKEN)")
+                   help="require 'authorization: Bearer <token>' metadata: one tenant (default: MEDIROUND_TOKEN)")
+    p.add_argument("--tokens-file", default=os.environ.get("MEDIROUND_TOKENS_FILE"),
+                   help="tenants and the SHA-256 of their tokens, YAML, re-read when it changes (default: "
+                        "MEDIROUND_TOKENS_FILE; see 'mediround token')")
     p.add_argument("--tls-cert", help="PEM certificate chain (serve TLS; needs --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("token", help="make a new bearer token for a tenant and print its tokens-file entry")
+    p.add_argument("tenant", help="tenant name: lowercase letters, digits, '.', '_', '-'")
+    p.add_argument("--max-sessions", type=int, default=0, help="live sessions at once (default: no limit)")
+    p.add_argument("--max-rounds-in-flight", type=int, default=0, help="per front process (default: no limit)")
+    p.set_defaults(func=_token)
 
     p = sub.add_parser("chat", help="an interactive dialogue with a running service")
     p.add_argument("image", help="PNG (8/16-bit), JPEG or TIFF file")

@@ -124,7 +124,13 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
                                f"{limits.min_image_side} pixels and at most {limits.max_aspect_ratio:g} times "
                                "longer than wide are accepted")
         image.load()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL's own pixel limit, met before our side check
+        raise ImageTooLarge(f"the image is over {2 * Image.MAX_IMAGE_PIXELS} pixels; sides up to "
+                            f"{limits.max_image_side} pixels are accepted") from e
+    except UnidentifiedImageError as e:
+        raise InvalidImage("the bytes are not an image of a known format; send PNG (8- or 16-bit), JPEG or "
+                           "TIFF") from e
+    except OSError as e:  # PIL's message names the damage, never a path or an object (we pass it bytes)
         raise InvalidImage(f"the image bytes could not be decoded ({e}); send PNG (8- or 16-bit), JPEG or "
                            "TIFF") from e
     if image.mode in ("LA", "La"):  # grey with alpha: the alpha is not part of the picture

@@ -12,7 +12,7 @@ def run(*args):
 
 
 @pytest.mark.parametrize("args", [[], ["data"], ["data", "validate"], ["data", "phantoms"], ["data", "show"],
-                                  ["train"], ["train", "recipe"], ["eval"], ["serve"], ["chat"], ["demo"]])
+                                  ["train"], ["train", "recipe"], ["eval"], ["serve"], ["token"], ["chat"], ["demo"]])
 def test_every_subcommand_has_help(args):
     r = run(*args, "--help")
     assert r.returncode == 0 and "usage: mediround" in r.stdout
@@ -58,3 +58,17 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
+
+
+def test_token_prints_a_new_token_once_and_the_entry_that_admits_it(tmp_path, capsys):
+    from serving.tenants import TenantRegistry
+
+    assert main(["token", "st-marys-pacs", "--max-sessions", "5"]) == 0
+    out, err = capsys.readouterr()
+    token = err.strip().splitlines()[-1]
+    assert token not in out  # the entry, which goes into the file, holds only the hash
+    (tmp_path / "tenants.yaml").write_text("tenants:\n" + out)
+    tenant = TenantRegistry.from_file(tmp_path / "tenants.yaml").authenticate(f"Bearer {token}")
+    assert (tenant.name, tenant.max_sessions) == ("st-marys-pacs", 5)
+    assert main(["token", "St Mary's"]) == 2
+    assert "name must be" in capsys.readouterr().err

@@ -87,11 +87,6 @@ def test_sides_over_the_limit_are_too_large(width, height):
     assert isinstance(result, ImageTooLarge) and "sides up to 4096 pixels" in str(result)
 
 
-@pytest.mark.xfail(strict=True, reason="serving.dialogue.decode_image: a picture over PIL's decompression-bomb "
-                                       "limit (2 x 89 M pixels) is refused by Image.open before the size check: "
-                                       "InvalidImage (INVALID_ARGUMENT) 'could not be decoded (... could be "
-                                       "decompression bomb DOS attack.)' instead of ImageTooLarge "
-                                       "(RESOURCE_EXHAUSTED, 'sides up to 4096 pixels')")
 @settings(max_examples=20, deadline=None)
 @given(st.integers(13_400, 2**31 - 1), st.integers(13_400, 2**31 - 1))
 @example(100_000, 100_000)
