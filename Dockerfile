@@ -43,7 +43,11 @@ RUN mkdir -p /opt/mediround/checkpoints \
     && ln -s /opt/venv/lib/python3.11/site-packages/model/checkpoints/tiny /opt/mediround/checkpoints/tiny \
     && test -f /opt/mediround/checkpoints/tiny/model.safetensors
 
-RUN groupadd --gid 1000 mediround && useradd --uid 1000 --gid 1000 --create-home mediround
+RUN groupadd --gid 1000 mediround && useradd --uid 1000 --gid 1000 --create-home mediround \
+    && mkdir -p /data && chown 1000:1000 /data
+# The embedded Redis's append-only file (mediround serve without a Redis URL): a volume, not the container.
+ENV MEDIROUND_DATA_DIR=/data
+VOLUME /data
 USER 1000:1000
 WORKDIR /home/mediround
 

@@ -60,3 +60,8 @@ def test_runs_as_the_non_root_user_the_chart_expects():
     security = CHART_VALUES["podSecurityContext"]
     assert (int(uid), int(gid)) == (security["runAsUser"], security["runAsGroup"]) and uid != "0"
     assert f"--uid {uid} --gid {gid}" in DOCKERFILE and f"--gid {gid} mediround" in DOCKERFILE
+
+
+def test_the_embedded_store_lives_in_a_volume_the_user_can_write():
+    assert ["ENV", "MEDIROUND_DATA_DIR=/data"] in INSTRUCTIONS and ["VOLUME", "/data"] in INSTRUCTIONS
+    assert "chown 1000:1000 /data" in DOCKERFILE
