@@ -108,6 +108,7 @@ class Fault:
     target: str  # a deployment name, or Redis
     at: float  # when it was killed
     back: float | None = None  # when a replacement replica ran / Redis answered again (None: never)
+    respawned: float | None = None  # when the replacement's process was up (still loading the model)
     pid: int = 0
 
 
@@ -116,6 +117,7 @@ class FaultFigures:
     target: str
     at: float
     back_s: float | None  # fault -> replica replaced / Redis answering
+    respawn_s: float | None  # fault -> the replacement replica's process up (Serve saw the death)
     recover_s: float | None  # fault -> the first acknowledged round whose attempt started after it
     failures: dict[str, int]  # failed CreateRound attempts that ended between this fault and the next, by code
     sessions_active: int = 0  # Redis: dialogues under way across the outage
@@ -363,6 +365,8 @@ def kill_replica(replicas: Replicas, deployment: str, now, rng: random.Random, t
     os.kill(pid, signal.SIGKILL)
     while now() < fault.at + timeout:
         alive = replicas.alive(deployment)
+        if fault.respawned is None and alive.keys() - {actor}:
+            fault.respawned = now()
         if actor not in alive and len(alive) >= replicas.count and replicas.running(deployment) >= replicas.count:
             fault.back = now()
             break
@@ -394,12 +398,16 @@ def fault_figures(faults: list[Fault], attempts: list[Attempt], runs: list[Dialo
         failed = Counter(a.code for a in attempts
                          if a.call == "CreateRound" and a.code != "OK" and fault.at <= a.end < until)
         after = [a.at for a in acks if a.start >= fault.at]
-        f = FaultFigures(fault.target, fault.at, None if fault.back is None else fault.back - fault.at,
+        f = FaultFigures(fault.target, fault.at, _since(fault.at, fault.back), _since(fault.at, fault.respawned),
                          min(after) - fault.at if after else None, dict(failed))
         if fault.target == "Redis" and fault.back is not None:
             _redis_sessions(f, fault, attempts, runs)
         figures.append(f)
     return figures
+
+
+def _since(start: float, t: float | None) -> float | None:
+    return None if t is None else t - start
 
 
 def _redis_sessions(f: FaultFigures, fault: Fault, attempts: list[Attempt], runs: list[DialogueRun]) -> None:
@@ -437,7 +445,7 @@ def stored_rounds(client, session_id: str):
 
 def audit(runs: list[DialogueRun], url: str) -> AuditFigures:
     """Every acknowledged round against the store: stored exactly once, as acknowledged; and every
-    session's rounds numbered 1..n, its version n, its request map the rounds' request ids."""
+    session's rounds numbered 1..n, each of its own request, its version n, its request map theirs."""
     import redis
 
     from serving.store import key
@@ -449,12 +457,11 @@ def audit(runs: list[DialogueRun], url: str) -> AuditFigures:
         stored = stored_rounds(client, sid)
         requests = {k.decode(): int(v) for k, v in client.hgetall(key("session", sid, "requests")).items()}
         version = client.hget(key("session", sid), "version")
-        numbers = [r.number for r in stored]
+        numbers, count = [r.number for r in stored], Counter(r.request_id for r in stored)
         if (numbers != list(range(1, len(stored) + 1)) or version is None or int(version) != len(stored)
-                or requests != {r.request_id: r.number for r in stored}):
+                or len(count) != len(stored) or requests != {r.request_id: r.number for r in stored}):
             figures.broken_sessions += 1
             figures.problems.append(f"session {sid}: numbers {numbers}, version {version}, requests {requests}")
-        count = Counter(r.request_id for r in stored)
         for ack in run.acks:
             figures.acknowledged += 1
             if count[ack.request_id] == 0:
@@ -683,10 +690,11 @@ def table(reports: list[ModeReport]) -> str:
                       f"{r.attempts} calls, round p50 {r.round_p50_ms:.0f} ms, p99 {r.round_p99_ms:.0f} ms; "
                       f"failed CreateSession: {_codes(r.session_failures)}; stored but unacknowledged: "
                       f"{r.audit.unacknowledged}",
-                  "", "| fault | at | back after | first round after | failed attempts until the next fault |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {f.target} | {f.at:.1f} s | {_s(f.back_s)} | {_s(f.recover_s)} | {_codes(f.failures)} |"
-                  for f in r.faults]
+                  "", "| fault | at | replacement started after | back after | first round after "
+                      "| failed attempts until the next fault |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {f.target} | {f.at:.1f} s | {'-' if f.target == 'Redis' else _s(f.respawn_s)} | {_s(f.back_s)} "
+                  f"| {_s(f.recover_s)} | {_codes(f.failures)} |" for f in r.faults]
         lines += [""] + [f"- {'PASS' if c.ok else 'FAIL'} {c.name}: {c.detail}" for c in r.checks]
         lines += [f"  - {p}" for p in (r.audit.problems + r.rerun.problems)[:20]]
     return "\n".join(lines)
