@@ -10,7 +10,8 @@ A tokens file (YAML; on Kubernetes a Secret mounted as a file) lists the tenants
 
 ``mediround token NAME`` makes a token and prints its entry. Tokens are 256-bit random strings, so a
 plain SHA-256 is a safe way to keep them; every entry is compared in constant time, whichever matches.
-The file is read again when it changes (a rotated Secret takes effect without a restart).
+The file is read again when it changes (a rotated Secret takes effect without a restart); a tenant may
+have several entries, one per token, so that a new token can be handed out before the old one is removed.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def parse_tokens_file(text: str, source: str = "the tokens file") -> dict[str, T
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{source} must hold 'tenants:', a list of entries with 'name' and 'token_sha256'")
     tenants: dict[str, Tenant] = {}
-    names = set()
+    names: dict[str, Tenant] = {}
     for i, entry in enumerate(entries, 1):
         where = f"{source}, tenant {i}"
         if not isinstance(entry, dict) or set(entry) - {"name", "token_sha256", "max_sessions",
@@ -123,11 +124,13 @@ def parse_tokens_file(text: str, source: str = "the tokens file") -> dict[str, T
             raise ValueError(f"{where}: token_sha256 must be the 64 hex digits of the token's SHA-256, quoted "
                              "(mediround token NAME prints the entry)")
         digest = digest.lower()
-        if name in names or digest in tenants:
-            raise ValueError(f"{where}: the name or the token hash is already used by another tenant")
+        if digest in tenants:
+            raise ValueError(f"{where}: that token hash is already another entry's")
         limits = {k: entry.get(k, 0) for k in ("max_sessions", "max_rounds_in_flight")}
         if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in limits.values()):
             raise ValueError(f"{where}: max_sessions and max_rounds_in_flight are whole numbers >= 0")
-        names.add(name)
-        tenants[digest] = Tenant(name, **limits)
+        tenant = Tenant(name, **limits)
+        if names.setdefault(name, tenant) != tenant:  # a tenant's tokens (old and new, mid-rotation) agree
+            raise ValueError(f"{where}: '{name}' has another entry with other limits; one tenant, one set of limits")
+        tenants[digest] = tenant
     return tenants

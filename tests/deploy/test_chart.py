@@ -3,9 +3,7 @@ their schema, the Serve config KubeRay deploys, the gRPC front's wiring, secrets
 whether the Ray cluster has room for every replica."""
 
 import base64
-import contextlib
 import copy
-import io
 import json
 import re
 import shlex
@@ -254,14 +252,6 @@ def test_bearer_token_reaches_only_the_front_through_a_secret(chart, render):
     assert not [c for c in containers(without) for e in c["env"] if e["name"] == "MEDIROUND_TOKEN"]
 
 
-def serve_knows(flag: str) -> bool:
-    """Whether `mediround serve --help` lists the flag."""
-    usage = io.StringIO()
-    with contextlib.redirect_stdout(usage), contextlib.suppress(SystemExit):
-        build_parser().parse_args(["serve", "--help"])
-    return flag in usage.getvalue()
-
-
 def tenants_front(objects: list[dict]) -> tuple[dict, dict]:
     """The front's pod spec and container."""
     pod = groups(objects)["front"]["template"]["spec"]
@@ -295,8 +285,6 @@ def test_tenants_come_from_a_secret_mounted_as_a_directory(render, values):
     assert of_kind(objects, "Secret") == []
 
 
-@pytest.mark.xfail(not serve_knows("--tokens-file"), strict=True,
-                   reason="serving/cli.py's `mediround serve` has no --tokens-file yet (ServerOptions has tokens_file)")
 def test_the_cli_accepts_the_fronts_tokens_file(render):
     args = build_parser().parse_args(front_command(render({"auth": {"tenantsSecret": "mediround-tenants"}})))
     assert args.tokens_file == "/etc/mediround/tenants/tenants.yaml" and args.token is None

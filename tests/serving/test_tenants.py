@@ -45,13 +45,18 @@ def test_the_tokens_file_holds_hashes_and_bad_files_are_refused_saying_where(tmp
     assert registry.authenticate("Bearer tok-b").name == "lab-b"
     assert registry.authenticate("Bearer tok-c") is None
     assert registry.authenticate("tok-a") is None and registry.authenticate(None) is None
+    rotating = parse_tokens_file(f"tenants:\n  - {{name: a, token_sha256: {token_hash('old')}}}\n"
+                                 f"  - {{name: a, token_sha256: {token_hash('new')}}}")
+    assert {t.name for t in rotating.values()} == {"a"} and len(rotating) == 2  # both tokens, mid-rotation
     for text, says in [("tenants: []", "must hold 'tenants:'"),
                        ("tenants:\n  - name: Bad Name\n    token_sha256: " + "a" * 64, "tenant 1: name must be"),
                        ("tenants:\n  - name: a\n    token_sha256: abc", "64 hex digits"),
                        ("tenants:\n  - name: a\n    token_sha256: " + "a" * 64 + "\n    max_sessions: -1", ">= 0"),
                        ("tenants:\n  - name: a\n    token_sha256: " + "a" * 64 + "\n    token: x", "accepted keys"),
+                       ("tenants:\n  - {name: a, token_sha256: " + "a" * 64 + "}\n  - {name: b, token_sha256: "
+                        + "a" * 64 + "}", "tenant 2: that token hash is already another entry's"),
                        ("tenants:\n  - {name: a, token_sha256: " + "a" * 64 + "}\n  - {name: a, token_sha256: "
-                        + "b" * 64 + "}", "tenant 2: the name or the token hash is already used"),
+                        + "b" * 64 + ", max_sessions: 3}", "tenant 2: 'a' has another entry with other limits"),
                        ("tenants:\n  - name: a\n    token_sha256: " + "1" * 64, "quoted")]:
         with pytest.raises(ValueError, match=says):
             parse_tokens_file(text, "tokens.yaml")
