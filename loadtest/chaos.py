@@ -360,12 +360,13 @@ class Replicas:
 def kill_replica(replicas: Replicas, deployment: str, now, rng: random.Random, timeout: float) -> Fault:
     """SIGKILL one replica process of ``deployment`` (a crash, not ``ray.kill``); wait until Serve runs a
     replacement and the deployment has its full count again."""
-    actor, pid = rng.choice(sorted(replicas.alive(deployment).items()))
+    before = replicas.alive(deployment)
+    actor, pid = rng.choice(sorted(before.items()))
     fault = Fault(deployment, now(), pid=pid)
     os.kill(pid, signal.SIGKILL)
     while now() < fault.at + timeout:
         alive = replicas.alive(deployment)
-        if fault.respawned is None and alive.keys() - {actor}:
+        if fault.respawned is None and alive.keys() - before.keys():
             fault.respawned = now()
         if actor not in alive and len(alive) >= replicas.count and replicas.running(deployment) >= replicas.count:
             fault.back = now()
