@@ -167,7 +167,7 @@ class ReasonerStats:
 def encode_mask(mask: np.ndarray) -> bytes:
     """(H, W) bool -> single-channel 8-bit PNG, foreground 255."""
     buf = io.BytesIO()
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8), mode="L").save(buf, format="PNG", compress_level=1)
+    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, format="PNG", compress_level=1)  # no int64 copy
     return buf.getvalue()
 
 
