@@ -4,9 +4,9 @@ SAM branch: resize the longest side to ``img_size``, normalise with ImageNet mea
 units, zero-pad bottom/right to a square. CLIP branch: pad to a square with the mean colour (as
 LLaVA does), resize to the tower's size, scale to 0..1 and normalise with CLIP mean/std.
 
-An image with a side over ``WORKING_SIDE`` is first shrunk to it (``shrink``, in uint8): the encoders see
-no more than their input side of it, and float copies of a 16M-pixel image would cost more than the
-model. The mask refinement works at the same bounded size (``working_size``).
+An image larger than an encoder needs is first shrunk in uint8 (``shrink``, to the larger of the encoder's
+input side and ``WORKING_SIDE``): float copies of a 16M-pixel image would cost more than the model. The
+mask refinement works at a bounded size too (``working_size``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ SAM_MEAN, SAM_STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 WORKING_SIDE = 512
 """The longest side an image is worked on at: the largest it was trained and evaluated at (the 512-px CT
-slices), so those images are untouched; larger ones cost what a 512-px image costs, not more."""
+slices), so those images are untouched; larger ones are encoded and refined at this size (the picture
+itself is kept at full size for the reference crops and the final mask)."""
 
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

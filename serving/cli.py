@@ -38,6 +38,17 @@ def _default_data_dir() -> str:
     return str(Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mediround")
 
 
+def _send_audit_to(target: str) -> None:
+    """The audit log (one JSON line per call, ``serving.server``) to ``target``: a file, or "-" for stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target)
+    audit = logging.getLogger("mediround.audit")
+    audit.setLevel(logging.INFO)
+    audit.addHandler(handler)
+    audit.propagate = False  # its own stream: never mixed into, or filtered by, other logging
+
+
 def _serve(args) -> int:
     import asyncio
     import signal
@@ -46,6 +57,7 @@ def _serve(args) -> int:
     from serving.server import ServerOptions
     from serving.service import Service, ServiceOptions
 
+    _send_audit_to(args.audit_log)
     replicas = dict(item.split("=", 1) for item in args.replicas or [])
     options = ServiceOptions(checkpoint=args.checkpoint, redis_url=args.redis_url, data_dir=args.data_dir,
                              serve_config=args.serve_config,
@@ -74,8 +86,10 @@ def _serve(args) -> int:
 
 
 def _token(args) -> int:
-    from serving.tenants import new_token, parse_tokens_file, token_hash
+    from serving.tenants import TENANT_NAME, new_token, parse_tokens_file, token_hash
 
+    if not TENANT_NAME.fullmatch(args.tenant):
+        raise ValueError("a tenant name is 1-63 lowercase letters, digits, '.', '_' or '-'")
     token = new_token()
     entry = f'  - name: {args.tenant}\n    token_sha256: "{token_hash(token)}"\n'
     for option in ("max_sessions", "max_rounds_in_flight"):
@@ -141,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens-file", default=os.environ.get("MEDIROUND_TOKENS_FILE"),
                    help="tenants and the SHA-256 of their tokens, YAML, re-read when it changes (default: "
                         "MEDIROUND_TOKENS_FILE; see 'mediround token')")
+    p.add_argument("--audit-log", default="-",
+                   help="append the audit log (a JSON line per call: tenant, method, session, status, latency) to "
+                        "this file (default '-': stderr)")
     p.add_argument("--tls-cert", help="PEM certificate chain (serve TLS; needs --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
     p.set_defaults(func=_serve)

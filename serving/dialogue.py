@@ -41,7 +41,7 @@ from serving.messages import (
     RoundTimings,
     Session,
 )
-from serving.store import RedisSessionStore, SessionNotFound
+from serving.store import RedisSessionStore, SessionNotFound, content_key
 from serving.tenants import ANONYMOUS, Tenant
 
 ACCEPTED_FORMATS = {"PNG", "JPEG", "TIFF"}
@@ -77,6 +77,11 @@ class Limits:
     """How long a round waits for the previous round of its session."""
     replica_retry_s: float = 10.0
     """How long a round whose model replica died is retried (on another replica, or the restarted one)."""
+
+
+def _check_and_hash(image: bytes, limits: Limits) -> str:
+    decode_image(image, limits)
+    return hashlib.sha256(image).hexdigest()
 
 
 def check_metadata(metadata: dict[str, str], limits: Limits) -> dict[str, str]:
@@ -150,8 +155,9 @@ class Dialogue:
         if not 0 <= ttl <= self.limits.max_ttl_s:
             raise InvalidTTL(f"ttl_seconds is {ttl}; it must be 0 (the default) to {self.limits.max_ttl_s}")
         metadata = check_metadata(metadata or {}, self.limits)
-        picture = decode_image(image, self.limits)
-        sha = hashlib.sha256(image).hexdigest()
+        # off the event loop: a large image decodes for a while, and the loop renews the rounds' leases
+        picture, sha = await asyncio.to_thread(lambda: (decode_image(image, self.limits),
+                                                        hashlib.sha256(image).hexdigest()))
         return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl,
                                                tenant=tenant.name, max_sessions=tenant.max_sessions)
 
@@ -207,19 +213,19 @@ class Dialogue:
             reference = _reference_round(question, reference_round, len(history))
             on_answer = _once(on_answer)  # a retried round streams its answer once
             record = await self._retrying(deadline, lambda: self._compute(
-                session.image_sha256, None, history, question, reference, on_answer, session_id=session_id))
+                session.image_key, None, history, question, reference, on_answer, session_id=session_id))
             record.request_id = request_id
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlinePassed("the deadline passed before the round finished; nothing was appended")
             return await self.store.append_round(session, record)
 
-    async def segment(self, image: bytes, question: str) -> Round:
+    async def segment(self, image: bytes, question: str, *, tenant: Tenant = ANONYMOUS) -> Round:
         """A single stateless round on ``image``."""
         question = self._check_question(question)
-        decode_image(image, self.limits)
+        sha = await asyncio.to_thread(_check_and_hash, image, self.limits)
         reference = _reference_round(question, 0, 0)
-        sha = hashlib.sha256(image).hexdigest()
-        record = await self._retrying(None, lambda: self._compute(sha, image, [], question, reference, None))
+        name = content_key(sha, tenant.name)
+        record = await self._retrying(None, lambda: self._compute(name, image, [], question, reference, None))
         record.number = 1
         return record
 

@@ -36,6 +36,7 @@ def _die_with_parent():
     prctl, parent = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None), os.getpid()
 
     def preexec() -> None:
+        os.umask(0o077)  # the append-only file holds patient data: for this user only
         if prctl is None:  # not Linux: no parent-death signal
             return
         prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
@@ -63,7 +64,8 @@ class EmbeddedRedis:
             persistence = ["--appendonly", "no"]
         else:
             self.directory = Path(directory).expanduser().resolve()
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.directory.chmod(0o700)  # it holds patient data (an existing one may have been made looser)
             self._lock = self._take_lock(lock_wait)
             persistence = ["--appendonly", "yes", "--appendfsync", "always"]
         self.socket = self.directory / "redis.sock"

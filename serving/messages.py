@@ -30,6 +30,8 @@ class Session:
     metadata: dict[str, str] = field(default_factory=dict)
     tenant: str = ""
     """The tenant that created it; only that tenant sees it ("" when the server runs without tokens)."""
+    image_key: str = ""
+    """The image's name in the store and the encoders' caches (``serving.store.content_key``)."""
 
 
 @dataclass

@@ -19,15 +19,14 @@ from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayTas
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from model.config import SHIPPED_TINY
-from serving.errors import StepUnavailable
+from serving.errors import Overloaded, StepUnavailable
 from serving.messages import DecodedMask, Encoding, MaskRequest, ReasonedTurn, ReasonRequest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "deploy" / "serve"
 APPS = ("encoder", "reasoner", "segmenter")
 
 
-_REPLICA_LOST = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError, BackPressureError,
-                 DeploymentUnavailableError)
+_REPLICA_LOST = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError, DeploymentUnavailableError)
 """A replica (or the replica holding an encoding) died or is unreachable: the step did not happen."""
 
 
@@ -45,6 +44,8 @@ async def _result(response):
         raise
     except _REPLICA_LOST as e:
         raise StepUnavailable(f"a model replica was lost mid-round ({type(e).__name__})") from None
+    except BackPressureError:  # the deployment's queues are full: retrying would only add to them
+        raise Overloaded("the model's replicas have all the rounds they can queue; retry with backoff") from None
 
 
 class ServePipeline:

@@ -9,6 +9,7 @@ all four and still reaches every replica through the deployment handles.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import time
@@ -92,13 +93,15 @@ class _Front(grpc.aio.ServerInterceptor):
         self.tenants = tenants
 
     async def intercept_service(self, continuation, details):
-        handler = await continuation(details)
-        if handler is None:
-            return None
         method = details.method
         tenant = ANONYMOUS
         if self.tenants is not None and not method.startswith(OPEN_METHODS):
             tenant = self.tenants.authenticate(dict(details.invocation_metadata or ()).get("authorization"))
+            if tenant is None:  # refused before the request is parsed, and whether the method exists
+                return self._denied(method)
+        handler = await continuation(details)
+        if handler is None:
+            return None
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method, tenant), _tolerant(handler.request_deserializer),
@@ -107,29 +110,33 @@ class _Front(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 self._stream(handler.unary_stream, method, tenant), _tolerant(handler.request_deserializer),
                 handler.response_serializer)
-        if tenant is None:  # streaming requests (reflection): no way to refuse but to wrap it too
-            return grpc.stream_stream_rpc_method_handler(self._denied, handler.request_deserializer,
-                                                         handler.response_serializer)
-        return handler
+        return handler  # streaming requests (reflection), authenticated above
 
     @staticmethod
-    async def _refuse(request, context, tenant) -> None:
-        if tenant is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
-                                "missing or unknown token: send 'authorization: Bearer <token>' metadata")
+    async def _refuse(request, context) -> None:
         if isinstance(request, _Undecodable):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "the request is not a valid message of this method (string fields must be UTF-8)")
 
-    async def _denied(self, requests, context):
-        await self._refuse(None, context, None)
-        yield  # pragma: no cover - abort raises
+    @staticmethod
+    def _denied(method: str):
+        """The handler of every call without a known token: the request stays raw bytes, never parsed."""
+
+        async def deny(request, context):
+            start = time.perf_counter()
+            try:
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    "missing or unknown token: send 'authorization: Bearer <token>' metadata")
+            finally:
+                _audit(None, method, "", context, start, None)
+
+        return grpc.unary_unary_rpc_method_handler(deny)
 
     def _unary(self, behaviour, method: str, tenant):
         async def call(request, context):
-            start, response, cancelled = time.perf_counter(), None, False
+            start, response, failed = time.perf_counter(), None, None
             try:
-                await self._refuse(request, context, tenant)
+                await self._refuse(request, context)
                 token = current_tenant.set(tenant)
                 try:
                     response = await behaviour(request, context)
@@ -137,34 +144,45 @@ class _Front(grpc.aio.ServerInterceptor):
                     current_tenant.reset(token)
                 return response
             except asyncio.CancelledError:
-                cancelled = True
+                failed = "CANCELLED"
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception:  # grpc answers UNKNOWN, and context.code() does not know it
+                failed = "UNKNOWN"
                 raise
             finally:
-                _audit(tenant, method, _session_of(request, response), context, start, cancelled)
+                _audit(tenant, method, _session_of(request, response), context, start, failed)
 
         return call
 
     def _stream(self, behaviour, method: str, tenant):
         async def call(request, context):
-            start, last, cancelled = time.perf_counter(), None, False
+            start, last, failed = time.perf_counter(), None, None
             try:
-                await self._refuse(request, context, tenant)
-                current_tenant.set(tenant)  # this generator runs in its own context: no reset needed
+                await self._refuse(request, context)
+                current_tenant.set(tenant)  # grpc.aio serves each call in a task of its own: it ends with the call
                 async for last in behaviour(request, context):
                     yield last
             except (asyncio.CancelledError, GeneratorExit):
-                cancelled = True
+                failed = "CANCELLED"
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception:
+                failed = "UNKNOWN"
                 raise
             finally:
-                _audit(tenant, method, _session_of(request, getattr(last, "round", None)), context, start, cancelled)
+                _audit(tenant, method, _session_of(request, getattr(last, "round", None)), context, start, failed)
 
         return call
 
 
-def _audit(tenant, method: str, session: str, context, start: float, cancelled: bool) -> None:
+def _audit(tenant, method: str, session: str, context, start: float, failed: str | None) -> None:
     code = context.code()
-    status = "CANCELLED" if cancelled else code.name if isinstance(code, grpc.StatusCode) else "OK"
-    audit.info(json.dumps({"tenant": tenant.name if tenant else None, "method": method, "session": session,
+    status = failed or (code.name if isinstance(code, grpc.StatusCode) else "OK")
+    audit.info(json.dumps({"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+                           "tenant": tenant.name if tenant else None, "method": method, "session": session,
                            "status": status, "ms": round(1e3 * (time.perf_counter() - start), 1)}))
 
 

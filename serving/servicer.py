@@ -172,4 +172,6 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
 
     @_status
     async def Segment(self, request, context):
-        return round_pb(await self._bounded(context, lambda: self.dialogue.segment(request.image, request.question)))
+        tenant = current_tenant.get()
+        return round_pb(await self._bounded(context, lambda: self.dialogue.segment(request.image, request.question,
+                                                                                   tenant=tenant)))

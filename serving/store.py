@@ -3,7 +3,7 @@
 Schema (``mr`` is the key prefix; a session's keys share its expiry, which its rounds extend and reads
 do not; an image and what is derived from it live exactly as long as the last session that uses it):
 
-    mr:session:{id}            hash    image_sha256, width, height, created, expires, ttl, version, tenant,
+    mr:session:{id}            hash    image_sha256, image_key, width, height, created, expires, ttl, version, tenant,
                                        metadata (JSON); version = number of rounds appended
     mr:session:{id}:rounds     list    one JSON document per round, oldest first (number = position + 1):
                                        question, answer, answer_ids, reference_round (1-based or null),
@@ -14,10 +14,12 @@ do not; an image and what is derived from it live exactly as long as the last se
     mr:session:{id}:lock       string  token of the worker computing this session's next round: a short
                                        lease, renewed while the round computes, so a lock whose holder is
                                        gone (or that a Redis restart brought back) frees itself within it
-    mr:image:{sha256}          string  the uploaded image bytes, stored once per content
-    mr:image:{sha256}:sessions set     ids of the sessions using the image (its reference count)
-    mr:image:{sha256}:encodings set    the encoding keys derived from the image
-    mr:encoding:{model}:{sha}  string  the image encoder's shared tier: one model's encoding of one image
+    mr:image:{key}             string  the uploaded image bytes, stored once per content and tenant: the key
+                                       is the SHA-256 of the tenant and the bytes (``content_key``), so one
+                                       tenant cannot learn from a cache hit that another has the same image
+    mr:image:{key}:sessions    set     ids of the sessions using the image (its reference count)
+    mr:image:{key}:encodings   set     the encoding keys derived from the image
+    mr:encoding:{model}:{key}  string  the image encoder's shared tier: one model's encoding of one image
                                        (``serving.steps.EncodedImage``); only for stored images
     mr:tenant:{name}:sessions  zset    session id -> expiry (unix time): the tenant's live sessions
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -83,6 +86,11 @@ class TooManySessions(RuntimeError):
 def key(*parts: str) -> str:
     """The Redis key of ``parts`` under the schema's prefix."""
     return ":".join((PREFIX, *parts))
+
+
+def content_key(image_sha256: str, tenant: str) -> str:
+    """The name an image is stored and encoded under: its SHA-256 without tenants, else one per tenant."""
+    return hashlib.sha256(f"{tenant}\0{image_sha256}".encode()).hexdigest() if tenant else image_sha256
 
 
 def image_key(sha256: str) -> str:
@@ -167,7 +175,8 @@ redis.call('HSET', KEYS[1], 'version', n, 'expires', expires)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], n) end
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
 local sid = string.sub(KEYS[1], string.len('mr:session:') + 1)
-local sha, tenant = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant'))
+local sha, tenant, named = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant', 'image_key'))
+sha = named or sha
 for _, k in ipairs({'mr:image:' .. sha, 'mr:image:' .. sha .. ':sessions'}) do
   local t = redis.call('TTL', k)
   if t >= 0 and t < ttl then redis.call('EXPIRE', k, ttl) end
@@ -181,7 +190,8 @@ return {n, n}
 # KEYS: session, rounds, requests, lock; ARGV: session id. Deletes the session, and the image with its
 # encodings when no live session uses it any more (else their expiry shrinks to the longest remaining).
 _DELETE = """
-local sha, tenant = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant'))
+local sha, tenant, named = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant', 'image_key'))
+sha = named or sha
 local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 if not sha then return existed end
 redis.call('ZREM', 'mr:tenant:' .. (tenant or '') .. ':sessions', ARGV[1])
@@ -206,9 +216,8 @@ return existed
 # KEYS: image, image encodings, encoding; ARGV: encoding bytes, longest ttl. Stored only for a stored
 # image, and never beyond it: an encoding holds the picture.
 _PUT_ENCODING = """
-local t = redis.call('PTTL', KEYS[1])
-if t < 0 then return 0 end
-t = math.min(t, tonumber(ARGV[2]) * 1000)
+local t = math.min(redis.call('PTTL', KEYS[1]), tonumber(ARGV[2]) * 1000)
+if t <= 0 then return 0 end
 redis.call('SET', KEYS[3], ARGV[1], 'PX', t)
 redis.call('SADD', KEYS[2], KEYS[3])
 if redis.call('PTTL', KEYS[2]) < t then redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1])) end
@@ -278,12 +287,12 @@ class RedisSessionStore:
         ttl = ttl or self.default_ttl
         now = time.time()
         record = Session(uuid.uuid4().hex, sha256, size[1], size[0], now, now + ttl, ttl, 0, dict(metadata or {}),
-                         tenant)
-        fields = {"image_sha256": sha256, "width": record.width, "height": record.height, "created": now,
-                  "expires": record.expires, "ttl": ttl, "version": 0, "tenant": tenant,
-                  "metadata": json.dumps(record.metadata)}
+                         tenant, content_key(sha256, tenant))
+        fields = {"image_sha256": sha256, "image_key": record.image_key, "width": record.width,
+                  "height": record.height, "created": now, "expires": record.expires, "ttl": ttl, "version": 0,
+                  "tenant": tenant, "metadata": json.dumps(record.metadata)}
         fields = json.dumps({k: str(v) for k, v in fields.items()})  # as Python writes them, not Lua
-        created = await self._create(keys=[key("session", record.session_id), *image_keys(sha256)[:2],
+        created = await self._create(keys=[key("session", record.session_id), *image_keys(record.image_key)[:2],
                                            tenant_key(tenant)],
                                      args=[image, record.session_id, ttl, now, fields, max_sessions])
         if not created:
@@ -299,7 +308,7 @@ class RedisSessionStore:
         h = {k.decode(): v.decode() for k, v in h.items()}
         return Session(session_id, h["image_sha256"], int(h["width"]), int(h["height"]), float(h["created"]),
                        float(h["expires"]), int(h["ttl"]), int(h["version"]), json.loads(h["metadata"]),
-                       h.get("tenant", ""))
+                       h.get("tenant", ""), h.get("image_key", h["image_sha256"]))
 
     @_guard
     async def delete_session(self, session_id: str) -> bool:

@@ -10,7 +10,8 @@ A tokens file (YAML; on Kubernetes a Secret mounted as a file) lists the tenants
 
 ``mediround token NAME`` makes a token and prints its entry. Tokens are 256-bit random strings, so a
 plain SHA-256 is a safe way to keep them; every entry is compared in constant time, whichever matches.
-The file is read again when it changes (a rotated Secret takes effect without a restart); a tenant may
+The file is read again when it changes (a rotated Secret takes effect without a restart; a version that
+does not parse is refused with an error in the log, and the tenants before it still apply); a tenant may
 have several entries, one per token, so that a new token can be handed out before the old one is removed.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 TOKEN_HASH = re.compile(r"[0-9a-f]{64}")
@@ -79,6 +83,8 @@ class TenantRegistry:
         """The tenant whose token ``authorization`` ("Bearer <token>") carries, or None."""
         self._reload_if_changed()
         scheme, _, token = (authorization or "").partition(" ")
+        if not token.strip():
+            return None
         presented = token_hash(token.strip()).encode()
         found = None
         for digest, tenant in self._tenants.items():  # all of them, whichever matches: constant time
@@ -95,10 +101,13 @@ class TenantRegistry:
         self._checked = time.monotonic()
         try:
             stamp = self._file_stamp()
-            if stamp != self._stamp:
-                self._tenants, self._stamp = parse_tokens_file(self.path.read_text(), str(self.path)), stamp
-        except (OSError, ValueError):
-            pass  # a half-written or vanished file during rotation: keep serving the tenants already known
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp  # read each version once, whether it parses or not
+            self._tenants = parse_tokens_file(self.path.read_text(), str(self.path))
+            log.info("tokens file reloaded: %d tokens", len(self._tenants))
+        except (OSError, ValueError) as e:  # the message names the file and the entry, never a token
+            log.error("the changed tokens file was refused, the tenants loaded before still apply: %s", e)
 
 
 def parse_tokens_file(text: str, source: str = "the tokens file") -> dict[str, Tenant]:

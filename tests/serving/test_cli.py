@@ -39,7 +39,8 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # embedded Redis
     proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--address", f"127.0.0.1:{port}",
-                             "--data-dir", str(tmp_path / "data")],  # not the user's data directory
+                             "--data-dir", str(tmp_path / "data"),  # not the user's data directory
+                             "--audit-log", str(tmp_path / "audit.jsonl")],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         line = proc.stdout.readline()
@@ -55,6 +56,12 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         assert chat.returncode == 0, chat.stderr
         assert chat.stdout.count("[SEG]") == 2 and "reference round 1" in chat.stdout
         assert len(list(tmp_path.glob("*_round*.png"))) == 2
+        import json
+
+        audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        calls = [(e["method"].rsplit("/", 1)[1], e["status"]) for e in audit]
+        assert ("CreateSession", "OK") in calls and calls.count(("CreateRound", "OK")) == 2
+        assert "liver" not in (tmp_path / "audit.jsonl").read_text()  # no question reaches it
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
@@ -71,4 +78,4 @@ def test_token_prints_a_new_token_once_and_the_entry_that_admits_it(tmp_path, ca
     tenant = TenantRegistry.from_file(tmp_path / "tenants.yaml").authenticate(f"Bearer {token}")
     assert (tenant.name, tenant.max_sessions) == ("st-marys-pacs", 5)
     assert main(["token", "St Mary's"]) == 2
-    assert "name must be" in capsys.readouterr().err
+    assert "tenant name is 1-63" in capsys.readouterr().err

@@ -58,3 +58,12 @@ def test_a_throwaway_server_removes_its_directory():
     assert redis.Redis.from_url(server.url).config_get("appendonly") == {"appendonly": "no"}
     server.close()
     assert not server.directory.exists()
+
+
+def test_the_data_is_readable_by_its_owner_only(tmp_path):
+    directory = tmp_path / "store"
+    directory.mkdir(mode=0o755)
+    with EmbeddedRedis(directory) as server:
+        redis.Redis.from_url(server.url).set("image", b"patient data")
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert (directory / "appendonly.aof").stat().st_mode & 0o077 == 0

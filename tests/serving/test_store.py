@@ -243,3 +243,21 @@ def test_a_lock_whose_holder_died_frees_itself_within_its_lease(redis_url):
         async with store.lock(s.session_id, wait=store.lock_lease + 1):  # was 120 s before leases
             pass
     run(_with_store(redis_url, body))
+
+
+def test_each_tenant_stores_and_encodes_an_image_under_a_name_of_its_own(redis_url):
+    """Otherwise a cache hit (or its speed) would tell one tenant that another has the same image."""
+    async def body(store):
+        a = await store.create_session(IMAGE, SHA, (4, 6), tenant="names-a")  # tenants no other test uses
+        b = await store.create_session(IMAGE, SHA, (4, 6), tenant="names-b")
+        anonymous = await store.create_session(IMAGE, SHA, (4, 6))
+        assert a.image_sha256 == b.image_sha256 == SHA  # what clients are told: the bytes' SHA-256
+        assert len({a.image_key, b.image_key, anonymous.image_key}) == 3 and anonymous.image_key == SHA
+        assert (await store.get_session(a.session_id)).image_key == a.image_key
+        assert StoreReader(store.url).image(a.image_key) == IMAGE
+        await store.delete_session(a.session_id)
+        assert await store.redis.exists(f"mr:image:{a.image_key}") == 0  # a's last session took it
+        assert StoreReader(store.url).image(b.image_key) == IMAGE
+        await store.delete_session(b.session_id)
+        await store.delete_session(anonymous.session_id)
+    run(_with_store(redis_url, body))

@@ -62,7 +62,7 @@ def test_the_tokens_file_holds_hashes_and_bad_files_are_refused_saying_where(tmp
             parse_tokens_file(text, "tokens.yaml")
 
 
-def test_a_rotated_tokens_file_takes_effect_without_a_restart(tmp_path):
+def test_a_rotated_tokens_file_takes_effect_without_a_restart(tmp_path, caplog):
     path = _tokens_file(tmp_path / "tokens.yaml", [("clinic-a", "old", {})])
     registry = TenantRegistry.from_file(path)
     assert registry.authenticate("Bearer old").name == "clinic-a"
@@ -71,6 +71,13 @@ def test_a_rotated_tokens_file_takes_effect_without_a_restart(tmp_path):
     time.sleep(2.1)  # the file is looked at every 2 s at most
     assert registry.authenticate("Bearer new").name == "clinic-a"
     assert registry.authenticate("Bearer old") is None
+    path.write_text("tenants: [oops")  # a broken edit: refused, logged, and the tenants before it still apply
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    time.sleep(2.1)
+    with caplog.at_level(logging.ERROR, logger="serving.tenants"):
+        assert registry.authenticate("Bearer new").name == "clinic-a"
+    assert "tokens file was refused" in caplog.text
+    assert registry.authenticate("Bearer ") is None
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +185,8 @@ def test_the_audit_log_says_who_did_what_and_nothing_of_the_patient(tmp_path, re
                                            metadata=A)
         await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id, question=QUESTION), metadata=A)
         await _code(stub.GetSession(pb.GetSessionRequest(session_id=session.id), metadata=B))
-        await _code(stub.GetSession(pb.GetSessionRequest(session_id="Jane Roe's scan")))
+        await _code(stub.GetSession(pb.GetSessionRequest(session_id="Jane Roe's scan")))  # no token
+        await _code(stub.GetSession(pb.GetSessionRequest(session_id="Jane Roe's scan"), metadata=B))
         return session.id
 
     with caplog.at_level(logging.INFO, logger="mediround.audit"):
@@ -186,6 +194,7 @@ def test_the_audit_log_says_who_did_what_and_nothing_of_the_patient(tmp_path, re
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "mediround.audit"]
     assert [(e["tenant"], e["method"].rsplit("/", 1)[1], e["session"], e["status"]) for e in lines] == [
         (f"clinic-a-{tag}", "CreateSession", sid, "OK"), (f"clinic-a-{tag}", "CreateRound", sid, "OK"),
-        (f"lab-b-{tag}", "GetSession", sid, "NOT_FOUND"), (None, "GetSession", "(not a session id)", "UNAUTHENTICATED")]
+        (f"lab-b-{tag}", "GetSession", sid, "NOT_FOUND"), (None, "GetSession", "", "UNAUTHENTICATED"),
+        (f"lab-b-{tag}", "GetSession", "(not a session id)", "INVALID_ARGUMENT")]
     assert all(e["ms"] >= 0 for e in lines)
     assert "Jane" not in caplog.text and "liver" not in caplog.text
