@@ -73,6 +73,7 @@ class Attempt:
     start: float
     end: float
     code: str  # OK or the status code's name
+    details: str = ""  # the status message of a failed call (what failed: the store, a replica, ...)
 
 
 @dataclass
@@ -289,11 +290,13 @@ class Load:
         first, tries = self.now(), 0
         while True:
             start = self.now()
+            details = ""
             try:
                 reply, code = send(), "OK"
             except grpc.RpcError as e:
-                reply, code = None, e.code().name
-            self.attempts.append(Attempt(call, worker, session_id, number, request_id, start, self.now(), code))
+                reply, code, details = None, e.code().name, e.details() or ""
+            self.attempts.append(Attempt(call, worker, session_id, number, request_id, start, self.now(), code,
+                                         details))
             if reply is not None or code not in RETRYABLE or self.now() - first > self.retry_budget_s:
                 return reply, start
             if call == "CreateSession" and self.stop.is_set():
