@@ -15,7 +15,7 @@ do not; an image and what is derived from it live exactly as long as the last se
                                        lease, renewed while the round computes, so a lock whose holder is
                                        gone (or that a Redis restart brought back) frees itself within it
     mr:image:{key}             string  the uploaded image bytes, stored once per content and tenant: the key
-                                       is the SHA-256 of the tenant and the bytes (``content_key``), so one
+                                       is the SHA-256 of the tenant and the image's (``content_key``), so one
                                        tenant cannot learn from a cache hit that another has the same image
     mr:image:{key}:sessions    set     ids of the sessions using the image (its reference count)
     mr:image:{key}:encodings   set     the encoding keys derived from the image
