@@ -79,9 +79,10 @@ class Limits:
     """How long a round whose model replica died is retried (on another replica, or the restarted one)."""
 
 
-def _check_and_hash(image: bytes, limits: Limits) -> str:
-    decode_image(image, limits)
-    return hashlib.sha256(image).hexdigest()
+async def _decode_and_hash(image: bytes, limits: Limits) -> tuple[np.ndarray, str]:
+    """``decode_image`` and the bytes' SHA-256, off the event loop: a large image takes a while, and the
+    loop renews the rounds' lock leases."""
+    return await asyncio.to_thread(lambda: (decode_image(image, limits), hashlib.sha256(image).hexdigest()))
 
 
 def check_metadata(metadata: dict[str, str], limits: Limits) -> dict[str, str]:
@@ -155,9 +156,7 @@ class Dialogue:
         if not 0 <= ttl <= self.limits.max_ttl_s:
             raise InvalidTTL(f"ttl_seconds is {ttl}; it must be 0 (the default) to {self.limits.max_ttl_s}")
         metadata = check_metadata(metadata or {}, self.limits)
-        # off the event loop: a large image decodes for a while, and the loop renews the rounds' leases
-        picture, sha = await asyncio.to_thread(lambda: (decode_image(image, self.limits),
-                                                        hashlib.sha256(image).hexdigest()))
+        picture, sha = await _decode_and_hash(image, self.limits)
         return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl,
                                                tenant=tenant.name, max_sessions=tenant.max_sessions)
 
@@ -199,7 +198,7 @@ class Dialogue:
         """Compute and append the session's next round. ``reference_round`` is a 1-based round number
         (0: resolve from the question); ``on_answer(text)`` is awaited once the answer text exists; a
         round finished after ``deadline`` (``time.monotonic()``) is not appended: its caller has gone."""
-        await self.get_session(session_id, tenant=tenant)
+        await self.get_session(session_id, tenant=tenant)  # before find_request: it would show another's round
         question = self._check_question(question)
         done = await self.store.find_request(session_id, request_id)
         if done is not None:
@@ -222,7 +221,7 @@ class Dialogue:
     async def segment(self, image: bytes, question: str, *, tenant: Tenant = ANONYMOUS) -> Round:
         """A single stateless round on ``image``."""
         question = self._check_question(question)
-        sha = await asyncio.to_thread(_check_and_hash, image, self.limits)
+        _, sha = await _decode_and_hash(image, self.limits)
         reference = _reference_round(question, 0, 0)
         name = content_key(sha, tenant.name)
         record = await self._retrying(None, lambda: self._compute(name, image, [], question, reference, None))

@@ -66,7 +66,8 @@ class EncoderSettings(DeploymentSettings):
     cache_size: int = 64
     """Encodings kept in each replica (LRU)."""
     shared_ttl_s: int = 3600
-    """How long an encoding stays in the shared Redis tier."""
+    """The longest an encoding stays in the shared Redis tier (never beyond its image, which leaves with its
+    last session)."""
     max_batch_size: int = 8
     batch_wait_timeout_s: float = 0.001
     """How long a new image waits for others to encode with it."""
