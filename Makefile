@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint data proto loadtest chaos bench clean
+.PHONY: demo test lint system data proto loadtest chaos bench clean
 
 # torch first, exact: any looser request pulls a multi-GB CUDA build on Linux (README: GPU install).
 $(BIN)/mediround: pyproject.toml
@@ -13,13 +13,18 @@ $(BIN)/mediround: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: $(BIN)/mediround
+demo: $(BIN)/mediround system
 	$(BIN)/mediround demo
 
 lint: $(BIN)/mediround
 	$(BIN)/ruff check .
 
-test: lint
+# The Debian packages the demo and tests use (a real PACS, a DICOM validator, a real brain MRI), installed when
+# missing; under CI=true one that cannot be installed fails the run.
+system:
+	bash deploy/debian-packages.sh
+
+test: lint system
 	$(BIN)/pytest -q
 
 data: $(BIN)/mediround
