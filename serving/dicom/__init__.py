@@ -1,0 +1,1 @@
+"""DICOM at the edge: DICOM instances in (pixels, identity), rounds out as a DICOM Segmentation."""
