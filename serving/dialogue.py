@@ -33,6 +33,7 @@ from serving.errors import (
 )
 from serving.messages import (
     DecodedMask,
+    DicomSource,
     Encoding,
     MaskRequest,
     ReasonedTurn,
@@ -97,6 +98,17 @@ def check_metadata(metadata: dict[str, str], limits: Limits) -> dict[str, str]:
     return dict(metadata)
 
 
+@dataclass(frozen=True)
+class RenderedSource:
+    """What a session's picture was made from, when it was not sent as a picture (``serving.dicom``)."""
+
+    sha256: str = ""
+    """SHA-256 of the bytes the client sent or named."""
+    dicom: DicomSource | None = None
+    dicom_header: bytes = b""
+    """The DICOM header without pixel data (Part-10): it names the patient, so it lives and dies with the session."""
+
+
 class Pipeline(Protocol):
     """The model's three steps, wherever they run."""
 
@@ -152,13 +164,18 @@ class Dialogue:
 
     # -- sessions ------------------------------------------------------------------------------
     async def create_session(self, image: bytes, metadata: dict[str, str] | None = None, ttl: int = 0, *,
-                             tenant: Tenant = ANONYMOUS) -> Session:
+                             tenant: Tenant = ANONYMOUS, source: RenderedSource | None = None) -> Session:
+        """A new session on ``image`` (PNG, JPEG or TIFF bytes); ``source`` when an edge adapter rendered
+        ``image`` from what the client sent (a DICOM instance), kept with the session."""
         if not 0 <= ttl <= self.limits.max_ttl_s:
             raise InvalidTTL(f"ttl_seconds is {ttl}; it must be 0 (the default) to {self.limits.max_ttl_s}")
         metadata = check_metadata(metadata or {}, self.limits)
         picture, sha = await _decode_and_hash(image, self.limits)
+        source = source or RenderedSource()
         return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl,
-                                               tenant=tenant.name, max_sessions=tenant.max_sessions)
+                                               tenant=tenant.name, max_sessions=tenant.max_sessions,
+                                               source_sha256=source.sha256, dicom=source.dicom,
+                                               dicom_header=source.dicom_header)
 
     async def get_session(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> Session:
         """The session, if it exists and belongs to ``tenant`` (another tenant's session is not found)."""

@@ -14,6 +14,33 @@ import numpy as np
 from PIL import Image
 
 
+@dataclass(frozen=True)
+class DicomSource:
+    """A DICOM source's identity and the rendering that made the model's picture of it (``serving.dicom``)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    frame: int
+    """1-based frame of the instance the picture is of."""
+    number_of_frames: int
+    transfer_syntax_uid: str
+    photometric_interpretation: str
+    rescale_slope: float
+    rescale_intercept: float
+    window_center: float
+    window_width: float
+    """0 when no window was applied (the full range of values was shown)."""
+    window_source: str
+    """"header", "preset:<name>", "explicit" or "full range"."""
+    inverted: bool
+    """MONOCHROME1, inverted so the picture shows as a viewer shows it."""
+    pacs: str = ""
+    """The configured PACS it was fetched from; "" when its bytes were sent."""
+
+
 @dataclass
 class Session:
     """One stored dialogue on one image."""
@@ -32,6 +59,8 @@ class Session:
     """The tenant that created it; only that tenant sees it ("" when the server runs without tokens)."""
     image_key: str = ""
     """The image's name in the store and the encoders' caches (``serving.store.content_key``)."""
+    dicom: DicomSource | None = None
+    """Set for a session opened on DICOM; its header (no pixel data) is stored beside it."""
 
 
 @dataclass

@@ -14,9 +14,13 @@ do not; an image and what is derived from it live exactly as long as the last se
     mr:session:{id}:lock       string  token of the worker computing this session's next round: a short
                                        lease, renewed while the round computes, so a lock whose holder is
                                        gone (or that a Redis restart brought back) frees itself within it
-    mr:image:{key}             string  the uploaded image bytes, stored once per content and tenant: the key
-                                       is the SHA-256 of the tenant and the image's (``content_key``), so one
-                                       tenant cannot learn from a cache hit that another has the same image
+    mr:session:{id}:dicom      string  a DICOM source's header without its pixel data (Part-10 bytes; it names
+                                       the patient), for the session's DICOM Segmentation; the hash's ``dicom``
+                                       field (JSON) says what the source is and how its picture was rendered
+    mr:image:{key}             string  the uploaded image bytes (for DICOM, the rendered picture as PNG),
+                                       stored once per content and tenant: the key is the SHA-256 of the
+                                       tenant and the image's (``content_key``), so one tenant cannot learn
+                                       from a cache hit that another has the same image
     mr:image:{key}:sessions    set     ids of the sessions using the image (its reference count)
     mr:image:{key}:encodings   set     the encoding keys derived from the image
     mr:encoding:{model}:{key}  string  the image encoder's shared tier: one model's encoding of one image
@@ -51,7 +55,7 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 
-from serving.messages import Round, RoundTimings, Session
+from serving.messages import DicomSource, Round, RoundTimings, Session
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +109,12 @@ def encoding_key(model: str, sha256: str) -> str:
     return key("encoding", model, sha256)
 
 
+SESSION_PARTS = ("rounds", "requests", "lock", "dicom")
+
+
 def session_keys(session_id: str) -> list[str]:
-    """The session's hash, rounds, requests and lock keys, in that order."""
-    return [key("session", session_id), *(key("session", session_id, part) for part in ("rounds", "requests", "lock"))]
+    """The session's hash, rounds, requests, lock and DICOM header keys, in that order."""
+    return [key("session", session_id), *(key("session", session_id, part) for part in SESSION_PARTS)]
 
 
 def image_keys(sha256: str) -> list[str]:
@@ -141,8 +148,8 @@ def round_from_json(text: str | bytes) -> Round:
     return Round(**d)
 
 
-# KEYS: session, image, image sessions, tenant sessions; ARGV: image bytes, session id, ttl, now, session
-# fields (JSON), max sessions of the tenant (0: no limit)
+# KEYS: session, image, image sessions, tenant sessions, DICOM header; ARGV: image bytes, session id, ttl,
+# now, session fields (JSON), max sessions of the tenant (0: no limit), DICOM header ('' without one)
 _CREATE = """
 local ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
@@ -155,12 +162,13 @@ for _, k in ipairs({KEYS[2], KEYS[3]}) do
 end
 for field, value in pairs(cjson.decode(ARGV[5])) do redis.call('HSET', KEYS[1], field, value) end
 redis.call('EXPIRE', KEYS[1], ttl)
+if ARGV[7] ~= '' then redis.call('SET', KEYS[5], ARGV[7], 'EX', ttl) end
 redis.call('ZADD', KEYS[4], now + ttl, ARGV[2])
 if redis.call('TTL', KEYS[4]) < ttl then redis.call('EXPIRE', KEYS[4], ttl) end
 return 1
 """
 
-# KEYS: session, rounds, requests; ARGV: expected version, request_id, round JSON, ttl seconds, now
+# KEYS: session, rounds, requests, DICOM header; ARGV: expected version, request_id, round JSON, ttl seconds, now
 _APPEND = """
 local version = redis.call('HGET', KEYS[1], 'version')
 if not version then return {-1, 0} end
@@ -173,7 +181,7 @@ local ttl, expires = tonumber(ARGV[4]), tonumber(ARGV[5]) + tonumber(ARGV[4])
 local n = redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[1], 'version', n, 'expires', expires)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], n) end
-for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 local sid = string.sub(KEYS[1], string.len('mr:session:') + 1)
 local sha, tenant, named = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant', 'image_key'))
 sha = named or sha
@@ -187,12 +195,12 @@ if redis.call('TTL', tk) < ttl then redis.call('EXPIRE', tk, ttl) end
 return {n, n}
 """
 
-# KEYS: session, rounds, requests, lock; ARGV: session id. Deletes the session, and the image with its
+# KEYS: session, rounds, requests, lock, DICOM header; ARGV: session id. Deletes the session, and the image with its
 # encodings when no live session uses it any more (else their expiry shrinks to the longest remaining).
 _DELETE = """
 local sha, tenant, named = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant', 'image_key'))
 sha = named or sha
-local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if not sha then return existed end
 redis.call('ZREM', 'mr:tenant:' .. (tenant or '') .. ':sessions', ARGV[1])
 local image, users, encs = 'mr:image:' .. sha, 'mr:image:' .. sha .. ':sessions', 'mr:image:' .. sha .. ':encodings'
@@ -281,20 +289,26 @@ class RedisSessionStore:
     @_guard
     async def create_session(self, image: bytes, sha256: str, size: tuple[int, int], *,
                              metadata: dict[str, str] | None = None, ttl: int = 0, tenant: str = "",
-                             max_sessions: int = 0) -> Session:
-        """A new session of ``tenant`` on ``image`` (stored once per content); ``TooManySessions`` when the
-        tenant already has ``max_sessions`` live ones (0: no limit)."""
+                             max_sessions: int = 0, source_sha256: str = "", dicom: DicomSource | None = None,
+                             dicom_header: bytes = b"") -> Session:
+        """A new session of ``tenant`` on ``image`` (stored once per content, ``sha256`` its SHA-256);
+        ``TooManySessions`` when the tenant already has ``max_sessions`` live ones (0: no limit).
+        ``source_sha256`` is what the client sent when ``image`` was made from it (a DICOM instance, with
+        its ``dicom`` description and header)."""
         ttl = ttl or self.default_ttl
         now = time.time()
-        record = Session(uuid.uuid4().hex, sha256, size[1], size[0], now, now + ttl, ttl, 0, dict(metadata or {}),
-                         tenant, content_key(sha256, tenant))
-        fields = {"image_sha256": sha256, "image_key": record.image_key, "width": record.width,
+        record = Session(uuid.uuid4().hex, source_sha256 or sha256, size[1], size[0], now, now + ttl, ttl, 0,
+                         dict(metadata or {}), tenant, content_key(sha256, tenant), dicom)
+        fields = {"image_sha256": record.image_sha256, "image_key": record.image_key, "width": record.width,
                   "height": record.height, "created": now, "expires": record.expires, "ttl": ttl, "version": 0,
                   "tenant": tenant, "metadata": json.dumps(record.metadata)}
+        if dicom is not None:
+            fields["dicom"] = json.dumps(asdict(dicom))
         fields = json.dumps({k: str(v) for k, v in fields.items()})  # as Python writes them, not Lua
-        created = await self._create(keys=[key("session", record.session_id), *image_keys(record.image_key)[:2],
-                                           tenant_key(tenant)],
-                                     args=[image, record.session_id, ttl, now, fields, max_sessions])
+        sid = record.session_id
+        created = await self._create(keys=[key("session", sid), *image_keys(record.image_key)[:2], tenant_key(tenant),
+                                           session_keys(sid)[4]],
+                                     args=[image, sid, ttl, now, fields, max_sessions, dicom_header])
         if not created:
             raise TooManySessions(f"this tenant already has {max_sessions} live sessions, the most it may have; "
                                   "delete sessions it no longer needs")
@@ -308,7 +322,16 @@ class RedisSessionStore:
         h = {k.decode(): v.decode() for k, v in h.items()}
         return Session(session_id, h["image_sha256"], int(h["width"]), int(h["height"]), float(h["created"]),
                        float(h["expires"]), int(h["ttl"]), int(h["version"]), json.loads(h["metadata"]),
-                       h.get("tenant", ""), h.get("image_key", h["image_sha256"]))
+                       h.get("tenant", ""), h.get("image_key", h["image_sha256"]),
+                       DicomSource(**json.loads(h["dicom"])) if "dicom" in h else None)
+
+    @_guard
+    async def dicom_header(self, session_id: str) -> bytes:
+        """The session's DICOM header (Part-10 bytes without pixel data); ``SessionNotFound`` without one."""
+        header = await self.redis.get(session_keys(session_id)[4])
+        if header is None:
+            raise SessionNotFound(f"session '{session_id}' has no DICOM source, or has expired")
+        return header
 
     @_guard
     async def delete_session(self, session_id: str) -> bool:
@@ -351,7 +374,7 @@ class RedisSessionStore:
         The session, its image and the tenant's count of it then live ``session.ttl`` from now."""
         record.number = session.round_count + 1
         sid = session.session_id
-        status, value = await self._append(keys=session_keys(sid)[:3], args=[
+        status, value = await self._append(keys=[session_keys(sid)[i] for i in (0, 1, 2, 4)], args=[
             session.round_count, record.request_id, round_to_json(record), session.ttl, time.time()])
         if status == -1:
             raise SessionNotFound(f"session '{sid}' was deleted or expired while the round was computed")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from serving.messages import Round, encode_mask
+from serving.messages import DicomSource, Round, encode_mask
 from serving.store import (
     Conflict,
     RedisSessionStore,
@@ -260,4 +260,30 @@ def test_each_tenant_stores_and_encodes_an_image_under_a_name_of_its_own(redis_u
         assert StoreReader(store.url).image(b.image_key) == IMAGE
         await store.delete_session(b.session_id)
         await store.delete_session(anonymous.session_id)
+    run(_with_store(redis_url, body))
+
+
+DICOM = DicomSource("1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.2", "CT", 1, 1, "1.2.840.10008.1.2.1",
+                    "MONOCHROME2", 1.0, -1024.0, 40.0, 400.0, "preset:ct-abdomen", False)
+
+
+def test_a_dicom_sessions_header_lives_and_leaves_with_it(redis_url):
+    async def body(store):
+        s = await store.create_session(IMAGE, SHA, (4, 6), ttl=30, source_sha256="ab" * 32, dicom=DICOM,
+                                       dicom_header=b"header without pixels")
+        got = await store.get_session(s.session_id)
+        assert got.dicom == DICOM and got.image_sha256 == "ab" * 32 and got.image_key == SHA  # stored as the picture
+        assert await store.dicom_header(s.session_id) == b"header without pixels"
+        header_key = f"mr:session:{s.session_id}:dicom"
+        assert 0 < await store.redis.ttl(header_key) <= 30
+        await store.append_round(got, a_round())
+        await store.redis.expire(header_key, 5)  # a round gives it the session's life again
+        await store.append_round(await store.get_session(s.session_id), a_round())
+        assert await store.redis.ttl(header_key) > 5
+        assert await store.delete_session(s.session_id)
+        assert not await store.redis.exists(header_key)
+        plain = await store.create_session(IMAGE, SHA, (4, 6))
+        assert (await store.get_session(plain.session_id)).dicom is None
+        with pytest.raises(SessionNotFound, match="no DICOM source"):
+            await store.dicom_header(plain.session_id)
     run(_with_store(redis_url, body))

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Session(_message.Message):
-    __slots__ = ("id", "width", "height", "create_time", "expire_time", "round_count", "metadata", "image_sha256")
+    __slots__ = ("id", "width", "height", "create_time", "expire_time", "round_count", "metadata", "image_sha256", "dicom")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,7 @@ class Session(_message.Message):
     ROUND_COUNT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DICOM_FIELD_NUMBER: _ClassVar[int]
     id: str
     width: int
     height: int
@@ -34,7 +35,68 @@ class Session(_message.Message):
     round_count: int
     metadata: _containers.ScalarMap[str, str]
     image_sha256: str
-    def __init__(self, id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., round_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image_sha256: _Optional[str] = ...) -> None: ...
+    dicom: DicomSource
+    def __init__(self, id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., round_count: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image_sha256: _Optional[str] = ..., dicom: _Optional[_Union[DicomSource, _Mapping]] = ...) -> None: ...
+
+class DicomSource(_message.Message):
+    __slots__ = ("study_instance_uid", "series_instance_uid", "sop_instance_uid", "sop_class_uid", "modality", "frame", "number_of_frames", "transfer_syntax_uid", "photometric_interpretation", "rescale_slope", "rescale_intercept", "window_center", "window_width", "window_source", "inverted", "pacs")
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SOP_CLASS_UID_FIELD_NUMBER: _ClassVar[int]
+    MODALITY_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_OF_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_SYNTAX_UID_FIELD_NUMBER: _ClassVar[int]
+    PHOTOMETRIC_INTERPRETATION_FIELD_NUMBER: _ClassVar[int]
+    RESCALE_SLOPE_FIELD_NUMBER: _ClassVar[int]
+    RESCALE_INTERCEPT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_CENTER_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    INVERTED_FIELD_NUMBER: _ClassVar[int]
+    PACS_FIELD_NUMBER: _ClassVar[int]
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    frame: int
+    number_of_frames: int
+    transfer_syntax_uid: str
+    photometric_interpretation: str
+    rescale_slope: float
+    rescale_intercept: float
+    window_center: float
+    window_width: float
+    window_source: str
+    inverted: bool
+    pacs: str
+    def __init__(self, study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., sop_class_uid: _Optional[str] = ..., modality: _Optional[str] = ..., frame: _Optional[int] = ..., number_of_frames: _Optional[int] = ..., transfer_syntax_uid: _Optional[str] = ..., photometric_interpretation: _Optional[str] = ..., rescale_slope: _Optional[float] = ..., rescale_intercept: _Optional[float] = ..., window_center: _Optional[float] = ..., window_width: _Optional[float] = ..., window_source: _Optional[str] = ..., inverted: _Optional[bool] = ..., pacs: _Optional[str] = ...) -> None: ...
+
+class DicomInstanceRef(_message.Message):
+    __slots__ = ("pacs", "study_instance_uid", "series_instance_uid", "sop_instance_uid")
+    PACS_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    pacs: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    def __init__(self, pacs: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ...) -> None: ...
+
+class DicomOptions(_message.Message):
+    __slots__ = ("frame", "window_preset", "window_center", "window_width")
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_PRESET_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_CENTER_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    frame: int
+    window_preset: str
+    window_center: float
+    window_width: float
+    def __init__(self, frame: _Optional[int] = ..., window_preset: _Optional[str] = ..., window_center: _Optional[float] = ..., window_width: _Optional[float] = ...) -> None: ...
 
 class Box(_message.Message):
     __slots__ = ("x_min", "y_min", "x_max", "y_max")
@@ -102,7 +164,7 @@ class Round(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., index: _Optional[int] = ..., question: _Optional[str] = ..., answer: _Optional[str] = ..., mask_png: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., quality: _Optional[float] = ..., corrected: _Optional[bool] = ..., reference_round: _Optional[int] = ..., request_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("image", "metadata", "ttl_seconds")
+    __slots__ = ("image", "dicom_instance", "dicom_options", "metadata", "ttl_seconds")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -111,12 +173,16 @@ class CreateSessionRequest(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     IMAGE_FIELD_NUMBER: _ClassVar[int]
+    DICOM_INSTANCE_FIELD_NUMBER: _ClassVar[int]
+    DICOM_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     image: bytes
+    dicom_instance: DicomInstanceRef
+    dicom_options: DicomOptions
     metadata: _containers.ScalarMap[str, str]
     ttl_seconds: int
-    def __init__(self, image: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    def __init__(self, image: _Optional[bytes] = ..., dicom_instance: _Optional[_Union[DicomInstanceRef, _Mapping]] = ..., dicom_options: _Optional[_Union[DicomOptions, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -179,9 +245,57 @@ class ListRoundsResponse(_message.Message):
     def __init__(self, rounds: _Optional[_Iterable[_Union[Round, _Mapping]]] = ...) -> None: ...
 
 class SegmentRequest(_message.Message):
-    __slots__ = ("image", "question")
+    __slots__ = ("image", "question", "dicom_options")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
+    DICOM_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     question: str
-    def __init__(self, image: _Optional[bytes] = ..., question: _Optional[str] = ...) -> None: ...
+    dicom_options: DicomOptions
+    def __init__(self, image: _Optional[bytes] = ..., question: _Optional[str] = ..., dicom_options: _Optional[_Union[DicomOptions, _Mapping]] = ...) -> None: ...
+
+class GetSegmentationRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class Segmentation(_message.Message):
+    __slots__ = ("dicom", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "rounds", "skipped_rounds")
+    DICOM_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    dicom: bytes
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    rounds: _containers.RepeatedScalarFieldContainer[int]
+    skipped_rounds: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dicom: _Optional[bytes] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., rounds: _Optional[_Iterable[int]] = ..., skipped_rounds: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ExportSessionRequest(_message.Message):
+    __slots__ = ("session_id", "destination")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    destination: str
+    def __init__(self, session_id: _Optional[str] = ..., destination: _Optional[str] = ...) -> None: ...
+
+class ExportSessionResponse(_message.Message):
+    __slots__ = ("destination", "study_instance_uid", "series_instance_uid", "sop_instance_uid", "rounds", "skipped_rounds")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    STUDY_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SERIES_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    SOP_INSTANCE_UID_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    rounds: _containers.RepeatedScalarFieldContainer[int]
+    skipped_rounds: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, destination: _Optional[str] = ..., study_instance_uid: _Optional[str] = ..., series_instance_uid: _Optional[str] = ..., sop_instance_uid: _Optional[str] = ..., rounds: _Optional[_Iterable[int]] = ..., skipped_rounds: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -74,13 +74,24 @@ class MediRoundStub:
                 request_serializer=mediround_dot_v1_dot_mediround__pb2.SegmentRequest.SerializeToString,
                 response_deserializer=mediround_dot_v1_dot_mediround__pb2.Round.FromString,
                 _registered_method=True)
+        self.GetSegmentation = channel.unary_unary(
+                '/mediround.v1.MediRound/GetSegmentation',
+                request_serializer=mediround_dot_v1_dot_mediround__pb2.GetSegmentationRequest.SerializeToString,
+                response_deserializer=mediround_dot_v1_dot_mediround__pb2.Segmentation.FromString,
+                _registered_method=True)
+        self.ExportSession = channel.unary_unary(
+                '/mediround.v1.MediRound/ExportSession',
+                request_serializer=mediround_dot_v1_dot_mediround__pb2.ExportSessionRequest.SerializeToString,
+                response_deserializer=mediround_dot_v1_dot_mediround__pb2.ExportSessionResponse.FromString,
+                _registered_method=True)
 
 
 class MediRoundServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateSession(self, request, context):
-        """Upload an image (PNG 8/16-bit, JPEG or TIFF) and open a dialogue on it.
+        """Open a dialogue on one image: PNG (8/16-bit), JPEG or TIFF bytes, a DICOM Part-10 instance (recognised by
+        its "DICM" preamble), or a DICOM instance on one of the server's configured PACS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +143,21 @@ class MediRoundServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSegmentation(self, request, context):
+        """The session's rounds as one DICOM Segmentation of its source image (sessions opened on DICOM only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSession(self, request, context):
+        """Store that Segmentation in the source's study on a configured PACS (DICOMweb STOW-RS). The same rounds
+        give the same SOP instance UID, so exporting twice stores one instance.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MediRoundServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -174,6 +200,16 @@ def add_MediRoundServicer_to_server(servicer, server):
                     servicer.Segment,
                     request_deserializer=mediround_dot_v1_dot_mediround__pb2.SegmentRequest.FromString,
                     response_serializer=mediround_dot_v1_dot_mediround__pb2.Round.SerializeToString,
+            ),
+            'GetSegmentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSegmentation,
+                    request_deserializer=mediround_dot_v1_dot_mediround__pb2.GetSegmentationRequest.FromString,
+                    response_serializer=mediround_dot_v1_dot_mediround__pb2.Segmentation.SerializeToString,
+            ),
+            'ExportSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSession,
+                    request_deserializer=mediround_dot_v1_dot_mediround__pb2.ExportSessionRequest.FromString,
+                    response_serializer=mediround_dot_v1_dot_mediround__pb2.ExportSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -392,6 +428,60 @@ class MediRound:
             '/mediround.v1.MediRound/Segment',
             mediround_dot_v1_dot_mediround__pb2.SegmentRequest.SerializeToString,
             mediround_dot_v1_dot_mediround__pb2.Round.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSegmentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediround.v1.MediRound/GetSegmentation',
+            mediround_dot_v1_dot_mediround__pb2.GetSegmentationRequest.SerializeToString,
+            mediround_dot_v1_dot_mediround__pb2.Segmentation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediround.v1.MediRound/ExportSession',
+            mediround_dot_v1_dot_mediround__pb2.ExportSessionRequest.SerializeToString,
+            mediround_dot_v1_dot_mediround__pb2.ExportSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
