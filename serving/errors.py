@@ -75,3 +75,21 @@ def status_of(error: BaseException) -> grpc.StatusCode:
         if isinstance(error, kind):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+# DICOM input (serving.dicom.pixels); the first two are kinds of InvalidImage / ImageTooLarge, so STATUS maps them.
+class InvalidDicom(InvalidImage):
+    """DICOM Part-10 bytes that are not an image the service decodes: truncated, no pixel data, a non-image or
+    unknown SOP class, a transfer syntax or photometric interpretation without a decoder here."""
+
+
+class DicomTooLarge(ImageTooLarge):
+    """A DICOM instance over the configured byte, side or frame limits (checked from its header)."""
+
+
+class InvalidDicomOptions(ValueError):
+    """DICOM options the image cannot take: a frame it does not have, an unknown window preset, a window width
+    of 0 or less, a window on a colour image or a CT preset on a non-CT one."""
+
+
+STATUS.append((InvalidDicomOptions, grpc.StatusCode.INVALID_ARGUMENT))
