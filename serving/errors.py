@@ -93,3 +93,37 @@ class InvalidDicomOptions(ValueError):
 
 
 STATUS.append((InvalidDicomOptions, grpc.StatusCode.INVALID_ARGUMENT))
+
+
+# The PACS (DICOMweb) edge: serving/dicom/pacs.py raises these; their messages name the endpoint by its
+# configured name only, never its address, credentials or the instance's UIDs.
+
+
+class UnknownPacs(ValueError):
+    """A PACS endpoint name this server has not configured (the message lists the names it has)."""
+
+
+class InvalidInstanceReference(ValueError):
+    """A study / series / SOP instance UID that is not a DICOM UID (digits and dots, at most 64 characters)."""
+
+
+class PacsInstanceNotFound(LookupError):
+    """The PACS has no instance with the referenced UIDs."""
+
+
+class PacsUnavailable(ConnectionError):
+    """The PACS could not be reached, timed out, or answered 5xx / 429 after the retries; a retry later may work."""
+
+
+class PacsRefused(RuntimeError):
+    """The PACS refused the server's credentials or an instance it stored, or answered what is not DICOM:
+    the server's configuration or the PACS needs fixing, a retry will not help."""
+
+
+STATUS += [
+    (UnknownPacs, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidInstanceReference, grpc.StatusCode.INVALID_ARGUMENT),
+    (PacsInstanceNotFound, grpc.StatusCode.NOT_FOUND),
+    (PacsUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (PacsRefused, grpc.StatusCode.FAILED_PRECONDITION),
+]
