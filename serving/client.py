@@ -67,6 +67,10 @@ class MediRoundClient:
     def session(self, session_id: str) -> pb.Session:
         return self._call("GetSession", pb.GetSessionRequest(session_id=session_id))
 
+    def image(self, session_id: str) -> pb.SessionImage:
+        """The session's image as stored (for DICOM, the picture rendered from it) and its media type."""
+        return self._call("GetSessionImage", pb.GetSessionImageRequest(session_id=session_id))
+
     def delete(self, session_id: str) -> bool:
         return self._call("DeleteSession", pb.DeleteSessionRequest(session_id=session_id)).deleted
 

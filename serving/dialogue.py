@@ -45,7 +45,8 @@ from serving.messages import (
 from serving.store import RedisSessionStore, SessionNotFound, content_key
 from serving.tenants import ANONYMOUS, Tenant
 
-ACCEPTED_FORMATS = {"PNG", "JPEG", "TIFF"}
+MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff"}
+ACCEPTED_FORMATS = set(MEDIA_TYPES)
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 """What ``RedisSessionStore.create_session`` makes (a UUID4 in hex): nothing else names a session."""
 
@@ -183,6 +184,11 @@ class Dialogue:
         if session.tenant != tenant.name:
             raise SessionNotFound(f"session '{session_id}' does not exist or has expired; create a new one")
         return session
+
+    async def session_image(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> tuple[bytes, str]:
+        """The session's image as stored and its media type (for DICOM, the picture rendered from it)."""
+        data = await self.store.image(await self.get_session(session_id, tenant=tenant))
+        return data, MEDIA_TYPES[Image.open(io.BytesIO(data)).format]
 
     async def delete_session(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> bool:
         """Delete the session, its rounds, and its image and encodings unless another session uses them."""

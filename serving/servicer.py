@@ -121,6 +121,11 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
         return session_pb(await self.dialogue.get_session(request.session_id, tenant=current_tenant.get()))
 
     @_status
+    async def GetSessionImage(self, request, context):
+        image, media_type = await self.dialogue.session_image(request.session_id, tenant=current_tenant.get())
+        return pb.SessionImage(image=image, media_type=media_type)
+
+    @_status
     async def DeleteSession(self, request, context):
         deleted = await self.dialogue.delete_session(request.session_id, tenant=current_tenant.get())
         return pb.DeleteSessionResponse(deleted=deleted)

@@ -334,6 +334,14 @@ class RedisSessionStore:
         return header
 
     @_guard
+    async def image(self, session: Session) -> bytes:
+        """The session's image bytes (a reader's copy: reading does not extend its life)."""
+        data = await self.redis.get(image_key(session.image_key))
+        if data is None:
+            raise SessionNotFound(f"session '{session.session_id}' has expired; create a new one")
+        return data
+
+    @_guard
     async def delete_session(self, session_id: str) -> bool:
         """Delete the session with its rounds; its image and encodings too when no other session uses them."""
         return bool(await self._delete(keys=session_keys(session_id), args=[session_id]))

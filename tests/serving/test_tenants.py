@@ -125,6 +125,7 @@ def test_another_tenants_session_does_not_exist_for_it(tmp_path, redis_url, pipe
         for call in (stub.GetSession(pb.GetSessionRequest(session_id=sid), metadata=B),
                      stub.GetRound(pb.GetRoundRequest(session_id=sid, index=1), metadata=B),
                      stub.ListRounds(pb.ListRoundsRequest(session_id=sid), metadata=B),
+                     stub.GetSessionImage(pb.GetSessionImageRequest(session_id=sid), metadata=B),
                      stub.CreateRound(pb.CreateRoundRequest(session_id=sid, question=QUESTION), metadata=B)):
             code, details = await _code(call)
             assert code == grpc.StatusCode.NOT_FOUND and "does not exist or has expired" in details
@@ -132,6 +133,8 @@ def test_another_tenants_session_does_not_exist_for_it(tmp_path, redis_url, pipe
         assert not deleted.deleted
         mine = await stub.ListRounds(pb.ListRoundsRequest(session_id=sid), metadata=A)
         assert len(mine.rounds) == 1  # untouched by the other tenant
+        image = await stub.GetSessionImage(pb.GetSessionImageRequest(session_id=sid), metadata=A)
+        assert image.image == IMAGE and image.media_type == "image/png"
         code, _ = await _code(stub.GetSession(pb.GetSessionRequest(session_id=sid)))
         assert code == grpc.StatusCode.UNAUTHENTICATED
         code, _ = await _code(stub.GetSession(pb.GetSessionRequest(session_id=sid),

@@ -44,6 +44,11 @@ class MediRoundStub:
                 request_serializer=mediround_dot_v1_dot_mediround__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=mediround_dot_v1_dot_mediround__pb2.Session.FromString,
                 _registered_method=True)
+        self.GetSessionImage = channel.unary_unary(
+                '/mediround.v1.MediRound/GetSessionImage',
+                request_serializer=mediround_dot_v1_dot_mediround__pb2.GetSessionImageRequest.SerializeToString,
+                response_deserializer=mediround_dot_v1_dot_mediround__pb2.SessionImage.FromString,
+                _registered_method=True)
         self.DeleteSession = channel.unary_unary(
                 '/mediround.v1.MediRound/DeleteSession',
                 request_serializer=mediround_dot_v1_dot_mediround__pb2.DeleteSessionRequest.SerializeToString,
@@ -99,6 +104,13 @@ class MediRoundServicer:
 
     def GetSession(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSessionImage(self, request, context):
+        """The session's image as stored: the bytes uploaded, or for DICOM the picture rendered from it (PNG).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -170,6 +182,11 @@ def add_MediRoundServicer_to_server(servicer, server):
                     servicer.GetSession,
                     request_deserializer=mediround_dot_v1_dot_mediround__pb2.GetSessionRequest.FromString,
                     response_serializer=mediround_dot_v1_dot_mediround__pb2.Session.SerializeToString,
+            ),
+            'GetSessionImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionImage,
+                    request_deserializer=mediround_dot_v1_dot_mediround__pb2.GetSessionImageRequest.FromString,
+                    response_serializer=mediround_dot_v1_dot_mediround__pb2.SessionImage.SerializeToString,
             ),
             'DeleteSession': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSession,
@@ -266,6 +283,33 @@ class MediRound:
             '/mediround.v1.MediRound/GetSession',
             mediround_dot_v1_dot_mediround__pb2.GetSessionRequest.SerializeToString,
             mediround_dot_v1_dot_mediround__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediround.v1.MediRound/GetSessionImage',
+            mediround_dot_v1_dot_mediround__pb2.GetSessionImageRequest.SerializeToString,
+            mediround_dot_v1_dot_mediround__pb2.SessionImage.FromString,
             options,
             channel_credentials,
             insecure,
