@@ -19,7 +19,8 @@ demo: $(BIN)/mediround system
 lint: $(BIN)/mediround
 	$(BIN)/ruff check .
 
-# The Debian packages the demo and tests use (a real PACS, a DICOM validator, a real brain MRI), installed when
+# The Debian packages the demo and tests use (a real PACS, a DICOM validator, a real brain MRI, a real browser),
+# installed when
 # missing; under CI=true one that cannot be installed fails the run.
 system:
 	bash deploy/debian-packages.sh

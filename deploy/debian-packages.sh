@@ -3,11 +3,12 @@
 #   mricron-data             a real labelled brain MRI (Colin27 T1 and the AAL atlas): model/data/brain
 #   orthanc orthanc-dicomweb a real PACS with DICOMweb, started by the PACS tests
 #   dicom3tools              dciodvfy, the DICOM validator the SEG tests run
+#   chromium                 a real browser for the teaching page's tests (driven by playwright)
 # As root, missing ones are installed; otherwise the one command to run is printed. Under CI=true a package
 # that is still missing fails the run, since the tests that need it would otherwise have nothing to test.
 set -euo pipefail
 
-packages=(mricron-data orthanc orthanc-dicomweb dicom3tools)
+packages=(mricron-data orthanc orthanc-dicomweb dicom3tools chromium)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
