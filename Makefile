@@ -20,8 +20,7 @@ lint: $(BIN)/mediround
 	$(BIN)/ruff check .
 
 # The Debian packages the demo and tests use (a real PACS, a DICOM validator, a real brain MRI, a real browser),
-# installed when
-# missing; under CI=true one that cannot be installed fails the run.
+# installed when missing; under CI=true one that cannot be installed fails the run.
 system:
 	bash deploy/debian-packages.sh
 
