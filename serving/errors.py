@@ -127,3 +127,13 @@ STATUS += [
     (PacsUnavailable, grpc.StatusCode.UNAVAILABLE),
     (PacsRefused, grpc.StatusCode.FAILED_PRECONDITION),
 ]
+
+
+# The DICOM SEG export (serving/dicom/seg.py).
+class SegmentationUnavailable(RuntimeError):
+    """No DICOM Segmentation can be made of these rounds: the source lacks what a SEG must reference (a frame of
+    reference and plane geometry for CT / MR / multi-frame images, its UIDs, its pixel spacing where it has a
+    patient coordinate system) or no round has a mask. The rounds' PNG masks are unaffected."""
+
+
+STATUS.append((SegmentationUnavailable, grpc.StatusCode.FAILED_PRECONDITION))
