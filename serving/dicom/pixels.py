@@ -1,0 +1,425 @@
+"""DICOM Part-10 bytes -> the model's picture (uint8 (H, W, 3)), explicitly and reproducibly: the one place that
+does it.
+
+In order, each step recorded in ``DicomRendering`` so that a result can be reproduced:
+1. refuse what is not a decodable image, from the header, before any pixel is decoded (truncated, not an image
+   SOP class, no pixel data, absurd sizes, a transfer syntax without a decoder here);
+2. decode the one frame asked for (pydicom, with its permissively licensed plugins);
+3. greyscale: the modality LUT (rescale, taken from an enhanced image's functional groups when it has them:
+   pydicom's ``apply_modality_lut`` reads only the top level), then a VOI window (``serving.dicom.voi``), then
+   MONOCHROME1 inverted so that the picture shows as a viewer shows it;
+   colour: RGB as decoded (pydicom turns YBR into RGB), palette colour through its lookup table.
+
+``DicomImage.header`` holds patient identity: store it with the session, never log it (its repr leaves it out).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.datadict import DicomDictionary, dictionary_description
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
+from pydicom.tag import Tag
+from pydicom.uid import UID, AllTransferSyntaxes, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1
+
+from serving.dicom.voi import FUNCTIONS, VoiChoice, apply_window, window_is_valid
+from serving.errors import DicomTooLarge, InvalidDicom, InvalidDicomOptions
+
+GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
+"""Photometric interpretations accepted besides greyscale; pydicom's decoders turn the YBR ones into RGB."""
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+NOT_MEDICAL = ("Hardcopy", "DICOS", "Eddy Current")
+"""'... Image Storage' SOP classes that are not medical images (print, security screening, testing metal)."""
+ALSO_IMAGES = {UID("1.2.840.10008.5.1.4.1.1.6.2")}  # Enhanced US Volume Storage: an image without the word
+DECODER_HINTS = {  # what would decode a syntax no installed plugin decodes, licence first (GPL stays out)
+    JPEGLossless: "python-gdcm (Apache-2.0) would decode it",
+    JPEGLosslessSV1: "python-gdcm (Apache-2.0) would decode it",
+}
+
+
+@dataclass(frozen=True)
+class DicomLimits:
+    """What ``read_dicom`` accepts; sized for DICOM: an uncompressed DX is ~18 MB, a 50 µm mammogram
+    ~4700 x 5900 pixels."""
+
+    max_bytes: int = 64 * 2**20
+    """Of the Part-10 instance as sent or fetched, all frames together (the gRPC message limit is 64 MiB)."""
+    max_side: int = 6144
+    """Rows and columns of a frame, each."""
+    min_side: int = 16
+    max_aspect_ratio: float = 8.0
+    """Longest side over shortest: a sliver would shrink to nothing in the model's input."""
+    max_frames: int = 4096
+
+    def __post_init__(self):
+        for name in ("max_bytes", "max_side", "min_side", "max_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_aspect_ratio < 1:
+            raise ValueError(f"max_aspect_ratio must be at least 1, got {self.max_aspect_ratio}")
+
+
+@dataclass(frozen=True)
+class DicomIdentity:
+    """Which image the picture is of, as DICOM names it ("" where the instance lacks an attribute)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    modality: str
+    frame: int
+    """1-based, of ``number_of_frames``."""
+    number_of_frames: int
+
+
+@dataclass(frozen=True)
+class DicomRendering:
+    """How the stored pixels became the picture: enough to reproduce it from the same instance."""
+
+    transfer_syntax_uid: str
+    transfer_syntax: str
+    """Its name, e.g. "JPEG 2000 Image Compression (Lossless Only)"."""
+    photometric_interpretation: str
+    """As stored (YBR and palette colour were turned into RGB)."""
+    bits_stored: int
+    rescale_slope: float
+    rescale_intercept: float
+    """Modality LUT: stored value * slope + intercept (1 and 0 when none applies)."""
+    rescale_source: str
+    """Where the rescale came from: "header", "per-frame functional groups", "shared functional groups",
+    "modality LUT sequence" (a table; slope and intercept then read 1 and 0) or "none"."""
+    window_center: float
+    window_width: float
+    """The VOI window applied; 0 and 0 when none was (colour, or the header's VOI LUT)."""
+    window_function: str
+    """LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1); "" without a window."""
+    window_source: str
+    """"header", "header VOI LUT", "preset:<name>", "explicit", "full range" (the frame's lowest to highest
+    modality value) or "none" (colour)."""
+    inverted: bool
+    """MONOCHROME1 (low values bright) was inverted so that the picture shows as a viewer shows it."""
+
+
+@dataclass(frozen=True, eq=False)
+class DicomImage:
+    """One frame of a DICOM instance as the model's picture, with what it is and how it was made."""
+
+    pixels: np.ndarray = field(repr=False)
+    """uint8 (H, W, 3)."""
+    identity: DicomIdentity
+    rendering: DicomRendering
+    header: bytes = field(repr=False)
+    """The instance without its pixel data, as Part-10 bytes (for the session and a SEG). Patient identity:
+    never log it."""
+
+
+def is_dicom(data: bytes) -> bool:
+    """Whether ``data`` is a DICOM Part-10 file: "DICM" after the 128-byte preamble (PS3.10 7.1). Never a
+    forced parse: pydicom's ``force=True`` reads garbage without an error."""
+    return data[128:132] == b"DICM"
+
+
+def decodable_syntaxes() -> list[UID]:
+    """The transfer syntaxes whose pixel data decodes with what is installed here."""
+    return [uid for uid in AllTransferSyntaxes if _decoder(uid) is not None and _decoder(uid).is_available]
+
+
+IMAGE_WINDOW = VoiChoice()
+"""The image's own window: the header's, else its VOI LUT, else the full range."""
+DEFAULT_LIMITS = DicomLimits()
+
+
+def read_dicom(data: bytes, *, frame: int = 1, voi: VoiChoice = IMAGE_WINDOW,
+               limits: DicomLimits = DEFAULT_LIMITS) -> DicomImage:
+    """Frame ``frame`` (1-based) of a DICOM Part-10 instance as the model's picture, windowed as ``voi`` asks.
+
+    Refuses, saying what was wrong and what is accepted: InvalidDicom (not an image this service decodes),
+    DicomTooLarge (over ``limits``), InvalidDicomOptions (a frame or window this image cannot take).
+    """
+    if not is_dicom(data):
+        raise InvalidDicom("the bytes are not a DICOM Part-10 file (no 'DICM' after the 128-byte preamble); "
+                           "send a DICOM instance with its file meta information")
+    if len(data) > limits.max_bytes:
+        raise DicomTooLarge(f"the DICOM instance is {len(data)} bytes; at most {limits.max_bytes} are accepted")
+    header, ds = _parse(data)
+    sop_class = _check_image_class(ds)
+    frames = _check_pixel_module(ds, sop_class, limits)
+    if not 1 <= frame <= frames:
+        raise InvalidDicomOptions(f"frame {frame} is out of range: the instance has {frames} "
+                                  f"frame{'s' if frames > 1 else ''} (1 to {frames})")
+    syntax = UID(ds.file_meta.TransferSyntaxUID)
+    _check_decodable(syntax, ds)
+    photometric = str(ds.PhotometricInterpretation)
+    modality = str(ds.get("Modality") or "")
+    _check_voi(voi, photometric, modality)
+    header_bytes = _part10(header)  # before decoding: a header that cannot be stored refuses the instance
+
+    stored = _decode(ds, frame - 1, syntax)  # (H, W) or (H, W, 3)
+    if photometric in GREYSCALE:
+        values, slope, intercept, rescale_source = _modality_values(stored, ds, frame - 1)
+        grey, center, width, function, window_source = _window(values, ds, frame - 1, voi)
+        inverted = photometric == "MONOCHROME1"
+        pixels = np.repeat((255 - grey if inverted else grey)[..., None], 3, axis=2)
+    else:
+        pixels = _rgb(stored, ds)
+        slope, intercept, rescale_source = 1.0, 0.0, "none"
+        center, width, function, window_source, inverted = 0.0, 0.0, "", "none", False
+
+    identity = DicomIdentity(
+        study_instance_uid=str(ds.get("StudyInstanceUID") or ""),
+        series_instance_uid=str(ds.get("SeriesInstanceUID") or ""),
+        sop_instance_uid=str(ds.get("SOPInstanceUID") or ""),
+        sop_class_uid=str(sop_class), modality=modality, frame=frame, number_of_frames=frames)
+    rendering = DicomRendering(
+        transfer_syntax_uid=str(syntax), transfer_syntax=syntax.name, photometric_interpretation=photometric,
+        bits_stored=int(ds.get("BitsStored") or ds.BitsAllocated), rescale_slope=slope,
+        rescale_intercept=intercept, rescale_source=rescale_source, window_center=center, window_width=width,
+        window_function=function, window_source=window_source, inverted=inverted)
+    return DicomImage(pixels=np.ascontiguousarray(pixels), identity=identity, rendering=rendering,
+                      header=header_bytes)
+
+
+def _parse(data: bytes) -> tuple[Dataset, Dataset]:
+    """(the instance without pixel data, the whole instance). Truncation is refused here, since pydicom reads
+    a cut file without an error: a defined-length element comes back short, and an undefined-length one (the
+    pixel data of a compressed syntax) is dropped."""
+    try:
+        stream = io.BytesIO(data)
+        header = dcmread(stream, stop_before_pixels=True)
+        header_end = stream.tell()  # at the pixel data's tag when there is one (inflated syntaxes: the end)
+        ds = dcmread(io.BytesIO(data))
+    except Exception as e:  # untrusted bytes: pydicom and zlib raise many kinds, none of them a server fault
+        raise InvalidDicom("the DICOM bytes could not be parsed: they are damaged or truncated") from e
+    if not ds.file_meta.get("TransferSyntaxUID"):
+        raise InvalidDicom("the DICOM instance's file meta information has no Transfer Syntax UID (0002,0010): "
+                           "it is truncated or damaged")
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts its elements; these must stay raw)
+        element = ds.get_item(tag)
+        if (isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF
+                and len(element.value or b"") < element.length):
+            raise InvalidDicom(f"the DICOM instance is truncated: its {_tag_name(tag)} ends after the last byte")
+    if header_end < len(data) and not any(keyword in ds for keyword in PIXEL_KEYWORDS):
+        raise InvalidDicom("the DICOM instance is truncated: its Pixel Data (7FE0,0010) ends after the last byte")
+    return header, ds
+
+
+def _check_image_class(ds: Dataset) -> UID:
+    """The instance's SOP class, if it is a medical image's."""
+    sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+    if not sop_class:
+        raise InvalidDicom("the DICOM instance has no SOP Class UID (0008,0016), so it names no kind of object; "
+                           "image instances (CT, MR, CR, DX, US, ...) are accepted")
+    sop_class = UID(str(sop_class))
+    if sop_class.type != "SOP Class":
+        raise InvalidDicom(f"the SOP class {sop_class} is not one this service knows; image storage classes "
+                           "(CT, MR, CR, DX, MG, US, XA, NM, PET, secondary capture, ...) are accepted")
+    is_image = sop_class in ALSO_IMAGES or ("Image Storage" in sop_class.name
+                                            and not sop_class.name.startswith(NOT_MEDICAL))
+    if not is_image:
+        raise InvalidDicom(f"the DICOM instance is a {sop_class.name} object ({sop_class}), not an image; send "
+                           "the image instance itself (CT, MR, CR, DX, US, ...)")
+    return sop_class
+
+
+def _check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
+    """The instance's number of frames, once its pixel description is within ``limits`` (header only)."""
+    if "PixelData" not in ds:
+        raise InvalidDicom(f"the {sop_class.name} instance has no pixel data (7FE0,0010); send "
+                           "the instance with its pixels")
+    for keyword in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation"):
+        if ds.get(keyword) in (None, ""):
+            raise InvalidDicom(f"the image has no {keyword} {_tag_of(keyword)}, so its pixels cannot be read")
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError) as e:
+        raise InvalidDicom(f"the image's Number of Frames (0028,0008) is {ds['NumberOfFrames'].value!r}, not a "
+                           "number") from e
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if max(rows, columns) > limits.max_side:
+        raise DicomTooLarge(f"the image is {columns}x{rows} (columns x rows); sides up to {limits.max_side} "
+                            "pixels are accepted")
+    if frames > limits.max_frames:
+        raise DicomTooLarge(f"the instance has {frames} frames; at most {limits.max_frames} are accepted")
+    if frames < 1:
+        raise InvalidDicom(f"the image's Number of Frames (0028,0008) is {frames}; it must be at least 1")
+    if min(rows, columns) < limits.min_side or max(rows, columns) > limits.max_aspect_ratio * min(rows, columns):
+        raise InvalidDicom(f"the image is {columns}x{rows} (columns x rows); sides of at least {limits.min_side} "
+                           f"pixels and at most {limits.max_aspect_ratio:g} times longer than wide are accepted")
+    photometric = str(ds.PhotometricInterpretation)
+    if photometric not in GREYSCALE + COLOUR:
+        raise InvalidDicom(f"the photometric interpretation {photometric} is not accepted; accepted are "
+                           f"{', '.join(GREYSCALE + COLOUR)}")
+    if int(ds.SamplesPerPixel) != (1 if photometric in GREYSCALE + ("PALETTE COLOR",) else 3):
+        raise InvalidDicom(f"the image is {photometric} with {ds.SamplesPerPixel} samples per pixel; "
+                           f"{photometric} has {'1' if photometric in GREYSCALE + ('PALETTE COLOR',) else '3'}")
+    return frames
+
+
+def _check_decodable(syntax: UID, ds: Dataset) -> None:
+    """Refuses a transfer syntax whose pixel data no installed decoder reads, naming it and what would."""
+    decoder = _decoder(syntax)
+    accepted = "; ".join(uid.name for uid in decodable_syntaxes())
+    if decoder is None:
+        raise InvalidDicom(f"the transfer syntax {_syntax_name(syntax)} has no decoder in this service; send the "
+                           f"instance in one of: {accepted}")
+    if not decoder.is_available:
+        hint = DECODER_HINTS.get(syntax) or "; ".join(decoder.missing_dependencies)
+        raise InvalidDicom(f"the transfer syntax {_syntax_name(syntax)} cannot be decoded here ({hint}); send the "
+                           f"instance in one of: {accepted}")
+    bits = int(ds.get("BitsStored") or ds.BitsAllocated)
+    if syntax == JPEGExtended12Bit and bits > 8 and set(decoder.available_plugins) <= {"pillow", "gdcm"}:
+        raise InvalidDicom(f"the transfer syntax {_syntax_name(syntax)} with {bits}-bit samples cannot be decoded "
+                           "here (Pillow and GDCM decode 8-bit samples only; pylibjpeg-libjpeg decodes 12-bit but "
+                           f"is GPLv3, so it is not installed); send the instance in one of: {accepted}")
+
+
+def _check_voi(voi: VoiChoice, photometric: str, modality: str) -> None:
+    """Refuses a window the image cannot take."""
+    if voi.window is None:
+        return
+    if photometric not in GREYSCALE:
+        raise InvalidDicomOptions(f"a window applies to greyscale images; this one is {photometric}: ask for "
+                                  "none")
+    if voi.preset.startswith("ct-") and modality != "CT":
+        raise InvalidDicomOptions(f"the preset {voi.preset} is a CT window in Hounsfield units; this image's "
+                                  f"modality is {modality or 'not given'}: use its own window or an explicit one")
+
+
+def _decode(ds: Dataset, index: int, syntax: UID) -> np.ndarray:
+    """The stored values of frame ``index`` (0-based) only; YBR comes back as RGB."""
+    try:
+        return pixel_array(ds, index=index)
+    except Exception as e:  # the decoders raise many kinds for a damaged codestream
+        raise InvalidDicom(f"the pixel data ({syntax.name}) could not be decoded: {_reason(e)}") from e
+
+
+def _modality_values(stored: np.ndarray, ds: Dataset, index: int) -> tuple[np.ndarray, float, float, str]:
+    """(modality values as float64, slope, intercept, where they came from) for frame ``index``."""
+    item, where = _frame_item(ds, index, "PixelValueTransformationSequence")
+    if item is not None and "RescaleSlope" in item:
+        slope, intercept = float(item.RescaleSlope), float(item.get("RescaleIntercept") or 0)
+    elif ds.get("ModalityLUTSequence"):  # a table, not a line: pydicom applies it
+        return apply_modality_lut(stored, ds).astype(np.float64), 1.0, 0.0, "modality LUT sequence"
+    elif ds.get("RescaleSlope") not in (None, "") or ds.get("RescaleIntercept") not in (None, ""):
+        slope, intercept, where = float(ds.get("RescaleSlope") or 1), float(ds.get("RescaleIntercept") or 0), "header"
+    else:
+        return stored.astype(np.float64), 1.0, 0.0, "none"
+    return stored.astype(np.float64) * slope + intercept, slope, intercept, where
+
+
+def _window(values: np.ndarray, ds: Dataset, index: int,
+            voi: VoiChoice) -> tuple[np.ndarray, float, float, str, str]:
+    """(uint8 grey levels, centre, width, function, source): the caller's window, else the header's, else its
+    VOI LUT, else the frame's full range."""
+    if voi.window is not None:
+        center, width = voi.window
+        return apply_window(values, center, width, "LINEAR_EXACT"), center, width, "LINEAR_EXACT", voi.source
+    if (header := _header_window(ds, index)) is not None:
+        center, width, function = header
+        return apply_window(values, center, width, function), center, width, function, "header"
+    if ds.get("VOILUTSequence"):
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])  # the table's entries are 0 .. 2**bits - 1
+        table = apply_voi(values, ds, index=0).astype(np.float64)
+        grey = np.floor(np.clip(table / (2**bits - 1), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return grey, 0.0, 0.0, "", "header VOI LUT"
+    low, high = float(values.min()), float(values.max())
+    center, width = (low + high) / 2, max(high - low, 1.0)  # a constant frame shows mid grey
+    return apply_window(values, center, width, "LINEAR_EXACT"), center, width, "LINEAR_EXACT", "full range"
+
+
+def _header_window(ds: Dataset, index: int) -> tuple[float, float, str] | None:
+    """The header's first window for frame ``index`` (functional groups first), if it has a valid one."""
+    item, _ = _frame_item(ds, index, "FrameVOILUTSequence")
+    source = item if item is not None else ds
+    if source.get("WindowCenter") in (None, "") or source.get("WindowWidth") in (None, ""):
+        return None
+    center, width = (float(element.value[0] if element.VM > 1 else element.value)
+                     for element in (source["WindowCenter"], source["WindowWidth"]))
+    function = str(source.get("VOILUTFunction") or "LINEAR").upper()
+    if function not in FUNCTIONS or not window_is_valid(width, function):
+        return None  # a header window that cannot be applied is no window
+    return center, width, function
+
+
+def _frame_item(ds: Dataset, index: int, keyword: str) -> tuple[Dataset | None, str]:
+    """The first item of functional group ``keyword`` for frame ``index`` of an enhanced image, per-frame groups
+    before shared ones (PS3.3 C.7.6.16), and where it was found; (None, "") for other images."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if index < len(per_frame) and per_frame[index].get(keyword):
+        return per_frame[index][keyword][0], "per-frame functional groups"
+    shared = ds.get("SharedFunctionalGroupsSequence") or []
+    if shared and shared[0].get(keyword):
+        return shared[0][keyword][0], "shared functional groups"
+    return None, ""
+
+
+def _rgb(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Decoded colour pixels -> uint8 (H, W, 3): palette colour through its table, deeper samples scaled."""
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        bits = int(ds.RedPaletteColorLookupTableDescriptor[2])  # 8 or 16 bits per table entry
+        if not ds.original_encoding[1]:
+            _tables_to_little_endian(ds)
+        rgb = apply_color_lut(stored, ds)
+    else:
+        bits = int(ds.get("BitsStored") or ds.BitsAllocated)
+        rgb = stored
+    if bits == 8 and rgb.dtype == np.uint8:
+        return rgb
+    return np.floor(np.clip(rgb / (2**bits - 1), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _tables_to_little_endian(ds: Dataset) -> None:
+    """Byte-swaps a big-endian instance's palette tables in place: pydicom 3.0.2's ``apply_color_lut`` reads
+    (non-segmented) OW table data as little endian whatever the instance's encoding."""
+    for colour in ("Red", "Green", "Blue", "Alpha"):
+        keyword = f"{colour}PaletteColorLookupTableData"
+        if keyword in ds and ds[keyword].VR == "OW" and ds[keyword].value:
+            ds[keyword].value = np.frombuffer(ds[keyword].value, dtype=">u2").astype("<u2").tobytes()
+
+
+def _decoder(syntax: UID):
+    """pydicom's decoder for ``syntax``, or None where pydicom has none at all."""
+    try:
+        return get_decoder(syntax)
+    except NotImplementedError:
+        return None
+
+
+def _part10(header: Dataset) -> bytes:
+    """The header dataset as a Part-10 file, in its own transfer syntax."""
+    buffer = io.BytesIO()
+    try:
+        header.save_as(buffer, enforce_file_format=True)
+    except Exception as e:  # a value pydicom read but cannot write back: the header is damaged
+        raise InvalidDicom(f"the DICOM header could not be encoded again for storage ({_reason(e)})") from e
+    return buffer.getvalue()
+
+
+def _reason(error: Exception) -> str:
+    """pydicom's or a decoder's message on one line, without the traceback pydicom appends to some, paths or
+    object addresses."""
+    text = " ".join(str(error).split("Traceback")[0].split())
+    return re.sub(r"0x[0-9a-fA-F]{6,}|(/[\w.+-]+){2,}", "", text)[:300]
+
+
+def _syntax_name(syntax: UID) -> str:
+    return f"{syntax.name} ({syntax})" if syntax.name != str(syntax) else str(syntax)
+
+
+def _tag_name(tag: int) -> str:
+    tag = Tag(tag)
+    name = dictionary_description(tag) if tag in DicomDictionary else "element"
+    return f"{name} ({tag.group:04X},{tag.element:04X})"
+
+
+def _tag_of(keyword: str) -> str:
+    tag = Tag(keyword)
+    return f"({tag.group:04X},{tag.element:04X})"
