@@ -3,6 +3,11 @@
 One item is one conversation: the image, each round's ground-truth mask, the referenced round's
 ground-truth mask and box (teacher forcing), and, given a tokenizer, the templated token ids with
 answer-only labels. Images keep their own sizes; ``collate`` pads tokens and lists the rest.
+
+``augment=BrainAugment()`` shows real-brain records (``model.data.brain``) through a drawn training
+view (intensity, rotation, scale, left-right flip with its words); other records are untouched. An
+item's ``image_file`` / ``reference_files`` name the pixels it holds (``<file>#aug<n>`` for a view):
+training caches frozen encodings under those names.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from model.data.brain.augment import BrainAugment, cache_key, is_brain, training_view, view_names, view_rounds
 from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Conversation, load
 from model.data.template import IGNORE_INDEX, dialogue_text, tokenize_dialogue
@@ -25,10 +31,11 @@ class MRMedSegDataset(Dataset):
 
     ``tokenizer`` (optional) adds ``input_ids`` / ``labels``; ``image_tokens`` is how many
     ``<image>`` positions the vision tower fills. ``max_rounds`` truncates long dialogues.
+    ``augment`` draws a training view of each real-brain item (see the module docstring).
     """
 
     def __init__(self, root: str | Path, split: str, *, tokenizer=None, image_tokens: int = 1,
-                 max_rounds: int | None = None):
+                 max_rounds: int | None = None, augment: BrainAugment | None = None):
         self.root = Path(root)
         candidates = [self.root / f"{split}.json", self.root / f"{split}.jsonl"]
         path = next((p for p in candidates if p.exists()), None)
@@ -36,6 +43,8 @@ class MRMedSegDataset(Dataset):
             raise FileNotFoundError(f"split '{split}' not found: expected {candidates[0]} or {candidates[1]}")
         self.conversations: list[Conversation] = load(path)
         self.tokenizer, self.image_tokens, self.max_rounds = tokenizer, image_tokens, max_rounds
+        self.augment = augment
+        self._variants = np.random.default_rng(augment.seed) if augment else None  # which view each read shows
 
     def __len__(self) -> int:
         return len(self.conversations)
@@ -46,6 +55,11 @@ class MRMedSegDataset(Dataset):
         image = load_image(self.root / conv.image)  # (H, W, 3) uint8
         h, w = image.shape[:2]
         masks = np.stack([load_mask(self.root / r.mask) for r in rounds])  # (R, H, W)
+        variant = 0
+        if self.augment is not None and is_brain(conv):
+            variant, view, image, masks = training_view(self.augment, conv.image, self._variants, image, masks,
+                                                        conv.extra["orientation"])
+            rounds = view_rounds(view, rounds)
         ref_masks = np.zeros_like(masks)
         for k, r in enumerate(rounds):
             if r.reference is not None:
@@ -54,8 +68,9 @@ class MRMedSegDataset(Dataset):
                           for k, r in enumerate(rounds)])
         item = {
             "id": conv.extra.get("id", str(i)),
-            "image_file": conv.image,
-            "reference_files": [rounds[r.reference].mask if r.reference is not None else "" for r in rounds],
+            "image_file": cache_key(conv.image, variant),
+            "reference_files": [cache_key(rounds[r.reference].mask, variant) if r.reference is not None else ""
+                                for r in rounds],
             "image": torch.from_numpy(image).permute(2, 0, 1),  # (3, H, W) uint8
             "masks": torch.from_numpy(masks),  # (R, H, W) bool
             "reference_masks": torch.from_numpy(ref_masks),  # (R, H, W) bool, all False without reference
@@ -75,13 +90,18 @@ class ImageMaskDataset(Dataset):
     Items: ``image`` (3, H, W) uint8, ``masks`` (K, H, W) bool, ``names`` (K,) entity names read from
     the phantom mask file names (``masks/<image>_<entity>_<n>.png``), ``modality`` when recorded.
     What the box-prompted SAM pretraining and the image-text alignment of the tiny model consume.
+    ``augment`` draws a training view of each real-brain image, names swapped with a flip.
     """
 
-    def __init__(self, root: str | Path, split: str):
+    def __init__(self, root: str | Path, split: str, *, augment: BrainAugment | None = None):
         self.root = Path(root)
+        self.augment = augment
+        self._variants = np.random.default_rng(augment.seed) if augment else None
         by_image: dict[str, dict] = {}
         for conv in MRMedSegDataset(root, split).conversations:
-            entry = by_image.setdefault(conv.image, {"masks": [], "modality": conv.extra.get("modality", "")})
+            brain = conv.extra.get("orientation") if is_brain(conv) else None  # a real-brain slice's orientation
+            entry = by_image.setdefault(conv.image, {"masks": [], "modality": conv.extra.get("modality", ""),
+                                                     "orientation": brain})
             for mask in [r.mask for r in conv.rounds]:
                 if mask not in entry["masks"]:
                     entry["masks"].append(mask)
@@ -94,10 +114,16 @@ class ImageMaskDataset(Dataset):
         image_file, entry = self.images[i]
         stem = Path(image_file).stem
         names = [re.sub(r"_\d+$", "", Path(m).stem.removeprefix(stem + "_")).replace("_", " ") for m in entry["masks"]]
+        image = load_image(self.root / image_file)
+        masks = np.stack([load_mask(self.root / m) for m in entry["masks"]])
+        if self.augment is not None and entry["orientation"] is not None:
+            _, view, image, masks = training_view(self.augment, image_file, self._variants, image, masks,
+                                                  entry["orientation"])
+            names = view_names(view, names)
         return {
             "image_file": image_file,
-            "image": torch.from_numpy(load_image(self.root / image_file)).permute(2, 0, 1),
-            "masks": torch.from_numpy(np.stack([load_mask(self.root / m) for m in entry["masks"]])),
+            "image": torch.from_numpy(image).permute(2, 0, 1),
+            "masks": torch.from_numpy(masks),
             "names": names,
             "modality": entry["modality"],
         }
