@@ -68,7 +68,9 @@ DEFAULT_MAX_INSTANCE_BYTES = 64 * 2**20
 """What ``fetch_instance`` reads at most unless told: ~3x an uncompressed DX."""
 RETRIED_STATUSES = (429, 500, 502, 503, 504)
 # Any transfer syntax: a PACS without a transcoder refuses to convert; decoding is done here, after the fetch.
-ACCEPT_ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+# Uncompressed HTTP: Orthanc's gzip of a 0.5 MB CT took a fetch from 16 to 91 ms here (LAN bandwidth is cheaper).
+FETCH_HEADERS = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*',
+                 "Accept-Encoding": "identity"}
 FAILURE_REASONS = {0x0110: "processing failure", 0x0122: "SOP class not supported", 0x0124: "not authorized",
                    0xA700: "out of resources", 0xA900: "data set does not match its SOP class",
                    0xC000: "cannot understand", 0xC122: "transfer syntax not supported"}
@@ -145,13 +147,13 @@ class PacsClient:
 
         def get() -> bytes:
             # dicomweb-client's retrieve_instance parses the whole answer into a Dataset: here, raw bytes, bounded.
-            with self._session.get(f"{self._url}/{path}", headers={"Accept": ACCEPT_ANY_SYNTAX}, stream=True,
+            with self._session.get(f"{self._url}/{path}", headers=FETCH_HEADERS, stream=True,
                                    timeout=self._timeout) as response:
                 response.raise_for_status()
                 if int(response.headers.get("Content-Length") or 0) > max_bytes:
                     raise self._too_large(max_bytes)
                 body = bytearray()
-                for chunk in response.iter_content(chunk_size=2**20):  # decompressed, if the PACS gzips
+                for chunk in response.iter_content(chunk_size=2**20):  # decompressed, if the PACS compressed anyway
                     body += chunk
                     if len(body) > max_bytes:
                         raise self._too_large(max_bytes)
