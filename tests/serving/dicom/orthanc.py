@@ -15,6 +15,7 @@ import json
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -124,14 +125,17 @@ class Orthanc:
 
 @pytest.fixture(scope="session")
 def orthanc_process(tmp_path_factory):
-    with Orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-        yield server
+    server = Orthanc(tmp_path_factory.mktemp("orthanc")).start()
+    yield server
+    # Stopping takes Orthanc seconds: the two stop side by side, and the interpreter waits for both at exit.
+    threading.Thread(target=server.stop).start()
 
 
 @pytest.fixture(scope="session")
 def orthanc_with_users_process(tmp_path_factory):
-    with Orthanc(tmp_path_factory.mktemp("orthanc-users"), users=ORTHANC_USERS) as server:
-        yield server
+    server = Orthanc(tmp_path_factory.mktemp("orthanc-users"), users=ORTHANC_USERS).start()
+    yield server
+    threading.Thread(target=server.stop).start()
 
 
 @pytest.fixture
