@@ -59,10 +59,16 @@ def _serve(args) -> int:
 
     _send_audit_to(args.audit_log)
     replicas = dict(item.split("=", 1) for item in args.replicas or [])
+    http = None
+    if args.http is not None:
+        from serving.http.server import HttpOptions
+
+        http = HttpOptions(port=args.http, host=args.address.rsplit(":", 1)[0],
+                           cors_origins=tuple(args.cors_origin or ()))
     options = ServiceOptions(checkpoint=args.checkpoint, redis_url=args.redis_url, data_dir=args.data_dir,
                              serve_config=args.serve_config,
                              replicas={k: int(v) for k, v in replicas.items()}, metrics_port=args.metrics_port,
-                             ray_address=args.ray_address, attach=args.attach,
+                             ray_address=args.ray_address, attach=args.attach, http=http,
                              server=ServerOptions(address=args.address, token=args.token,
                                                   tokens_file=args.tokens_file, tls_cert=args.tls_cert,
                                                   tls_key=args.tls_key))
@@ -70,7 +76,8 @@ def _serve(args) -> int:
     async def main() -> None:
         service = await Service(options).start()
         print(f"mediround serving on {service.address} (gRPC mediround.v1.MediRound; health and reflection on)"
-              + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else ""), flush=True)
+              + (f", metrics on :{args.metrics_port}/metrics" if args.metrics_port else "")
+              + (f", the page and HTTP API on {service.gateway.url}" if service.gateway else ""), flush=True)
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -158,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-log", default="-",
                    help="append the audit log (a JSON line per call: tenant, method, session, status, latency) to "
                         "this file (default '-': stderr)")
+    p.add_argument("--http", type=int, metavar="PORT",
+                   help="also serve the teaching page and its HTTP/JSON API on this port, same host as --address "
+                        "(a gateway onto the gRPC API; serving/http)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
+                   help="let pages of this origin (https://host[:port]) call the HTTP API and frame the page; "
+                        "repeatable (default: none, CORS off)")
     p.add_argument("--tls-cert", help="PEM certificate chain (serve TLS; needs --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
     p.set_defaults(func=_serve)

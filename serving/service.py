@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from serving.dialogue import Dialogue, Limits
 from serving.server import ServerOptions, start_server
 from serving.store import RedisSessionStore
+
+if TYPE_CHECKING:
+    from serving.http.server import HttpOptions
 
 
 @dataclass
@@ -36,6 +40,8 @@ class ServiceOptions:
     attach: bool = False
     """Serve the applications already running on the Ray cluster (e.g. deployed by KubeRay) instead of
     deploying them; stopping then leaves them running for the other fronts."""
+    http: HttpOptions | None = None
+    """Also serve the HTTP/JSON gateway and the page (``serving.http``) beside the gRPC server; None: gRPC only."""
 
 
 class Service:
@@ -43,7 +49,7 @@ class Service:
 
     def __init__(self, options: ServiceOptions | None = None):
         self.options = options or ServiceOptions()
-        self.redis = self.server = self.store = self.watchdog = None
+        self.redis = self.server = self.store = self.watchdog = self.gateway = None
         self.address = ""
 
     async def start(self) -> Service:
@@ -52,6 +58,13 @@ class Service:
         from serving.pipeline import attach_pipeline, deploy_pipeline, load_serve_config
 
         o = self.options
+        if o.http is not None:
+            from serving.http.server import Gateway
+
+            if o.server.tls_cert:  # the gateway dials the gRPC server in plaintext
+                raise ValueError("--http needs a plaintext gRPC server: put TLS in front of both, not --tls-cert")
+            self.gateway = Gateway(o.http, checkpoint=o.checkpoint,
+                                   max_message_bytes=o.server.max_message_bytes).bind()  # a port in use fails now
         url = o.redis_url or os.environ.get("REDIS_URL")
         if url is None:
             from serving.embedded_redis import EmbeddedRedis
@@ -74,6 +87,8 @@ class Service:
         self.dialogue = Dialogue(self.store, pipeline, o.limits)
         self.server, port = await start_server(self.dialogue, o.server)
         self.address = f"{o.server.address.rsplit(':', 1)[0]}:{port}"
+        if self.gateway is not None:
+            await self.gateway.start(self.address)
         if o.metrics_port:
             from serving.metrics import serve_metrics
 
@@ -84,6 +99,8 @@ class Service:
         import ray
         from ray import serve
 
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self.server is not None:
             await self.server.stop(grace=2)
         if self.store is not None:
