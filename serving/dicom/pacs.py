@@ -198,11 +198,14 @@ class PacsClient:
         return sop_instance_uid
 
     def find_instances(self, study_uid: str, *, modality: str | None = None) -> list[FoundInstance]:
-        """The study's instances (QIDO-RS), of one modality if given (e.g. "SEG"); [] for a study it lacks."""
+        """The study's instances (QIDO-RS), of one modality if given (e.g. "SEG"); [] for a study it lacks.
+
+        One request: as many as the PACS answers at once (paging with ``offset`` loops forever on a PACS that
+        ignores it, and a study's instances of one modality are few)."""
         study_uid, filters = _uid(study_uid), {"Modality": modality} if modality else {}
         with self._call("find") as call:
             found = self._retrying(call, lambda: self._dicomweb.search_for_instances(
-                study_instance_uid=study_uid, search_filters=filters, get_remaining=True))
+                study_instance_uid=study_uid, search_filters=filters))
             call.nbytes = self._seen.received
             return [FoundInstance.from_json(item) for item in found]
 
