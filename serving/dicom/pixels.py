@@ -266,7 +266,7 @@ def _check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int
 def _check_decodable(syntax: UID, ds: Dataset) -> None:
     """Refuses a transfer syntax whose pixel data no installed decoder reads, naming it and what would."""
     decoder = _decoder(syntax)
-    accepted = "; ".join(uid.name for uid in decodable_syntaxes())
+    accepted = "; ".join(uid.name.replace(" Image Compression", "") for uid in decodable_syntaxes())
     if decoder is None:
         raise InvalidDicom(f"the transfer syntax {_syntax_name(syntax)} has no decoder in this service; send the "
                            f"instance in one of: {accepted}")
@@ -327,7 +327,7 @@ def _window(values: np.ndarray, ds: Dataset, index: int,
         return apply_window(values, center, width, function), center, width, function, "header"
     if ds.get("VOILUTSequence"):
         bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])  # the table's entries are 0 .. 2**bits - 1
-        table = apply_voi(values, ds, index=0).astype(np.float64)
+        table = apply_voi(np.round(values).astype(np.int64), ds, index=0).astype(np.float64)  # indexed by integers
         grey = np.floor(np.clip(table / (2**bits - 1), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         return grey, 0.0, 0.0, "", "header VOI LUT"
     low, high = float(values.min()), float(values.max())
@@ -407,6 +407,7 @@ def _reason(error: Exception) -> str:
     """pydicom's or a decoder's message on one line, without the traceback pydicom appends to some, paths or
     object addresses."""
     text = " ".join(str(error).split("Traceback")[0].split())
+    text = re.sub(r"<[^<>]* at 0x[0-9a-fA-F]+>", "the bytes", text)  # e.g. "<_io.BytesIO object at 0x7f..>"
     return re.sub(r"0x[0-9a-fA-F]{6,}|(/[\w.+-]+){2,}", "", text)[:300]
 
 
