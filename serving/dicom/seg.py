@@ -1,0 +1,253 @@
+"""A session's rounds as one DICOM Segmentation (BINARY, highdicom): one segment per round that has a mask.
+
+Each segment is labelled by its round's question (SegmentLabel holds 64 characters; SegmentDescription
+has the whole question), coded by :func:`serving.dicom.codes.concept_for` (laterality as a modifier of
+the type, or of the region for a lesion), made by the model's checkpoint (AUTOMATIC, an AI algorithm of
+that name and version) and tracked by session and round. The SEG references the source instance (and
+its frame) in the source's study; overlapping segments are declared (highdicom compares the masks).
+
+UIDs are derived, never drawn: the SOP instance and series UIDs are digests of what the SEG holds
+(session, checkpoint, source instance and frame, each kept round's number, question, answer and mask),
+so exporting the same rounds twice stores one instance in a PACS, and a regenerated result (another
+mask, another checkpoint) is a new instance in a new series. A segment's tracking UID depends on the
+session and round only: it follows one finding across regenerated results.
+
+The source is a header (``stop_before_pixels`` is enough), copied before anything is filled in: the
+type-2 attributes a SEG copies (patient, study) may be missing, and are then empty in the SEG; a source
+without a patient coordinate system (CR, US, secondary capture) lends the SEG its PatientOrientation.
+What a SEG must reference and the source lacks (a frame of reference for CT / MR, plane geometry for one
+frame of a multi-frame image, its UIDs) raises :class:`~serving.errors.SegmentationUnavailable`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.metadata
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+
+from serving.dicom.codes import LOCAL_SCHEME, LOCAL_SCHEME_ITEM, CodedStructure, concept_for
+from serving.errors import SegmentationUnavailable
+from serving.messages import Round
+
+MANUFACTURER = "MediRound Serve"
+SERIES_NUMBER = 9001  # far from a modality's own series numbers
+CONTENT_LABEL = "MEDIROUND"
+_PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}  # float, double and plain pixel data: never copied
+# Type-2 attributes the SEG copies from its source; highdicom reads them even when they are empty.
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+          "AccessionNumber", "ReferringPhysicianName")
+_REFERENCED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Rows", "Columns")
+_UID_NAMESPACE = uuid.UUID("6d2f1f2e-6b1c-5a4e-9a57-5f0c2b7d3e61")  # fixed forever: it is part of every UID
+
+
+def _software_version() -> str:
+    try:
+        return importlib.metadata.version("mediround")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+SOFTWARE_VERSION = _software_version()
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """The model that made the masks, as the SEG identifies it."""
+
+    name: str
+    """The checkpoint's name, e.g. "mediround-tiny"."""
+    version: str
+    """Its version or content hash, e.g. "2026-12-01+3f2a9c1"."""
+
+    def __post_init__(self):
+        for field, value in (("name", self.name), ("version", self.version)):
+            if not value or len(value) > 64 or "\\" in value:
+                raise ValueError(f"algorithm {field} must be 1-64 characters without a backslash, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SkippedRound:
+    """A round the SEG leaves out, and why."""
+
+    number: int
+    reason: str
+
+
+@dataclass
+class SegExport:
+    """A built SEG and how its segments map to the session's rounds."""
+
+    dataset: hd.seg.Segmentation
+    segment_rounds: list[int]
+    """The round number of segment 1, 2, ... in order."""
+    skipped_rounds: list[SkippedRound]
+    codes: list[CodedStructure]
+    """What each segment was coded as, in segment order."""
+
+    @property
+    def sop_instance_uid(self) -> str:
+        return str(self.dataset.SOPInstanceUID)
+
+
+def build_segmentation(source_header: pydicom.Dataset, rounds: Sequence[Round], *, session_id: str,
+                       algorithm: Algorithm, frame: int = 1, series_number: int = SERIES_NUMBER) -> SegExport:
+    """One BINARY DICOM SEG of ``rounds`` (a session's, in order) on ``frame`` (1-based) of the source.
+
+    Rounds without a mask are left out (``skipped_rounds`` says which); each mask is (H, W) bool at the
+    source frame's size. Raises SegmentationUnavailable when the source cannot be referenced or no round
+    has a mask, ValueError for a frame the source lacks or a mask of another size.
+    """
+    source = _source_copy(source_header)
+    frames = int(source.get("NumberOfFrames") or 1)
+    if not 1 <= frame <= frames:
+        raise ValueError(f"frame {frame} is not in the source's {frames} frame(s)")
+    size = (int(source.Rows), int(source.Columns))
+
+    kept, masks, skipped = [], [], []
+    for r in rounds:
+        mask = r.mask if r.has_mask else None
+        if mask is None:
+            skipped.append(SkippedRound(r.number, "no mask: the answer had no [SEG]"))
+            continue
+        if mask.shape != size:
+            raise ValueError(f"round {r.number}'s mask is {mask.shape[1]}x{mask.shape[0]}, the source frame is "
+                             f"{size[1]}x{size[0]}")
+        kept.append(r)
+        masks.append(mask.astype(bool, copy=False))
+    if not kept:
+        raise SegmentationUnavailable(f"none of the {len(rounds)} round(s) has a mask: a DICOM SEG needs a segment")
+
+    # One frame of a multi-frame source: the whole stack, the other frames empty (highdicom omits them).
+    pixels = np.zeros((frames, *size, len(kept)), dtype=bool)  # (F, H, W, S)
+    pixels[frame - 1] = np.stack(masks, axis=-1)
+    coded = [concept_for(r.question, r.answer) for r in kept]
+    descriptions = [_segment(number, r, c, session_id, algorithm)
+                    for number, (r, c) in enumerate(zip(kept, coded, strict=True), start=1)]
+    content = _content_digest(session_id, algorithm, source, frame, kept, masks)
+    has_coordinates = hd.spatial.get_image_coordinate_system(source) is not None
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=[source], pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid=_uid("series", content), series_number=series_number,
+            sop_instance_uid=_uid("instance", content), instance_number=1, manufacturer=MANUFACTURER,
+            manufacturer_model_name=MANUFACTURER, software_versions=SOFTWARE_VERSION, device_serial_number="0",
+            series_description=_text("MediRound dialogue segmentation", 64), content_label=CONTENT_LABEL,
+            content_description=_text(f"MediRound dialogue, session {session_id}", 64),
+            coding_schemes=[LOCAL_SCHEME_ITEM] if any(_is_local(c) for c in coded) else None,
+            specific_character_set="ISO_IR 192",  # questions are free text in any language
+        )
+    except AttributeError as e:  # highdicom reads what it needs by name: a type-1 attribute the source lacks
+        raise SegmentationUnavailable(f"no DICOM SEG for this {_kind(source)}: it lacks {e.name or e}, which a "
+                                      "segmentation of it needs; the PNG masks are unaffected") from e
+    except ValueError as e:
+        if has_coordinates:
+            raise
+        what = (f"frame {frame} of this {frames}-frame {_kind(source)}" if frames > 1 else f"this {_kind(source)}")
+        raise SegmentationUnavailable(
+            f"no DICOM SEG for {what}: it has no patient coordinate system (frame of reference and plane geometry), "
+            f"which a segmentation of it must reference; the PNG masks are unaffected ({e})") from e
+    if not has_coordinates:  # General Image type 2C: a SEG without plane geometry says how the patient lies
+        seg.PatientOrientation = source.get("PatientOrientation") or ""
+    return SegExport(seg, [r.number for r in kept], skipped, coded)
+
+
+def _source_copy(header: pydicom.Dataset) -> pydicom.Dataset:
+    """The header without pixel data, type-2 gaps filled empty; the caller's dataset is never changed."""
+    shallow = pydicom.Dataset()
+    for element in header:
+        if element.tag not in _PIXEL_TAGS:
+            shallow.add(element)
+    source = copy.deepcopy(shallow)
+    missing = [k for k in _REFERENCED if not source.get(k)]
+    if missing:
+        raise SegmentationUnavailable(f"no DICOM SEG for this {_kind(source)}: it lacks {', '.join(missing)}, which "
+                                      "a segmentation must reference; the PNG masks are unaffected")
+    for keyword in _TYPE2:
+        if keyword not in source:
+            setattr(source, keyword, "")
+    if hd.spatial.get_image_coordinate_system(source) is None:
+        # Without plane geometry a SEG places nothing in the patient: it states no frame of reference and no pixel
+        # spacing, either of which it would have to pair with a slice thickness such a source lacks (dciodvfy,
+        # highdicom's reader); its grid is the source's. An IOD that requires a frame of reference is refused below.
+        for keyword in ("FrameOfReferenceUID", "PixelSpacing"):
+            if keyword in source:
+                delattr(source, keyword)
+    return source
+
+
+def _segment(number: int, r: Round, coded: CodedStructure, session_id: str,
+             algorithm: Algorithm) -> hd.seg.SegmentDescription:
+    parameters = {"round": str(r.number)}
+    if r.reference_round is not None:
+        parameters["reference_round"] = str(r.reference_round)
+    if r.quality is not None:
+        parameters["quality"] = f"{r.quality:.3f}"
+    parameters["corrected"] = "yes" if r.corrected else "no"
+    segment = hd.seg.SegmentDescription(
+        segment_number=number, segment_label=_text(r.question, 64) or f"Round {r.number}",
+        segmented_property_category=coded.category, segmented_property_type=coded.type,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=algorithm.name, version=algorithm.version, family=codes.cid7162.ArtificialIntelligence,
+            parameters=parameters),
+        tracking_id=f"session {session_id} round {r.number}", tracking_uid=_uid("tracking", session_id, r.number),
+        anatomic_regions=[coded.region] if coded.region is not None else None,
+    )
+    if r.question.strip():
+        segment.SegmentDescription = _text(r.question, 1024)
+    if coded.laterality is not None:  # highdicom takes no modifiers: add the standard one to the coded item
+        modifier = pydicom.Sequence([hd.sr.CodedConcept(coded.laterality.value, coded.laterality.scheme_designator,
+                                                        coded.laterality.meaning)])
+        if coded.region is not None:
+            segment.AnatomicRegionSequence[0].AnatomicRegionModifierSequence = modifier
+        else:
+            segment.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = modifier
+    return segment
+
+
+def _text(text: str, limit: int) -> str:
+    """``text`` as one DICOM string value of at most ``limit`` characters, cut at a word where it is longer."""
+    text = " ".join(text.replace("\\", "/").split())  # a backslash separates values; control characters go
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 3]
+    if " " in cut[limit // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,.;:") + "..."
+
+
+def _kind(source: pydicom.Dataset) -> str:
+    sop_class = source.get("SOPClassUID")
+    name = sop_class.name if isinstance(sop_class, pydicom.uid.UID) else "DICOM"
+    return f"{name.removesuffix(' Storage')} ({source.get('Modality') or 'no modality'})"
+
+
+def _is_local(coded: CodedStructure) -> bool:
+    return coded.type.scheme_designator == LOCAL_SCHEME or (
+        coded.region is not None and coded.region.scheme_designator == LOCAL_SCHEME)
+
+
+def _content_digest(session_id: str, algorithm: Algorithm, source: pydicom.Dataset, frame: int,
+                    kept: list[Round], masks: list[np.ndarray]) -> str:
+    """SHA-256 over everything the SEG says, each part length-prefixed so no two exports hash alike by accident."""
+    h = hashlib.sha256()
+    parts = ["mediround-seg-1", session_id, algorithm.name, algorithm.version, source.SOPInstanceUID, frame]
+    for r, mask in zip(kept, masks, strict=True):
+        parts += [r.number, r.question, r.answer, f"{mask.shape}", np.packbits(mask).tobytes()]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        h.update(len(data).to_bytes(8, "big") + data)
+    return h.hexdigest()
+
+
+def _uid(purpose: str, *parts) -> str:
+    """A ``2.25.`` UID (the integer of a name-based UUID, at most 44 characters) of ``purpose`` and ``parts``."""
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, '/'.join([purpose, *map(str, parts)])).int}"
