@@ -71,7 +71,8 @@ def _serve(args) -> int:
                              ray_address=args.ray_address, attach=args.attach, http=http,
                              server=ServerOptions(address=args.address, token=args.token,
                                                   tokens_file=args.tokens_file, tls_cert=args.tls_cert,
-                                                  tls_key=args.tls_key))
+                                                  tls_key=args.tls_key, pacs_file=args.pacs_file,
+                                                  checkpoint=args.checkpoint))
 
     async def main() -> None:
         service = await Service(options).start()
@@ -162,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens-file", default=os.environ.get("MEDIROUND_TOKENS_FILE"),
                    help="tenants and the SHA-256 of their tokens, YAML, re-read when it changes (default: "
                         "MEDIROUND_TOKENS_FILE; see 'mediround token')")
+    p.add_argument("--pacs-file", default=os.environ.get("MEDIROUND_PACS_FILE"),
+                   help="the PACS (DICOMweb) the server may fetch DICOM from and store SEGs to, by name, YAML, "
+                        "re-read when it changes (default: MEDIROUND_PACS_FILE; README: PACS)")
     p.add_argument("--audit-log", default="-",
                    help="append the audit log (a JSON line per call: tenant, method, session, status, latency) to "
                         "this file (default '-': stderr)")

@@ -65,6 +65,9 @@ class Limits:
     """What the service accepts."""
 
     max_image_bytes: int = 8 * 2**20
+    max_dicom_bytes: int = 60 * 2**20
+    """A DICOM instance as sent or fetched, all its frames (an uncompressed DX is ~18 MB); under the 64 MiB
+    gRPC message limit."""
     max_image_side: int = 4096
     min_image_side: int = 16
     max_aspect_ratio: float = 8.0
@@ -103,8 +106,10 @@ def check_metadata(metadata: dict[str, str], limits: Limits) -> dict[str, str]:
 class RenderedSource:
     """What a session's picture was made from, when it was not sent as a picture (``serving.dicom``)."""
 
-    sha256: str = ""
+    sha256: str
     """SHA-256 of the bytes the client sent or named."""
+    size: tuple[int, int]
+    """(height, width) of the picture."""
     dicom: DicomSource | None = None
     dicom_header: bytes = b""
     """The DICOM header without pixel data (Part-10): it names the patient, so it lives and dies with the session."""
@@ -171,12 +176,15 @@ class Dialogue:
         if not 0 <= ttl <= self.limits.max_ttl_s:
             raise InvalidTTL(f"ttl_seconds is {ttl}; it must be 0 (the default) to {self.limits.max_ttl_s}")
         metadata = check_metadata(metadata or {}, self.limits)
-        picture, sha = await _decode_and_hash(image, self.limits)
-        source = source or RenderedSource()
-        return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl,
-                                               tenant=tenant.name, max_sessions=tenant.max_sessions,
-                                               source_sha256=source.sha256, dicom=source.dicom,
-                                               dicom_header=source.dicom_header)
+        if source is None:
+            picture, sha = await _decode_and_hash(image, self.limits)
+            return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl,
+                                                   tenant=tenant.name, max_sessions=tenant.max_sessions)
+        # the edge made ``image`` and checked what it made it from against its own limits
+        return await self.store.create_session(image, hashlib.sha256(image).hexdigest(), source.size,
+                                               metadata=metadata, ttl=ttl, tenant=tenant.name,
+                                               max_sessions=tenant.max_sessions, source_sha256=source.sha256,
+                                               dicom=source.dicom, dicom_header=source.dicom_header)
 
     async def get_session(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> Session:
         """The session, if it exists and belongs to ``tenant`` (another tenant's session is not found)."""

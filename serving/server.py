@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from serving.dialogue import SESSION_ID, Dialogue
+from serving.dicom.edge import DicomEdge, algorithm_of
+from serving.dicom.pacs import PacsRegistry
 from serving.servicer import MediRoundServicer
 from serving.tenants import ANONYMOUS, TenantRegistry, current_tenant
 
@@ -48,6 +50,10 @@ class ServerOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     max_inflight: int = 64
+    pacs_file: str | None = None
+    """The PACS the server may fetch DICOM from and store SEGs to, by name (``serving.dicom.pacs``)."""
+    checkpoint: str | None = None
+    """The model checkpoint the replicas run, named in DICOM SEGs (default: the shipped tiny)."""
 
     def __post_init__(self):
         if bool(self.tls_cert) != bool(self.tls_key):  # one without the other would serve plaintext
@@ -193,7 +199,10 @@ async def start_server(dialogue: Dialogue, options: ServerOptions | None = None)
         interceptors=[_Front(o.tenants())],
         options=[("grpc.max_receive_message_length", o.max_message_bytes),
                  ("grpc.max_send_message_length", o.max_message_bytes)])
-    pb_grpc.add_MediRoundServicer_to_server(MediRoundServicer(dialogue, max_inflight=o.max_inflight), server)
+    pacs = PacsRegistry.from_file(o.pacs_file) if o.pacs_file else None
+    edge = DicomEdge(dialogue, pacs=pacs, algorithm=algorithm_of(o.checkpoint))
+    pb_grpc.add_MediRoundServicer_to_server(MediRoundServicer(dialogue, edge=edge, max_inflight=o.max_inflight),
+                                            server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

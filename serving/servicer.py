@@ -13,6 +13,7 @@ import functools
 import logging
 import time
 import uuid
+from dataclasses import asdict
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -21,6 +22,8 @@ from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from serving import metrics
 from serving.dialogue import Dialogue
+from serving.dicom.edge import DicomEdge, DicomOptions, InstanceRef, Segmentation
+from serving.dicom.voi import VoiChoice
 from serving.errors import DeadlinePassed, Overloaded, status_of
 from serving.messages import Round, Session
 from serving.tenants import current_tenant
@@ -37,7 +40,21 @@ def _timestamp(seconds: float) -> Timestamp:
 def session_pb(s: Session) -> pb.Session:
     return pb.Session(id=s.session_id, width=s.width, height=s.height, create_time=_timestamp(s.created),
                       expire_time=_timestamp(s.expires), round_count=s.round_count, metadata=s.metadata,
-                      image_sha256=s.image_sha256)
+                      image_sha256=s.image_sha256, dicom=pb.DicomSource(**asdict(s.dicom)) if s.dicom else None)
+
+
+def dicom_options(o: pb.DicomOptions) -> DicomOptions:
+    return DicomOptions(frame=o.frame or 1, voi=VoiChoice.from_request(o.window_preset, o.window_center,
+                                                                       o.window_width))
+
+
+def instance_ref(r: pb.DicomInstanceRef) -> InstanceRef:
+    return InstanceRef(r.pacs, r.study_instance_uid, r.series_instance_uid, r.sop_instance_uid)
+
+
+def segmentation_fields(s: Segmentation) -> dict:
+    return {"study_instance_uid": s.study_instance_uid, "series_instance_uid": s.series_instance_uid,
+            "sop_instance_uid": s.sop_instance_uid, "rounds": s.rounds, "skipped_rounds": s.skipped_rounds}
 
 
 def round_pb(r: Round, session_id: str = "", *, with_mask: bool = True) -> pb.Round:
@@ -80,8 +97,9 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
     """gRPC front of a ``Dialogue``; ``max_inflight`` bounds concurrent rounds, and a tenant's
     ``max_rounds_in_flight`` its own (beyond: RESOURCE_EXHAUSTED)."""
 
-    def __init__(self, dialogue: Dialogue, *, max_inflight: int = 64):
+    def __init__(self, dialogue: Dialogue, *, edge: DicomEdge | None = None, max_inflight: int = 64):
         self.dialogue = dialogue
+        self.edge = edge or DicomEdge(dialogue)
         self.max_inflight, self.inflight = max_inflight, 0
         self.tenant_inflight: collections.Counter[str] = collections.Counter()
 
@@ -112,8 +130,10 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
 
     @_status
     async def CreateSession(self, request, context):
-        s = await self.dialogue.create_session(request.image, dict(request.metadata), request.ttl_seconds,
-                                               tenant=current_tenant.get())
+        by_reference = request.WhichOneof("source") == "dicom_instance"
+        s = await self.edge.create_session(request.image, dict(request.metadata), request.ttl_seconds,
+                                           instance=instance_ref(request.dicom_instance) if by_reference else None,
+                                           options=dicom_options(request.dicom_options), tenant=current_tenant.get())
         return session_pb(s)
 
     @_status
@@ -177,6 +197,16 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
 
     @_status
     async def Segment(self, request, context):
-        tenant = current_tenant.get()
-        return round_pb(await self._bounded(context, lambda: self.dialogue.segment(request.image, request.question,
-                                                                                   tenant=tenant)))
+        tenant, options = current_tenant.get(), dicom_options(request.dicom_options)
+        return round_pb(await self._bounded(context, lambda: self.edge.segment(request.image, request.question,
+                                                                               options=options, tenant=tenant)))
+
+    @_status
+    async def GetSegmentation(self, request, context):
+        s = await self.edge.segmentation(request.session_id, tenant=current_tenant.get())
+        return pb.Segmentation(dicom=s.dicom, **segmentation_fields(s))
+
+    @_status
+    async def ExportSession(self, request, context):
+        done = await self.edge.export(request.session_id, request.destination, tenant=current_tenant.get())
+        return pb.ExportSessionResponse(destination=done.destination, **segmentation_fields(done.segmentation))

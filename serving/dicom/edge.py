@@ -1,0 +1,190 @@
+"""DICOM at the edge of the dialogue: sessions opened on DICOM instances (sent, or on a configured PACS),
+and a session's rounds as one DICOM Segmentation, returned or stored back in the source's study.
+
+The ``Dialogue`` below sees none of it: it gets the rendered picture as PNG and a ``RenderedSource``
+(what the picture was made from, and the header without pixel data, which the store keeps beside the
+session with its life). What is not DICOM passes through to the ``Dialogue`` unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+
+from model.checkpoint import read_manifest
+from model.config import SHIPPED_TINY
+from serving.dialogue import Dialogue, RenderedSource
+from serving.dicom.pacs import PacsRegistry
+from serving.dicom.pixels import DicomImage, DicomLimits, is_dicom, read_dicom
+from serving.dicom.seg import Algorithm, SegExport, build_segmentation
+from serving.dicom.voi import VoiChoice
+from serving.errors import InvalidDicomOptions, SegmentationUnavailable, UnknownPacs
+from serving.messages import DicomSource, Round, Session
+from serving.tenants import ANONYMOUS, Tenant
+
+
+@dataclass(frozen=True)
+class DicomOptions:
+    """How a DICOM image becomes the model's picture (the API's ``DicomOptions``)."""
+
+    frame: int = 1
+    """1-based frame of a multi-frame instance."""
+    voi: VoiChoice = field(default_factory=VoiChoice)
+
+    @property
+    def asked(self) -> bool:
+        return self.frame != 1 or self.voi != VoiChoice()
+
+
+@dataclass(frozen=True)
+class InstanceRef:
+    """A DICOM instance on one of the server's configured PACS."""
+
+    pacs: str
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A session's DICOM SEG as Part-10 bytes, and which rounds it holds."""
+
+    dicom: bytes
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    rounds: list[int]
+    """The round of segment 1, 2, ... in order."""
+    skipped_rounds: list[int]
+    """Rounds left out: their answers had no mask."""
+
+
+@dataclass(frozen=True)
+class Export:
+    """Where a session's SEG was stored, and what it holds (``segmentation.dicom`` is not kept: b"")."""
+
+    destination: str
+    segmentation: Segmentation
+
+
+def algorithm_of(checkpoint: str | Path | None) -> Algorithm:
+    """The SEG's algorithm identification: the checkpoint's name and the start of its weights' SHA-256 (what
+    made the masks, exactly), with the commit its recipe ran at when the manifest has it."""
+    path = Path(checkpoint or SHIPPED_TINY)
+    weights = path / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else "unknown"
+    commit = read_manifest(path).get("commit", "") if path.exists() else ""
+    return Algorithm(name=f"mediround-{path.name}"[:64],
+                     version=f"{digest}+{commit[:12]}" if commit else digest)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    """The picture as PNG: grey when its three channels are equal (a third of the bytes, the same picture)."""
+    grey = bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 0] == pixels[..., 2]).all())
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0] if grey else pixels).save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+def _source(image: DicomImage, pacs: str) -> DicomSource:
+    i, r = image.identity, image.rendering
+    return DicomSource(i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, i.modality,
+                       i.frame, i.number_of_frames, r.transfer_syntax_uid, r.photometric_interpretation,
+                       r.rescale_slope, r.rescale_intercept, r.window_center, r.window_width, r.window_source,
+                       r.inverted, pacs)
+
+
+class DicomEdge:
+    """Opens sessions on any accepted image (DICOM rendered here, the rest passed to the ``Dialogue``) and
+    exports a DICOM session's rounds as a SEG; ``pacs`` names the PACS the server may fetch from and store to."""
+
+    def __init__(self, dialogue: Dialogue, *, pacs: PacsRegistry | None = None, limits: DicomLimits | None = None,
+                 algorithm: Algorithm | None = None):
+        self.dialogue, self.pacs = dialogue, pacs
+        lim = dialogue.limits
+        self.limits = limits or DicomLimits(max_bytes=lim.max_dicom_bytes, max_side=lim.max_image_side,
+                                            min_side=lim.min_image_side, max_aspect_ratio=lim.max_aspect_ratio)
+        self.algorithm = algorithm or algorithm_of(None)
+
+    def _client(self, name: str):
+        if self.pacs is None:
+            raise UnknownPacs(f"no PACS named {name!r}: this server has no PACS configured")
+        return self.pacs.client(name)
+
+    async def _render(self, data: bytes, options: DicomOptions) -> DicomImage:
+        return await asyncio.to_thread(read_dicom, data, frame=options.frame, voi=options.voi, limits=self.limits)
+
+    async def create_session(self, image: bytes = b"", metadata: dict[str, str] | None = None, ttl: int = 0, *,
+                             instance: InstanceRef | None = None, options: DicomOptions | None = None,
+                             tenant: Tenant = ANONYMOUS) -> Session:
+        """A session on ``image`` (PNG, JPEG, TIFF or DICOM bytes) or on ``instance``, fetched from its PACS."""
+        options = options or DicomOptions()
+        pacs = ""
+        if instance is not None:
+            pacs = instance.pacs
+            image = await self._client(pacs).fetch_instance_async(
+                instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid,
+                max_bytes=self.limits.max_bytes)
+        elif not is_dicom(image):
+            if options.asked:
+                raise InvalidDicomOptions("dicom_options apply to DICOM images only; this image is not DICOM "
+                                          "(no 'DICM' after the 128-byte preamble)")
+            return await self.dialogue.create_session(image, metadata, ttl, tenant=tenant)
+        rendered = await self._render(image, options)
+        picture = await asyncio.to_thread(_png, rendered.pixels)
+        source = RenderedSource(sha256=hashlib.sha256(image).hexdigest(), size=rendered.pixels.shape[:2],
+                                dicom=_source(rendered, pacs), dicom_header=rendered.header)
+        return await self.dialogue.create_session(picture, metadata, ttl, tenant=tenant, source=source)
+
+    async def segment(self, image: bytes, question: str, *, options: DicomOptions | None = None,
+                      tenant: Tenant = ANONYMOUS) -> Round:
+        """One stateless round on ``image`` (DICOM rendered here first)."""
+        options = options or DicomOptions()
+        if is_dicom(image):
+            image = await asyncio.to_thread(_png, (await self._render(image, options)).pixels)
+        elif options.asked:
+            raise InvalidDicomOptions("dicom_options apply to DICOM images only; this image is not DICOM")
+        return await self.dialogue.segment(image, question, tenant=tenant)
+
+    async def _build(self, session_id: str, tenant: Tenant) -> tuple[Session, SegExport]:
+        session = await self.dialogue.get_session(session_id, tenant=tenant)
+        if session.dicom is None:
+            raise SegmentationUnavailable("this session was opened on a PNG, JPEG or TIFF image: a DICOM SEG needs "
+                                          "a DICOM source; its rounds' masks are in GetRound and ListRounds")
+        header = pydicom.dcmread(io.BytesIO(await self.dialogue.store.dicom_header(session_id)))
+        rounds = await self.dialogue.list_rounds(session_id, tenant=tenant)
+        export = await asyncio.to_thread(build_segmentation, header, rounds, session_id=session_id,
+                                         algorithm=self.algorithm, frame=session.dicom.frame)
+        return session, export
+
+    async def segmentation(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> Segmentation:
+        """The session's rounds as one DICOM SEG of its source."""
+        session, export = await self._build(session_id, tenant)
+        buffer = io.BytesIO()
+        await asyncio.to_thread(export.dataset.save_as, buffer, enforce_file_format=True)
+        return _segmentation(session, export, buffer.getvalue())
+
+    async def export(self, session_id: str, destination: str = "", *, tenant: Tenant = ANONYMOUS) -> Export:
+        """Store the session's SEG in its source's study on ``destination`` (default: the PACS the source came
+        from). Idempotent: the same rounds are the same SOP instance, which a PACS stores once."""
+        session, export = await self._build(session_id, tenant)
+        destination = destination or session.dicom.pacs
+        if not destination:
+            raise InvalidDicomOptions("the session's image was sent, not fetched from a PACS: name a destination "
+                                      "PACS")
+        await self._client(destination).store_async(export.dataset)
+        return Export(destination, _segmentation(session, export, b""))
+
+
+def _segmentation(session: Session, export: SegExport, dicom: bytes) -> Segmentation:
+    ds = export.dataset
+    return Segmentation(dicom, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), export.sop_instance_uid,
+                        export.segment_rounds, [s.number for s in export.skipped_rounds])
