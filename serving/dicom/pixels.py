@@ -257,9 +257,10 @@ def _check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int
     if photometric not in GREYSCALE + COLOUR:
         raise InvalidDicom(f"the photometric interpretation {photometric} is not accepted; accepted are "
                            f"{', '.join(GREYSCALE + COLOUR)}")
-    if int(ds.SamplesPerPixel) != (1 if photometric in GREYSCALE + ("PALETTE COLOR",) else 3):
+    samples = 1 if photometric in GREYSCALE + ("PALETTE COLOR",) else 3
+    if int(ds.SamplesPerPixel) != samples:
         raise InvalidDicom(f"the image is {photometric} with {ds.SamplesPerPixel} samples per pixel; "
-                           f"{photometric} has {'1' if photometric in GREYSCALE + ('PALETTE COLOR',) else '3'}")
+                           f"{photometric} has {samples}")
     return frames
 
 

@@ -376,6 +376,12 @@ def test_presentation_state_and_unknown_sop_classes():
     unknown = dataset("693_UNCR.dcm", SOPClassUID="1.2.3.4.5")
     message = refusal(InvalidDicom, part10(unknown))
     assert "1.2.3.4.5" in message and "not one this service knows" in message
+    nameless = dataset("693_UNCR.dcm")
+    del nameless.SOPClassUID
+    del nameless.file_meta.MediaStorageSOPClassUID
+    buffer = io.BytesIO()
+    nameless.save_as(buffer)  # as it is: pydicom's file format check would ask for the SOP class
+    assert "no SOP Class UID (0008,0016)" in refusal(InvalidDicom, buffer.getvalue())
 
 
 def test_absurd_dimensions_are_refused_from_the_header():
@@ -422,6 +428,8 @@ def test_damaged_codestream():
 def test_photometric_interpretations_not_accepted():
     message = refusal(InvalidDicom, part10(dataset("SC_rgb.dcm", PhotometricInterpretation="HSV")))
     assert "HSV" in message and "MONOCHROME2" in message
+    message = refusal(InvalidDicom, part10(dataset("SC_rgb.dcm", PhotometricInterpretation="MONOCHROME2")))
+    assert "MONOCHROME2 with 3 samples per pixel" in message
 
 
 def test_window_choices_are_checked():
