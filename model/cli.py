@@ -1,4 +1,4 @@
-"""The model's ``mediround`` subcommands: ``data validate|phantoms|show``, ``train recipe`` and ``eval``.
+"""The model's ``mediround`` subcommands: ``data validate|phantoms|brain|show``, ``train recipe`` and ``eval``.
 
 ``register(subparsers)`` adds them to the one ``mediround`` command (``serving/cli.py`` builds it and
 maps errors to exit codes); each handler takes the parsed arguments and returns the exit code.
@@ -32,6 +32,20 @@ def _data_phantoms(args) -> int:
     took = time.perf_counter() - start
     images = sum(s["images"] for s in stats["splits"].values())
     print(f"wrote {images} images to {args.out} in {took:.1f} s ({images / took:.1f} images/s)")
+    for split, s in stats["statistics"].items():
+        print(f"  {split:<12} {s['conversations']:>5} conversations  rounds {s['rounds']}")
+    return 0
+
+
+def _data_brain(args) -> int:
+    from model.data.brain.generate import default_splits, generate_dataset
+
+    start = time.perf_counter()
+    stats = generate_dataset(args.out, seed=args.seed, splits=default_splits(args.scale), image_size=args.image_size,
+                             stride=args.stride, workers=args.workers, templates=args.templates)
+    took = time.perf_counter() - start
+    slices = sum(stats["slices"].values())
+    print(f"wrote {slices} brain slices to {args.out} in {took:.1f} s ({stats['slices']})")
     for split, s in stats["statistics"].items():
         print(f"  {split:<12} {s['conversations']:>5} conversations  rounds {s['rounds']}")
     return 0
@@ -82,7 +96,8 @@ def _eval(args) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``data``, ``train`` and ``eval`` to the ``mediround`` subcommands ``sub``."""
-    data = sub.add_parser("data", help="MR-MedSeg datasets: validate, generate phantoms, draw dialogues")
+    data = sub.add_parser("data", help="MR-MedSeg datasets: validate, generate phantoms or real-brain slices, draw "
+                          "dialogues")
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("validate", help="check a dataset directory (format, files, masks, sizes)")
     p.add_argument("dir", help="dataset root holding the split files (*.json / *.jsonl)")
@@ -95,6 +110,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=192, help="image side in pixels, 128..256 (default 192)")
     p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     p.set_defaults(func=_data_phantoms)
+    p = dsub.add_parser("brain", help="generate the real-brain MR-MedSeg dataset (Colin27 T1 + AAL, mricron-data)")
+    p.add_argument("--out", required=True, help="output directory, e.g. data/brain")
+    p.add_argument("--seed", type=int, default=0, help="random seed; output is deterministic for a seed")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the dialogues per slice (default 1.0)")
+    p.add_argument("--image-size", type=int, default=192, help="image side in pixels, 128..256 (default 192)")
+    p.add_argument("--stride", type=int, default=1, help="every n-th slice of each slab (default 1: all)")
+    p.add_argument("--workers", type=int, default=2, help="processes (default 2)")
+    p.add_argument("--templates", default="/usr/share/mricron/templates",
+                   help="folder holding ch2.nii.gz, aal.nii.gz, aal.nii.txt (default: where mricron-data puts them)")
+    p.set_defaults(func=_data_brain)
     p = dsub.add_parser("show", help="render one conversation as a PNG")
     p.add_argument("file", help="a split file, e.g. data/phantoms/val.json")
     p.add_argument("--index", type=int, default=0, help="record index in the file (default 0)")

@@ -1,7 +1,8 @@
 """Render a conversation as one PNG: a panel per round with its mask over the image and its text.
 
 The referenced round's mask is outlined in a second colour, so a reader can check each reference.
-Also used for predicted masks (pass ``masks=`` to override the ground truth).
+Also used for predicted masks (pass ``masks=`` to override the ground truth). Real-brain slices
+(records with an ``orientation``) get the patient's directions at the panel edges (R/L, A/P, S/I).
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, reference: np.ndarray | 
     return out.clip(0, 255).astype(np.uint8)
 
 
+# The patient's direction at each panel edge (left, right, top, bottom) per orientation, radiological view.
+EDGE_LABELS = {"axial": "RLAP", "coronal": "RLSI", "sagittal": "APSI"}
+
+
+def _mark_edges(draw: ImageDraw.ImageDraw, x: int, y: int, labels: str, font) -> None:
+    left, right, top, bottom = labels
+    half = PANEL // 2
+    for text, (tx, ty) in ((left, (x + 5, y + half - 6)), (right, (x + PANEL - 13, y + half - 6)),
+                           (top, (x + half - 3, y + 4)), (bottom, (x + half - 3, y + PANEL - 18))):
+        draw.text((tx, ty), text, fill="yellow", font=font)
+
+
 def render_conversation(conv: Conversation, root: str | Path, out: str | Path,
                         masks: list[np.ndarray] | None = None, title: str | None = None) -> Path:
     """Write the picture of ``conv`` (dataset files under ``root``) to ``out``; returns the path."""
@@ -45,13 +58,17 @@ def render_conversation(conv: Conversation, root: str | Path, out: str | Path,
     header = 24
     sheet = Image.new("RGB", (cols * PANEL, header + rows * (PANEL + TEXT_H)), "white")
     draw = ImageDraw.Draw(sheet)
+    orientation = conv.extra.get("orientation")
+    where = f"  {orientation} {conv.extra['position_mm']:+.0f} mm" if "position_mm" in conv.extra else ""
     draw.text((6, 5), title or f"{conv.extra.get('id', '')}  {conv.image}  "
-              f"{conv.extra.get('modality', '')}  {conv.extra.get('scenario', '')}", fill="black", font=font)
+              f"{conv.extra.get('modality', '')}{where}  {conv.extra.get('scenario', '')}", fill="black", font=font)
     for k, r in enumerate(conv.rounds):
         x, y = (k % cols) * PANEL, header + (k // cols) * (PANEL + TEXT_H)
         ref = shown[r.reference] if r.reference is not None else None
         tile = Image.fromarray(overlay(image, shown[k], ref)).resize((PANEL - 4, PANEL - 4), Image.NEAREST)
         sheet.paste(tile, (x + 2, y + 2))
+        if orientation in EDGE_LABELS:
+            _mark_edges(draw, x, y, EDGE_LABELS[orientation], font)
         label = f"round {k + 1}" + (f" (refers to round {r.reference + 1})" if r.reference is not None else "")
         lines = [label, *textwrap.wrap(r.question, 40)[:4], f"-> {r.answer or '(mask)'}"]
         draw.multiline_text((x + 4, y + PANEL + 2), "\n".join(lines), fill="black", font=font, spacing=2)

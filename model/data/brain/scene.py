@@ -23,7 +23,7 @@ from model.data.phantoms.scene import Entity, Scene
 MODALITY = "mr_brain_t1"
 SOURCE = "colin27-aal"  # records carrying this "source" are real-brain slices (augment.py acts on them)
 GROUP = "group"  # Entity.kind of a group; structures carry their anatomical kind (gyrus, nucleus, ...)
-MIN_AREA_MM2 = 40.0  # about 31 px at 192 px: smaller masks are slivers where a structure just starts
+MIN_AREA_MM2 = 60.0  # about 47 px at 192 px: smaller masks are slivers where a structure just starts or ends
 CONTACT_MM = 3.5
 DOMINANT = 0.9  # a group whose largest member holds this share of it is not shown as a group
 
