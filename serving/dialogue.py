@@ -68,6 +68,8 @@ class Limits:
     max_dicom_bytes: int = 60 * 2**20
     """A DICOM instance as sent or fetched, all its frames (an uncompressed DX is ~18 MB); under the 64 MiB
     gRPC message limit."""
+    max_dicom_side: int = 6144
+    """Rows and columns of a DICOM frame (a 50 micrometre mammogram is about 4700 x 5900)."""
     max_image_side: int = 4096
     min_image_side: int = 16
     max_aspect_ratio: float = 8.0

@@ -32,9 +32,8 @@ class DicomSource:
     rescale_intercept: float
     window_center: float
     window_width: float
-    """0 when no window was applied (the full range of values was shown)."""
     window_source: str
-    """"header", "preset:<name>", "explicit" or "full range"."""
+    """"header", "header VOI LUT", "preset:<name>", "explicit", "full range" or "none" (colour)."""
     inverted: bool
     """MONOCHROME1, inverted so the picture shows as a viewer shows it."""
     pacs: str = ""

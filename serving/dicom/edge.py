@@ -110,7 +110,7 @@ class DicomEdge:
                  algorithm: Algorithm | None = None):
         self.dialogue, self.pacs = dialogue, pacs
         lim = dialogue.limits
-        self.limits = limits or DicomLimits(max_bytes=lim.max_dicom_bytes, max_side=lim.max_image_side,
+        self.limits = limits or DicomLimits(max_bytes=lim.max_dicom_bytes, max_side=lim.max_dicom_side,
                                             min_side=lim.min_image_side, max_aspect_ratio=lim.max_aspect_ratio)
         self.algorithm = algorithm or algorithm_of(None)
 
