@@ -112,11 +112,25 @@ def _token(args) -> int:
 
 
 def _chat(args) -> int:
+    import grpc
+
+    from mediround.v1 import mediround_pb2 as pb
     from serving.client import MediRoundClient
 
     with MediRoundClient(args.address, token=args.token) as client:
-        session = client.create_session(args.image)
-        print(f"session {session.id} on {args.image} ({session.width}x{session.height}); empty line to quit")
+        options = None
+        if args.window or args.frame:
+            preset, _, width = (args.window or "").partition("/")
+            center = float(preset) if width else 0.0
+            options = pb.DicomOptions(frame=args.frame or 0, window_preset="" if width else preset,
+                                      window_center=center, window_width=float(width or 0))
+        session = client.create_session(args.image, dicom_options=options)
+        what = ""
+        if session.HasField("dicom"):
+            d = session.dicom
+            what = (f"; DICOM {d.modality} frame {d.frame}/{d.number_of_frames}, window "
+                    f"{d.window_center:g}/{d.window_width:g} ({d.window_source})")
+        print(f"session {session.id} on {args.image} ({session.width}x{session.height}{what}); empty line to quit")
         while True:
             try:
                 question = input(f"round {client.session(session.id).round_count + 1}> ").strip()
@@ -133,6 +147,15 @@ def _chat(args) -> int:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(r.mask_png)
                 print(f"  mask: {path}")
+        if args.save_masks and session.HasField("dicom") and client.session(session.id).round_count:
+            try:
+                seg = client.segmentation(session.id)
+            except grpc.RpcError as e:  # e.g. a source a SEG cannot reference: the PNG masks stand
+                print(f"no DICOM SEG: {e.details()}")
+            else:
+                path = Path(args.save_masks) / f"{session.id}_seg.dcm"
+                path.write_bytes(seg.dicom)
+                print(f"DICOM SEG of rounds {list(seg.rounds)}: {path}")
     return 0
 
 
@@ -186,10 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_token)
 
     p = sub.add_parser("chat", help="an interactive dialogue with a running service")
-    p.add_argument("image", help="PNG (8/16-bit), JPEG or TIFF file")
+    p.add_argument("image", help="PNG (8/16-bit), JPEG, TIFF or DICOM file")
     p.add_argument("--address", default="127.0.0.1:50051", help="service address (default 127.0.0.1:50051)")
     p.add_argument("--token", help="bearer token, if the service asks for one")
-    p.add_argument("--save-masks", help="write each round's mask PNG into this folder")
+    p.add_argument("--window", help="DICOM: a window preset (ct-abdomen, ct-lung, ct-brain, ct-bone, ...) or "
+                                    "CENTRE/WIDTH (default: the file's own window, else its full range)")
+    p.add_argument("--frame", type=int, help="DICOM: the 1-based frame of a multi-frame file (default 1)")
+    p.add_argument("--save-masks", help="write each round's mask PNG (and, for DICOM, the dialogue's DICOM SEG) "
+                                        "into this folder")
     p.set_defaults(func=_chat)
 
     p = sub.add_parser("demo", help="the main job: run the demo end to end")

@@ -1,7 +1,7 @@
 """A small Python client of the MediRound gRPC API (what ``mediround demo`` and ``mediround chat`` use).
 
     with MediRoundClient("127.0.0.1:50051") as client:
-        session = client.create_session("scan.png")
+        session = client.create_session("scan.png")   # or "scan.dcm"
         r1 = client.ask(session.id, "Segment the liver.")
         mask = client.mask(r1)            # (H, W) bool
 """
@@ -39,10 +39,21 @@ class MediRoundClient:
         return getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=self.metadata)
 
     def create_session(self, image: bytes | str | Path, metadata: dict[str, str] | None = None,
-                       ttl_seconds: int = 0) -> pb.Session:
+                       ttl_seconds: int = 0, *, dicom_options: pb.DicomOptions | None = None) -> pb.Session:
+        """A session on PNG, JPEG, TIFF or DICOM bytes (or a file of them); ``dicom_options`` pick a DICOM
+        image's frame and window, e.g. ``pb.DicomOptions(window_preset="ct-abdomen")``."""
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
-        return self._call("CreateSession", pb.CreateSessionRequest(image=data, metadata=metadata or {},
-                                                                   ttl_seconds=ttl_seconds))
+        return self._call("CreateSession", pb.CreateSessionRequest(
+            image=data, metadata=metadata or {}, ttl_seconds=ttl_seconds, dicom_options=dicom_options))
+
+    def create_session_from_pacs(self, pacs: str, study_uid: str, series_uid: str, sop_instance_uid: str, *,
+                                 metadata: dict[str, str] | None = None, ttl_seconds: int = 0,
+                                 dicom_options: pb.DicomOptions | None = None) -> pb.Session:
+        """A session on an instance the server fetches from ``pacs``, one of the PACS it is configured with."""
+        ref = pb.DicomInstanceRef(pacs=pacs, study_instance_uid=study_uid, series_instance_uid=series_uid,
+                                  sop_instance_uid=sop_instance_uid)
+        return self._call("CreateSession", pb.CreateSessionRequest(
+            dicom_instance=ref, metadata=metadata or {}, ttl_seconds=ttl_seconds, dicom_options=dicom_options))
 
     def ask(self, session_id: str, question: str, *, reference_round: int = 0, request_id: str | None = None,
             timeout: float | None = None) -> pb.Round:
@@ -73,6 +84,14 @@ class MediRoundClient:
 
     def delete(self, session_id: str) -> bool:
         return self._call("DeleteSession", pb.DeleteSessionRequest(session_id=session_id)).deleted
+
+    def segmentation(self, session_id: str) -> pb.Segmentation:
+        """The session's rounds as one DICOM SEG (``.dicom`` is the Part-10 file); DICOM sessions only."""
+        return self._call("GetSegmentation", pb.GetSegmentationRequest(session_id=session_id))
+
+    def export(self, session_id: str, destination: str = "") -> pb.ExportSessionResponse:
+        """Store the session's SEG in its source's study on ``destination`` (default: the PACS it came from)."""
+        return self._call("ExportSession", pb.ExportSessionRequest(session_id=session_id, destination=destination))
 
     def segment(self, image: bytes | str | Path, question: str) -> pb.Round:
         data = image if isinstance(image, bytes) else Path(image).read_bytes()

@@ -2,7 +2,7 @@
 
 A held-out phantom image (generated with its own seed, never trained on) and a real CT slice, each
 a multi-round dialogue whose later rounds refer to earlier ones; every mask is compared with the
-ground truth and drawn next to it.
+ground truth and drawn next to it. Then a dialogue on a real DICOM CT, its rounds written as a DICOM SEG.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from mediround.v1 import mediround_pb2 as pb
 from model.data.images import load_mask
 from model.data.mrmedseg import load
 from model.data.phantoms.generate import SplitSpec, generate_dataset
@@ -55,5 +56,42 @@ def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -
                 picture = render_conversation(served, root, out / f"{name}.png", masks=masks,
                                               title=f"{title}: served answers and masks")
                 print(f"  picture: {picture}")
+            dicom_dialogue(client, out / "dicom")
     print("\nservice stopped")
     return 0
+
+
+DICOM_CT = "CT_small.dcm"
+"""A real CT slice (thoracic spine) that ships with pydicom; it has no ground truth, so no Dice is shown."""
+DICOM_QUESTIONS = ("Segment the vertebra.", "Now segment the spinal canal inside the output of round 1.")
+
+
+def dicom_dialogue(client: MediRoundClient, out: Path) -> None:
+    """A dialogue on a DICOM instance, as a PACS would hold it: the session reports what it rendered, and the
+    rounds come back as one DICOM SEG (written to ``out``), whose segments are the rounds' masks."""
+    import highdicom as hd
+    import numpy as np
+    from pydicom.data import get_testdata_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    session = client.create_session(get_testdata_file(DICOM_CT), metadata={"demo": "dicom"},
+                                    dicom_options=pb.DicomOptions(window_preset="ct-bone"))
+    d = session.dicom
+    print(f"\n== DICOM {d.modality} {DICOM_CT} ({session.width}x{session.height}), session {session.id}: "
+          f"window {d.window_center:g}/{d.window_width:g} ({d.window_source}), rescale x{d.rescale_slope:g} "
+          f"{d.rescale_intercept:+g}, {d.transfer_syntax_uid}")
+    rounds = [client.ask(session.id, q) for q in DICOM_QUESTIONS]
+    for r in rounds:
+        ref = f"round {r.reference_round}" if r.reference_round else "none"
+        print(f"  round {r.index}: {r.question}\n    -> {r.answer}   [reference: {ref}; "
+              f"q {r.quality:.2f}; {r.timings.total_ms:.0f} ms]")
+    seg = client.segmentation(session.id)
+    path = out / "dialogue-seg.dcm"
+    path.write_bytes(seg.dicom)
+    read = hd.seg.segread(path)
+    pixels = read.get_pixels_by_source_instance([d.sop_instance_uid], combine_segments=False)[0]
+    same = all(np.array_equal(pixels[..., k], client.mask(r))
+               for k, r in enumerate(r for r in rounds if r.has_mask))
+    print(f"  DICOM SEG {seg.sop_instance_uid}: rounds {list(seg.rounds)} as segments "
+          f"{', '.join(s.SegmentLabel for s in read.SegmentSequence)}; frames equal the PNG masks: {same}\n"
+          f"  written: {path}")
