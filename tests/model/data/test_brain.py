@@ -238,6 +238,26 @@ def test_every_relational_round_is_true_on_the_masks(brain_root):
             "superior", "inferior", "striatum_partner"} <= seen, seen
 
 
+def test_every_relational_round_needs_its_reference(brain_root):
+    """Rebuild each held-out slice's relations: the round's answer, and another source would give another one."""
+    from model.data.brain.knowledge import BrainRelationTable
+
+    volume, tables = load_brain(), {}
+    for split in ("test", "test_hard"):
+        for conv in _records(brain_root, split):
+            key = (conv.extra["orientation"], conv.extra["slice"])
+            if key not in tables:
+                tables[key] = BrainRelationTable(brain_slice(volume, *key, 192))
+            table, metas = tables[key], conv.extra["rounds_meta"]
+            for r, meta in zip(conv.rounds, metas, strict=True):
+                if r.reference is not None:
+                    relation = BY_RELATION[meta["relation"]]
+                    source = table.scene.entities[metas[r.reference]["entity"]]
+                    target = table.target(relation, source)
+                    assert target is not None and target.key == meta["entity"]
+                    assert table.needs_reference(relation, source, target)
+
+
 def test_dialogues_cover_four_scenarios_and_name_structures_with_their_side(brain_root):
     convs = [c for s in SPLITS for c in _records(brain_root, s)]
     assert {c.extra["scenario"] for c in convs} == {"anatomical stratification", "attribute relationship",
