@@ -107,7 +107,7 @@ def _member(category: str):
             return None
         if src.side is not None:
             return _find(scene, category, src.side)
-        inside = [e for e in scene.of_category(category)]
+        inside = scene.of_category(category)  # a group of both sides (the cerebellum): only an unmistakable member
         return inside[0] if len(inside) == 1 else None
 
     return target
