@@ -41,7 +41,7 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
     proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--address", f"127.0.0.1:{port}",
                              "--data-dir", str(tmp_path / "data"),  # not the user's data directory
                              "--audit-log", str(tmp_path / "audit.jsonl")],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=(tmp_path / "stderr").open("w"), text=True, env=env)
     try:
         line = proc.stdout.readline()
         assert f"mediround serving on 127.0.0.1:{port}" in line
@@ -56,15 +56,27 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         assert chat.returncode == 0, chat.stderr
         assert chat.stdout.count("[SEG]") == 2 and "reference round 1" in chat.stdout
         assert len(list(tmp_path.glob("*_round*.png"))) == 2
+        from pydicom.data import get_testdata_file
+
+        dicom = subprocess.run([sys.executable, "-m", "serving.cli", "chat", get_testdata_file("CT_small.dcm"),
+                                "--window", "ct-bone", "--address", f"127.0.0.1:{port}", "--save-masks",
+                                str(tmp_path / "dicom")], input="Segment the vertebra.\n\n", capture_output=True,
+                               text=True, timeout=120)
+        assert dicom.returncode == 0, dicom.stderr
+        assert "DICOM CT frame 1/1, window 400/1800 (preset:ct-bone)" in dicom.stdout
+        assert len(list((tmp_path / "dicom").glob("*_seg.dcm"))) == 1
         import json
 
         audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
         calls = [(e["method"].rsplit("/", 1)[1], e["status"]) for e in audit]
-        assert ("CreateSession", "OK") in calls and calls.count(("CreateRound", "OK")) == 2
+        assert ("CreateSession", "OK") in calls and calls.count(("CreateRound", "OK")) == 3
+        assert ("GetSegmentation", "OK") in calls
         assert "liver" not in (tmp_path / "audit.jsonl").read_text()  # no question reaches it
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
+    logged = (tmp_path / "stderr").read_text()
+    assert "CompressedSamples" not in logged and "vertebra" not in logged  # the DICOM's patient, the question
 
 
 def test_token_prints_a_new_token_once_and_the_entry_that_admits_it(tmp_path, capsys):

@@ -210,3 +210,12 @@ def test_the_dicom_header_leaves_the_store_with_its_session(serve, redis_url):
             await store.close()
 
     assert deleted and asyncio.run(left()) == []
+
+
+def test_the_demos_dicom_dialogue_writes_a_seg_of_its_rounds(serve, tmp_path, capsys):
+    from serving.demo import dicom_dialogue
+
+    serve(lambda client: dicom_dialogue(client, tmp_path))
+    printed = capsys.readouterr().out
+    assert "preset:ct-bone" in printed and "frames equal the PNG masks: True" in printed
+    assert hd.seg.segread(tmp_path / "dialogue-seg.dcm").number_of_segments >= 1
