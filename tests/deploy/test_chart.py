@@ -103,6 +103,8 @@ def test_values_files_meet_the_values_schema(chart, chart_dir, values_file, name
     ({"auth": {"tenantsSecret": "Tenants_Secret"}}, "/auth/tenantsSecret"),
     # the key is the file's name in the mounted directory
     ({"auth": {"tenantsSecret": "t", "tenantsSecretKey": "../tenants.yaml"}}, "/auth/tenantsSecretKey"),
+    ({"pacs": {"secret": "Hospital PACS"}}, "/pacs/secret"),
+    ({"pacs": {"secret": "p", "secretKey": ".."}}, "/pacs/secretKey"),
 ])
 def test_helm_refuses_wrong_values(chart, values, where):
     with pytest.raises(helm.HelmValuesError, match=re.escape(where)):
@@ -288,6 +290,19 @@ def test_tenants_come_from_a_secret_mounted_as_a_directory(render, values):
 def test_the_cli_accepts_the_fronts_tokens_file(render):
     args = build_parser().parse_args(front_command(render({"auth": {"tenantsSecret": "mediround-tenants"}})))
     assert args.tokens_file == "/etc/mediround/tenants/tenants.yaml" and args.token is None
+
+
+def test_pacs_endpoints_come_from_a_secret_mounted_as_a_directory(render):
+    objects = render({"pacs": {"secret": "hospital-pacs"}, "auth": {"tenantsSecret": "mediround-tenants"}})
+    pod, container = tenants_front(objects)
+    assert kubernetes_errors(groups(objects)["front"]["template"], "io.k8s.api.core.v1.PodTemplateSpec") == []
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"]
+                if volumes[m["name"]].get("secret", {}).get("secretName") == "hospital-pacs"]
+    assert "subPath" not in mount and mount["readOnly"]  # the endpoints file and its credentials, rotatable
+    args = build_parser().parse_args(front_command(objects))
+    assert args.pacs_file == f"{mount['mountPath']}/pacs.yaml" and args.tokens_file
+    assert "--pacs-file" not in front_command(render({}))  # no PACS unless one is configured
 
 
 def test_tenants_and_a_single_token_exclude_each_other(chart, render):

@@ -5,7 +5,8 @@ replicas (num-cpus 0) with KubeRay's generated `ray start`, minus --block, then 
 attached (--attach) to the applications KubeRay deployed from serveConfigV2: it deploys nothing, and
 stopping one front leaves them serving the others. One bearer token comes from MEDIROUND_TOKEN (so it
 never shows on a command line); tenants (auth.tenantsSecret) from a tokens file in a Secret mounted as a
-directory: a subPath mount would never see the Secret rotate.
+directory: a subPath mount would never see the Secret rotate. The PACS endpoints (pacs.secret) likewise:
+the endpoints file and the credentials it names, all in one Secret mounted as a directory.
 Being a worker group, the fronts follow the cluster through KubeRay's zero-downtime upgrades.
 KubeRay (>= 1.1) leaves this command alone because of the overwrite-container-cmd annotation, and its
 injected liveness probe (the raylet's health) still restarts a front whose node has died.
@@ -16,7 +17,8 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
 {{- if and $tenants .Values.auth.token }}
 {{- fail "auth.token and auth.tenantsSecret exclude each other (mediround serve takes --token or --tokens-file): drop auth.token" }}
 {{- end }}
-{{- $mounts := or .Values.tls.enabled .Values.model.volume $tenants }}
+{{- $pacs := .Values.pacs.secret }}
+{{- $mounts := or .Values.tls.enabled .Values.model.volume $tenants $pacs }}
 {{- $args := list "--address" (printf "0.0.0.0:%d" $port) "--ray-address" "auto" "--attach"
       "--metrics-port" (toString (int .Values.front.metricsPort)) }}
 {{- if .Values.tls.enabled }}
@@ -24,6 +26,9 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
 {{- end }}
 {{- if $tenants }}
 {{- $args = concat $args (list "--tokens-file" (printf "/etc/mediround/tenants/%s" .Values.auth.tenantsSecretKey)) }}
+{{- end }}
+{{- if $pacs }}
+{{- $args = concat $args (list "--pacs-file" (printf "/etc/mediround/pacs/%s" .Values.pacs.secretKey)) }}
 {{- end }}
 {{- $args = concat $args .Values.front.extraArgs -}}
 - groupName: front
@@ -87,6 +92,9 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
             {{- if $tenants }}
             - {name: tenants, mountPath: /etc/mediround/tenants, readOnly: true}
             {{- end }}
+            {{- if $pacs }}
+            - {name: pacs, mountPath: /etc/mediround/pacs, readOnly: true}
+            {{- end }}
             {{- with include "mediround.modelVolumeMounts" . }}{{ . | nindent 12 }}{{ end }}
           {{- end }}
       {{- if $mounts }}
@@ -100,6 +108,11 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
         - name: tenants
           secret:
             secretName: {{ $tenants }}
+        {{- end }}
+        {{- if $pacs }}
+        - name: pacs
+          secret:
+            secretName: {{ $pacs }}
         {{- end }}
         {{- with include "mediround.modelVolumes" . }}{{ . | nindent 8 }}{{ end }}
       {{- end }}
