@@ -145,7 +145,10 @@ def test_by_reference_from_a_real_orthanc_and_exported_back_into_the_same_study(
         np.array_equal(pixels[..., k], MediRoundClient.mask(r)) for k, r in enumerate(kept))
 
 
-def test_dicom_errors_are_clear_and_the_png_masks_still_work(serve):
+def test_dicom_errors_are_clear_store_nothing_and_the_png_masks_still_work(serve, redis_url):
+    import redis
+
+    stored = redis.Redis.from_url(redis_url)
     png = io.BytesIO()
     Image.fromarray(np.full((64, 64), 80, np.uint8)).save(png, format="PNG")
     truncated = _part10(_instance(CT))[:2000]
@@ -157,17 +160,21 @@ def test_dicom_errors_are_clear_and_the_png_masks_still_work(serve):
 
     def scenario(client):
         s = client.stub
+        before = sorted(stored.keys("mr:*"))
         out = {
             "options on a png": code(s.CreateSession, pb.CreateSessionRequest(
                 image=png.getvalue(), dicom_options=pb.DicomOptions(window_preset="ct-lung"))),
             "bad preset": code(s.CreateSession, pb.CreateSessionRequest(
                 image=_part10(_instance(CT)), dicom_options=pb.DicomOptions(window_preset="ct-liverish"))),
             "truncated": code(s.CreateSession, pb.CreateSessionRequest(image=truncated)),
+            "a SEG as the image": code(s.CreateSession, pb.CreateSessionRequest(
+                image=open(get_testdata_file("liver.dcm"), "rb").read())),
             "unknown pacs": code(s.CreateSession, pb.CreateSessionRequest(dicom_instance=pb.DicomInstanceRef(
                 pacs="elsewhere", study_instance_uid="1.2", series_instance_uid="1.2.3", sop_instance_uid="1.2.3.4"))),
             "not on the pacs": code(s.CreateSession, pb.CreateSessionRequest(dicom_instance=pb.DicomInstanceRef(
                 pacs="hospital", study_instance_uid="1.2", series_instance_uid="1.2.3", sop_instance_uid="1.2.3.4"))),
         }
+        out["stored nothing"] = sorted(stored.keys("mr:*")) == before
         plain = s.CreateSession(pb.CreateSessionRequest(image=png.getvalue()))
         client.ask(plain.id, QUESTIONS[0])
         out["seg of a png session"] = code(s.GetSegmentation, pb.GetSegmentationRequest(session_id=plain.id))
@@ -185,11 +192,12 @@ def test_dicom_errors_are_clear_and_the_png_masks_still_work(serve):
     assert out["options on a png"][0] == invalid and "DICOM images only" in out["options on a png"][1]
     assert out["bad preset"][0] == invalid and "ct-abdomen" in out["bad preset"][1]  # lists the accepted ones
     assert out["truncated"][0] == invalid
+    assert out["a SEG as the image"][0] == invalid and "Segmentation" in out["a SEG as the image"][1]
     assert out["unknown pacs"][0] == invalid and "hospital" in out["unknown pacs"][1]
     assert out["not on the pacs"][0] == grpc.StatusCode.NOT_FOUND
     assert out["seg of a png session"][0] == precondition and "DICOM source" in out["seg of a png session"][1]
     assert out["seg without a frame of reference"][0] == precondition
-    assert out["its png mask"]
+    assert out["its png mask"] and out["stored nothing"]
     assert out["export of sent bytes"][0] in (invalid, precondition)
     for _, details in (v for v in out.values() if isinstance(v, tuple)):
         assert "Traceback" not in details and "127.0.0.1" not in details and "/" not in details.replace(" / ", "")
