@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,6 @@ import numpy as np
 import pydicom
 from PIL import Image
 
-from model.checkpoint import read_manifest
 from model.config import SHIPPED_TINY
 from serving.dialogue import Dialogue, RenderedSource
 from serving.dicom.pacs import PacsRegistry
@@ -81,7 +81,8 @@ def algorithm_of(checkpoint: str | Path | None) -> Algorithm:
     path = Path(checkpoint or SHIPPED_TINY)
     weights = path / "model.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else "unknown"
-    commit = read_manifest(path).get("commit", "") if path.exists() else ""
+    manifest = path / "manifest.json"  # read here: model.checkpoint brings torch, which the front does without
+    commit = json.loads(manifest.read_text()).get("commit", "") if manifest.exists() else ""
     return Algorithm(name=f"mediround-{path.name}"[:64],
                      version=f"{digest}+{commit[:12]}" if commit else digest)
 

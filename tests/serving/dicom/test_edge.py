@@ -4,6 +4,7 @@ rounds by the shipped model, and the rounds back as a DICOM SEG, returned or sto
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 
 import grpc
@@ -108,6 +109,9 @@ def test_a_session_on_dicom_bytes_reports_what_it_is_and_its_seg_holds_the_round
     with_masks = [r.index for r in rounds if r.has_mask]
     assert list(seg.rounds) == with_masks and list(seg.skipped_rounds) == [r.index for r in rounds if not r.has_mask]
     assert read.StudyInstanceUID == ct.StudyInstanceUID and seg.sop_instance_uid == read.SOPInstanceUID
+    algorithm = read.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    weights = hashlib.sha256((SHIPPED_TINY / "model.safetensors").read_bytes()).hexdigest()
+    assert algorithm.AlgorithmName == "mediround-tiny" and algorithm.AlgorithmVersion.startswith(weights[:12])
     pixels = _seg_pixels(read, ct.SOPInstanceUID)
     for k, r in enumerate(r for r in rounds if r.has_mask):
         assert np.array_equal(pixels[..., k], MediRoundClient.mask(r)), f"segment {k + 1} is not round {r.index}"
