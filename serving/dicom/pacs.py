@@ -36,16 +36,15 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import pydicom
 import requests
-import yaml
 from dicomweb_client import DICOMwebClient
 
+from serving.dicom.endpoints import PacsEndpoint, load_pacs_file
 from serving.errors import (
     DicomTooLarge,
     InvalidInstanceReference,
@@ -62,7 +61,6 @@ for _quiet in ("dicomweb_client", "retrying"):
     logging.getLogger(_quiet).setLevel(logging.CRITICAL)
 T = TypeVar("T")
 
-PACS_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")  # as dicomweb-client checks (leading zeros are seen in the wild)
 DEFAULT_MAX_INSTANCE_BYTES = 64 * 2**20
 """What ``fetch_instance`` reads at most unless told: ~3x an uncompressed DX."""
@@ -75,43 +73,6 @@ FAILURE_REASONS = {0x0110: "processing failure", 0x0122: "SOP class not supporte
                    0xA700: "out of resources", 0xA900: "data set does not match its SOP class",
                    0xC000: "cannot understand", 0xC122: "transfer syntax not supported"}
 DUPLICATE_SOP_INSTANCE = 0x0111  # a PACS may "refuse" a second copy so: the instance is there, as asked
-
-
-@dataclass(frozen=True)
-class PacsEndpoint:
-    """One PACS's DICOMweb service, as the server's configuration names it."""
-
-    name: str
-    url: str
-    """The DICOMweb base URL, e.g. ``https://pacs.example/dicom-web`` (QIDO, WADO and STOW under it)."""
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-    """A bearer token, instead of a username and password."""
-    ca_bundle: Path | None = None
-    """A PEM file of the CAs that sign the PACS's certificate (None: certifi's bundle; the environment's
-    REQUESTS_CA_BUNDLE, proxies and ~/.netrc are never used)."""
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 30.0
-    """The longest wait for the next bytes of an answer (not for the whole answer)."""
-    retries: int = 3
-    """Retries after a connection error, a timeout, or a 5xx / 429 answer (storing is idempotent)."""
-    backoff_s: float = 0.5
-
-    def __post_init__(self):
-        if not PACS_NAME.fullmatch(self.name):
-            raise ValueError(f"name must be 1-63 lowercase letters, digits, '.', '_' or '-', got {self.name!r}")
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.port == 0:  # .port checks it
-            raise ValueError("url must be an http:// or https:// URL with a host")
-        if parts.username or parts.password or parts.query or parts.fragment:
-            raise ValueError("url must hold no credentials, query or fragment (credentials go in files)")
-        if (self.username is None) != (self.password is None) or (self.password and self.token):
-            raise ValueError("give a username and a password, or a token, or neither")
-        if self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
-            raise ValueError("connect_timeout_s and read_timeout_s must be > 0")
-        if not isinstance(self.retries, int) or not 0 <= self.retries <= 10 or self.backoff_s < 0:
-            raise ValueError(f"retries must be 0..10 and backoff_s >= 0, got {self.retries} and {self.backoff_s}")
 
 
 class PacsClient:
@@ -389,61 +350,3 @@ class PacsRegistry:
             log.info("PACS endpoints file reloaded: %s", ", ".join(self.names))
         except (OSError, ValueError) as e:  # the message names the file and the entry, never a secret
             log.error("the changed PACS endpoints file was refused, the endpoints loaded before still apply: %s", e)
-
-
-ENTRY_KEYS = {"name", "url", "username", "username_file", "password_file", "token_file", "ca_bundle",
-              "connect_timeout_s", "read_timeout_s", "retries", "backoff_s"}
-NUMBERS = ("connect_timeout_s", "read_timeout_s", "retries", "backoff_s")
-
-
-def load_pacs_file(path: Path) -> tuple[list[PacsEndpoint], tuple[Path, ...]]:
-    """The endpoints the file lists and the secret files they read; refuses an entry it cannot use, saying where."""
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path} is not YAML: {e}") from None
-    entries = document.get("pacs") if isinstance(document, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ValueError(f"{path} must hold 'pacs:', a list of entries with at least 'name' and 'url'")
-    endpoints: list[PacsEndpoint] = []
-    secret_files: list[Path] = []
-    for i, entry in enumerate(entries, 1):
-        where = f"{path}, PACS {i}"
-        if not isinstance(entry, dict) or set(entry) - ENTRY_KEYS:
-            raise ValueError(f"{where}: accepted keys are {', '.join(sorted(ENTRY_KEYS))}")
-        if not all(isinstance(entry.get(k, ""), str) for k in ENTRY_KEYS - set(NUMBERS)):
-            raise ValueError(f"{where}: name, url, username and the file paths must be strings")
-        if any(isinstance(entry.get(k, 0), bool) or not isinstance(entry.get(k, 0), int | float) for k in NUMBERS):
-            raise ValueError(f"{where}: {', '.join(NUMBERS)} must be numbers")
-        if any(entry.get("name") == e.name for e in endpoints):
-            raise ValueError(f"{where}: the name {entry['name']!r} is another entry's")
-        if "username" in entry and "username_file" in entry:
-            raise ValueError(f"{where}: give username or username_file, not both")
-        files = {k: path.parent / entry[k] for k in ("username_file", "password_file", "token_file", "ca_bundle")
-                 if k in entry}  # an absolute path stays as it is
-        secrets = {k.removesuffix("_file"): _read_secret(f, f"{where}: {k}") for k, f in files.items()
-                   if k != "ca_bundle"}
-        if "ca_bundle" in files and not files["ca_bundle"].is_file():
-            raise ValueError(f"{where}: ca_bundle {files['ca_bundle']} is not a file")
-        try:
-            endpoint = PacsEndpoint(name=entry.get("name", ""), url=entry.get("url", ""),
-                                    username=secrets.get("username", entry.get("username")),
-                                    password=secrets.get("password"), token=secrets.get("token"),
-                                    ca_bundle=files.get("ca_bundle"), **{k: entry[k] for k in NUMBERS if k in entry})
-        except ValueError as e:
-            raise ValueError(f"{where}: {e}") from None
-        if endpoint.url.startswith("http://") and (endpoint.password or endpoint.token):
-            log.warning("%s: PACS '%s' gets its credentials over plain http", where, endpoint.name)
-        endpoints.append(endpoint)
-        secret_files += [f for k, f in files.items() if k != "ca_bundle"]
-    return endpoints, tuple(secret_files)
-
-
-def _read_secret(file: Path, where: str) -> str:
-    try:
-        value = file.read_text().rstrip("\r\n")  # a Secret made with `echo` ends in a newline
-    except OSError as e:
-        raise ValueError(f"{where}: {file} cannot be read ({e.strerror})") from None
-    if not value:
-        raise ValueError(f"{where}: {file} is empty")
-    return value

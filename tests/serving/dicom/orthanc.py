@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from serving.dicom.pacs import PacsEndpoint
+from serving.dicom.endpoints import PacsEndpoint
 from tests.conftest import require_system_file
 
 ORTHANC = "/usr/sbin/Orthanc"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+from pathlib import Path
 
 import grpc
 import highdicom as hd
@@ -172,7 +173,7 @@ def test_dicom_errors_are_clear_store_nothing_and_the_png_masks_still_work(serve
                 image=_part10(_instance(CT)), dicom_options=pb.DicomOptions(window_preset="ct-liverish"))),
             "truncated": code(s.CreateSession, pb.CreateSessionRequest(image=truncated)),
             "a SEG as the image": code(s.CreateSession, pb.CreateSessionRequest(
-                image=open(get_testdata_file("liver.dcm"), "rb").read())),
+                image=Path(get_testdata_file("liver.dcm")).read_bytes())),
             "unknown pacs": code(s.CreateSession, pb.CreateSessionRequest(dicom_instance=pb.DicomInstanceRef(
                 pacs="elsewhere", study_instance_uid="1.2", series_instance_uid="1.2.3", sop_instance_uid="1.2.3.4"))),
             "not on the pacs": code(s.CreateSession, pb.CreateSessionRequest(dicom_instance=pb.DicomInstanceRef(

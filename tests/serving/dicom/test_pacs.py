@@ -19,7 +19,8 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from serving.dicom.pacs import FoundInstance, PacsClient, PacsEndpoint, PacsRegistry, load_pacs_file
+from serving.dicom.endpoints import PacsEndpoint, load_pacs_file
+from serving.dicom.pacs import FoundInstance, PacsClient, PacsRegistry
 from serving.errors import (
     DicomTooLarge,
     InvalidInstanceReference,
