@@ -51,7 +51,7 @@ def _pixels(data: bytes) -> np.ndarray:
 def _bits(a: np.ndarray) -> int:
     if a.dtype == np.uint8:
         return 8
-    if a.dtype.kind in "ui" and (a.dtype.itemsize == 2 or (a.min(initial=0) >= 0 and a.max(initial=0) <= 65535)):
+    if a.dtype.kind in "ui" and (a.dtype.itemsize == 2 or (a.size and a.min() >= 0 and a.max() <= 65535)):
         return 16  # Pillow may read a 16-bit PNG as 32-bit integers
     return 32
 
@@ -59,8 +59,8 @@ def _bits(a: np.ndarray) -> int:
 def levels(data: bytes) -> Levels:
     a = _pixels(data)
     values = a[np.isfinite(a)] if a.dtype.kind == "f" else a
-    return Levels(bits=_bits(a), channels=1 if a.ndim == 2 else a.shape[2], minimum=float(values.min(initial=0)),
-                  maximum=float(values.max(initial=0)))
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    return Levels(bits=_bits(a), channels=1 if a.ndim == 2 else a.shape[2], minimum=lo, maximum=hi)
 
 
 def render(data: bytes, center: float | None = None, width: float | None = None) -> bytes:
