@@ -6,9 +6,11 @@ as in ``mediround serve --http``."""
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 
 import grpc
+from PIL import Image, ImageDraw
 
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
@@ -18,11 +20,23 @@ from serving.tenants import TenantRegistry
 
 TOKEN = "s3cret-token"
 SESSION = "0123456789abcdef0123456789abcdef"
-MASK_PNG = bytes.fromhex("89504e470d0a1a0a") + b"a mask, as the server's bytes"
-ROUND = pb.Round(session_id=SESSION, index=1, question="Segment the liver.", answer="It is [SEG].", has_mask=True,
-                 mask_png=MASK_PNG, box=pb.Box(x_min=1, y_min=2, x_max=3, y_max=4), quality=0.5, corrected=True,
-                 reference_round=0, request_id="r1")
 CODES = [c for c in grpc.StatusCode if c is not grpc.StatusCode.OK]
+
+
+def _png(value: int, box=None) -> bytes:
+    image = Image.new("L", (4, 4), value)
+    if box:
+        ImageDraw.Draw(image).rectangle(box, fill=255)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+IMAGE_PNG = _png(100)
+MASK_PNG = _png(0, (1, 2, 3, 3))  # foreground x 1..3, y 2..3
+ROUND = pb.Round(session_id=SESSION, index=1, question="Segment the liver.", answer="It is [SEG].", has_mask=True,
+                 mask_png=MASK_PNG, box=pb.Box(x_min=1, y_min=2, x_max=3, y_max=3), quality=0.5, corrected=True,
+                 reference_round=0, request_id="r1")
 
 
 class ScriptedServicer(pb_grpc.MediRoundServicer):
@@ -50,6 +64,18 @@ class ScriptedServicer(pb_grpc.MediRoundServicer):
         if request.session_id != SESSION:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.session_id}")
         return pb.Session(id=SESSION, width=4, height=4)
+
+    async def GetSessionImage(self, request, context):
+        self._seen(request, context)
+        return pb.SessionImage(image=IMAGE_PNG, media_type="image/png")
+
+    async def DeleteSession(self, request, context):
+        self._seen(request, context)
+        return pb.DeleteSessionResponse(deleted=request.session_id == SESSION)
+
+    async def ListRounds(self, request, context):
+        self._seen(request, context)
+        return pb.ListRoundsResponse(rounds=[] if request.session_id != SESSION else [ROUND])
 
     async def CreateRound(self, request, context):
         self._seen(request, context)

@@ -70,6 +70,16 @@ def served(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def backend():
+    """The scripted gRPC backend of ``backend.py`` and the gateways made onto it."""
+    from tests.serving.http.backend import Backend
+
+    backend = Backend()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
 def client(served):
     from serving.client import MediRoundClient
 

@@ -94,10 +94,11 @@ def edge_pixel(mask: np.ndarray) -> tuple[int, int]:
     return int(xs[0]), int(ys[0])
 
 
-def outside_pixel(masks: list[np.ndarray], boxes: list, margin: int = 20) -> tuple[int, int]:
-    """(x, y) at least ``margin`` pixels from every mask and every box (where the text labels sit)."""
+def outside_pixel(masks: list[np.ndarray], boxes: list, margin: int = 20, among=None) -> tuple[int, int]:
+    """(x, y) at least ``margin`` pixels from every mask and every box (where the text labels sit), and among the
+    pixels where ``among`` (an (H, W) bool array) holds, if given."""
     h, w = masks[0].shape
-    free = np.ones((h, w), dtype=bool)
+    free = np.ones((h, w), dtype=bool) if among is None else among.copy()
     for mask, box in zip(masks, boxes, strict=True):
         ys, xs = np.nonzero(mask)
         free[max(0, ys.min() - margin):ys.max() + margin, max(0, xs.min() - margin):xs.max() + margin] = False

@@ -15,18 +15,11 @@ from model.data.real import REAL_SLICES
 from serving.http.errors import HTTP_STATUS
 from serving.http.examples import example_cases
 from serving.http.render import levels, render
-from tests.serving.http.backend import CODES, MASK_PNG, SESSION, TOKEN, Backend
+from tests.serving.http.backend import CODES, IMAGE_PNG, MASK_PNG, SESSION, TOKEN
 from tests.serving.http.http_client import events, open_request, request
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ORIGIN = "https://school.example"
-
-
-@pytest.fixture(scope="module")
-def backend():
-    backend = Backend()
-    yield backend
-    backend.close()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +63,7 @@ def test_the_token_goes_through_to_the_servers_auth(backend, gateway):
 def test_a_round_as_json(gateway):
     body = ask(gateway, "fine").json()
     assert body["answer"] == "It is [SEG]." and body["quality"] == 0.5 and body["corrected"] is True
-    assert body["box"] == {"x_min": 1, "y_min": 2, "x_max": 3, "y_max": 4} and body["reference_round"] == 0
+    assert body["box"] == {"x_min": 1, "y_min": 2, "x_max": 3, "y_max": 3} and body["reference_round"] == 0
     assert body["mask_url"] == f"/api/v1/sessions/{SESSION}/rounds/1/mask.png" and "mask_png" not in body
 
 
@@ -212,9 +205,23 @@ def test_the_dicom_seg_download(gateway):
     assert other.status == 409 and other.json()["error"]["message"] == "the session was not opened on DICOM"
 
 
-def test_a_method_the_server_lacks_is_501(gateway):
-    reply = request(f"{gateway}/api/v1/sessions/{SESSION}/image", headers=AUTH)  # not scripted: UNIMPLEMENTED
-    assert reply.status == 501 and reply.json()["error"]["code"] == "UNIMPLEMENTED"
+def test_a_method_without_a_route_is_405(gateway):
+    assert request(f"{gateway}/api/v1/sessions/{SESSION}/rounds/1", "DELETE", headers=AUTH).status == 405
+
+
+def test_the_session_its_image_its_rounds_and_delete(gateway):
+    session = request(f"{gateway}/api/v1/sessions/{SESSION}", headers=AUTH).json()
+    assert session["id"] == SESSION and "dicom" not in session and session["url"] == f"/api/v1/sessions/{SESSION}"
+    image = request(f"{gateway}/api/v1/sessions/{SESSION}/image", headers=AUTH)
+    assert image.headers["content-type"] == "image/png" and image.body == IMAGE_PNG
+    assert request(f"{gateway}/api/v1/sessions/{SESSION}/image/levels", headers=AUTH).json() == {
+        "bits": 8, "channels": 1, "minimum": 100.0, "maximum": 100.0, "windowable": False}
+    rounds = request(f"{gateway}/api/v1/sessions/{SESSION}/rounds", headers=AUTH).json()["rounds"]
+    assert [r["index"] for r in rounds] == [1] and rounds[0]["mask_url"].endswith("/rounds/1/mask.png")
+    assert request(f"{gateway}/api/v1/sessions/{SESSION}", "DELETE", headers=AUTH).json() == {"deleted": True}
+    assert request(f"{gateway}/api/v1/sessions/{'e' * 32}", "DELETE", headers=AUTH).json() == {"deleted": False}
+    missing = request(f"{gateway}/api/v1/sessions/{'e' * 32}", headers=AUTH)
+    assert missing.status == 404 and missing.json()["error"]["message"] == f"no session {'e' * 32}"
 
 
 def test_the_page_and_its_settings(gateway):

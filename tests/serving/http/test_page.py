@@ -145,8 +145,15 @@ def test_toggling_opacity_outline_and_hover_change_the_pixels(page, opened, clie
     ox, oy = outside_pixel([mask], [r.box])
     assert hover(page, mask, ox, oy) == "no round"
 
+    gx, gy = outside_pixel([mask], [r.box], among=(BASE[..., 0] > 60) & (BASE[..., 0] < 120))  # mid-grey
+    grey = BASE[gy, gx]
     page.locator("#brightness").fill("150")
-    assert pixel(page, ox, oy).sum() > BASE[oy, ox].sum() or BASE[oy, ox].sum() in (0, 765)
+    assert np.all(pixel(page, gx, gy) > grey + 20), "brighter"
+    page.locator("#brightness").fill("100")
+    page.locator("#contrast").fill("200")
+    assert np.all(pixel(page, gx, gy) < grey - 10), "more contrast: a darker than middle grey gets darker"
+    page.locator("#contrast").fill("100")
+    assert near(pixel(page, gx, gy), grey)
 
 
 def hover(page, mask, x, y) -> str:
@@ -308,7 +315,7 @@ def test_a_dicom_file_goes_with_its_window_and_the_server_answers_inline(page, s
     assert "window_preset=ct-abdomen" in sent.value.url
     try:  # whatever the server says about DICOM, the page shows it
         with open(path, "rb") as f:
-            session = client._call("CreateSession", pb.CreateSessionRequest(
+            session = client.stub.CreateSession(pb.CreateSessionRequest(
                 image=f.read(), dicom_options=pb.DicomOptions(window_preset="ct-abdomen")))
     except grpc.RpcError as e:
         expect(page.locator("#transcript .error")).to_have_text(f"{e.details()} ({e.code().name})")
