@@ -4,6 +4,7 @@
 #   orthanc orthanc-dicomweb a real PACS with DICOMweb, started by the PACS tests
 #   dicom3tools              dciodvfy, the DICOM validator the SEG tests run
 #   chromium                 a real browser for the teaching page's tests (driven by playwright)
+#   npm                      fetches axe-core, the accessibility checker those tests inject into the page
 # As root, missing ones are installed; otherwise the one command to run is printed. Under CI=true a package
 # that is still missing fails the run, since the tests that need it would otherwise have nothing to test.
 set -euo pipefail
@@ -13,6 +14,7 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v npm >/dev/null || missing+=(npm)  # any npm will do (Debian's, or Node's own build)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 command="apt-get install -y --no-install-recommends ${missing[*]}"
