@@ -323,3 +323,12 @@ def test_a_dicom_file_goes_with_its_window_and_the_server_answers_inline(page, s
         assert session.dicom.window_source == "preset:ct-abdomen"
         expect(page.locator("#dicom-window")).to_contain_text("preset:ct-abdomen")
         expect(page.locator("#download-seg")).to_be_enabled()
+        ask(page, "Segment the liver.")
+        sid = session_id(page)
+        with page.expect_download() as download:
+            page.click("#download-seg")
+        import pydicom
+
+        seg = pydicom.dcmread(download.value.path())
+        expected = client.stub.GetSegmentation(pb.GetSegmentationRequest(session_id=sid))
+        assert seg.Modality == "SEG" and seg.SOPInstanceUID == expected.sop_instance_uid
