@@ -42,7 +42,7 @@ from serving.messages import (
     RoundTimings,
     Session,
 )
-from serving.store import RedisSessionStore, SessionNotFound, content_key
+from serving.store import RedisSessionStore, SessionNotFound, StoreUnavailable, content_key
 from serving.tenants import ANONYMOUS, Tenant
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff"}
@@ -84,6 +84,9 @@ class Limits:
     """How long a round waits for the previous round of its session."""
     replica_retry_s: float = 10.0
     """How long a round whose model replica died is retried (on another replica, or the restarted one)."""
+    store_retry_s: float = 5.0
+    """How long a round is retried while the dialogue store is unreachable (a Redis restart takes a second or
+    two): safe, as a round is appended once per request id."""
 
 
 async def _decode_and_hash(image: bytes, limits: Limits) -> tuple[np.ndarray, str]:
@@ -230,7 +233,27 @@ class Dialogue:
                         on_answer=None, deadline: float | None = None, *, tenant: Tenant = ANONYMOUS) -> Round:
         """Compute and append the session's next round. ``reference_round`` is a 1-based round number
         (0: resolve from the question); ``on_answer(text)`` is awaited once the answer text exists; a
-        round finished after ``deadline`` (``time.monotonic()``) is not appended: its caller has gone."""
+        round finished after ``deadline`` (``time.monotonic()``) is not appended: its caller has gone.
+
+        With a ``request_id``, a round that met an unreachable store is run again for up to
+        ``store_retry_s`` (never past ``deadline``): if its append did land, the retry finds it."""
+        on_answer = _once(on_answer)  # a retried round streams its answer once
+        give_up = time.monotonic() + self.limits.store_retry_s
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        pause = 0.1
+        while True:
+            try:
+                return await self._run_round(session_id, question, reference_round, request_id, on_answer, deadline,
+                                             tenant)
+            except StoreUnavailable:
+                if not request_id or time.monotonic() + pause >= give_up:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 1.0)
+
+    async def _run_round(self, session_id: str, question: str, reference_round: int, request_id: str, on_answer,
+                         deadline: float | None, tenant: Tenant) -> Round:
         await self.get_session(session_id, tenant=tenant)  # before find_request: it would show another's round
         question = self._check_question(question)
         done = await self.store.find_request(session_id, request_id)
@@ -243,7 +266,6 @@ class Dialogue:
             session = await self.get_session(session_id, tenant=tenant)
             history = await self.store.rounds(session_id)
             reference = _reference_round(question, reference_round, len(history))
-            on_answer = _once(on_answer)  # a retried round streams its answer once
             record = await self._retrying(deadline, lambda: self._compute(
                 session.image_key, None, history, question, reference, on_answer, session_id=session_id))
             record.request_id = request_id

@@ -56,3 +56,36 @@ def test_redis_down_is_unavailable_and_the_server_recovers(tmp_path):
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_round_asked_while_redis_restarts_waits_for_it_and_is_appended_once(tmp_path):
+    port = _free_port()
+    image = (REAL_SLICES / load(REAL_DIALOGUES)[0].image).read_bytes()
+
+    async def scenario():
+        redis_server = EmbeddedRedis(tmp_path, port=port)
+        store = RedisSessionStore(redis_server.url)
+        pipeline = LocalPipeline(str(SHIPPED_TINY), redis_url=redis_server.url)
+        server, bound = await start_server(Dialogue(store, pipeline), ServerOptions(address="127.0.0.1:0"))
+        restarted = None
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
+                stub = pb_grpc.MediRoundStub(channel)
+                session = await stub.CreateSession(pb.CreateSessionRequest(image=image))
+                await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id, question="Segment the liver."))
+                redis_server.close()
+                asked = asyncio.ensure_future(stub.CreateRound(pb.CreateRoundRequest(
+                    session_id=session.id, question="Segment its lesion.", request_id="during-the-restart")))
+                await asyncio.sleep(1.0)  # the round meets the outage (within Limits.store_retry_s)
+                assert not asked.done()
+                restarted = EmbeddedRedis(tmp_path, port=port)
+                second = await asked
+                listed = await stub.ListRounds(pb.ListRoundsRequest(session_id=session.id))
+                assert second.index == 2 and [r.index for r in listed.rounds] == [1, 2]
+        finally:
+            await server.stop(grace=1)
+            await store.close()
+            if restarted is not None:
+                restarted.close()
+
+    asyncio.run(scenario())
