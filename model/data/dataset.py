@@ -7,12 +7,14 @@ answer-only labels. Images keep their own sizes; ``collate`` pads tokens and lis
 ``augment=BrainAugment()`` shows real-brain records (``model.data.brain``) through a drawn training
 view (intensity, rotation, scale, left-right flip with its words); other records are untouched. An
 item's ``image_file`` / ``reference_files`` name the pixels it holds (``<file>#aug<n>`` for a view):
-training caches frozen encodings under those names.
+training caches frozen encodings under those names. ``text_augment=TextAugment()`` rewords the
+questions (``model.data.rewording``), keeping what each asks for and which round it refers to.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +23,8 @@ from torch.utils.data import Dataset
 
 from model.data.brain.augment import BrainAugment, cache_key, is_brain, training_view, view_names, view_rounds
 from model.data.images import load_image, load_mask
-from model.data.mrmedseg import Conversation, load
+from model.data.mrmedseg import Conversation, Round, load
+from model.data.rewording import TextAugment, reword
 from model.data.template import IGNORE_INDEX, dialogue_text, tokenize_dialogue
 from model.reference import reference_box
 
@@ -31,11 +34,13 @@ class MRMedSegDataset(Dataset):
 
     ``tokenizer`` (optional) adds ``input_ids`` / ``labels``; ``image_tokens`` is how many
     ``<image>`` positions the vision tower fills. ``max_rounds`` truncates long dialogues.
-    ``augment`` draws a training view of each real-brain item (see the module docstring).
+    ``augment`` draws a training view of each real-brain item (see the module docstring);
+    ``text_augment`` rewords the questions.
     """
 
     def __init__(self, root: str | Path, split: str, *, tokenizer=None, image_tokens: int = 1,
-                 max_rounds: int | None = None, augment: BrainAugment | None = None):
+                 max_rounds: int | None = None, augment: BrainAugment | None = None,
+                 text_augment: TextAugment | None = None):
         self.root = Path(root)
         candidates = [self.root / f"{split}.json", self.root / f"{split}.jsonl"]
         path = next((p for p in candidates if p.exists()), None)
@@ -45,6 +50,8 @@ class MRMedSegDataset(Dataset):
         self.tokenizer, self.image_tokens, self.max_rounds = tokenizer, image_tokens, max_rounds
         self.augment = augment
         self._variants = np.random.default_rng(augment.seed) if augment else None  # which view each read shows
+        self.text_augment = text_augment
+        self._words = np.random.default_rng(text_augment.seed) if text_augment else None  # each read's wording
 
     def __len__(self) -> int:
         return len(self.conversations)
@@ -60,6 +67,8 @@ class MRMedSegDataset(Dataset):
             variant, view, image, masks = training_view(self.augment, conv.image, self._variants, image, masks,
                                                         conv.extra["orientation"])
             rounds = view_rounds(view, rounds)
+        if self.text_augment is not None:
+            rounds = self._reworded(conv, rounds)
         ref_masks = np.zeros_like(masks)
         for k, r in enumerate(rounds):
             if r.reference is not None:
@@ -82,6 +91,12 @@ class MRMedSegDataset(Dataset):
             ids, labels = tokenize_dialogue(self.tokenizer, rounds, image_tokens=self.image_tokens)
             item["input_ids"], item["labels"] = torch.tensor(ids), torch.tensor(labels)
         return item
+
+    def _reworded(self, conv: Conversation, rounds: list[Round]) -> list[Round]:
+        """The rounds with reworded questions; the dialogue's structure names stay as they are."""
+        names = sorted({m["category"] for m in conv.extra.get("rounds_meta", []) if m.get("category")})
+        return [replace(r, question=reword(r.question, self._words, self.text_augment, names=names, first=k == 0))
+                for k, r in enumerate(rounds)]
 
 
 class ImageMaskDataset(Dataset):
