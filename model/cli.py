@@ -72,7 +72,7 @@ def _train_recipe(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    run_recipe(RECIPES[args.name], args.out, data=args.data, workers=args.workers, use_gpu=args.gpu)
+    run_recipe(RECIPES[args.name], args.out, data=args.data, brain=args.brain, workers=args.workers, use_gpu=args.gpu)
     return 0
 
 
@@ -130,9 +130,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train MediRound models")
     tsub = train.add_subparsers(dest="train_command", required=True)
     p = tsub.add_parser("recipe", help="run a whole training recipe (data, tokenizer, every stage), resumable")
-    p.add_argument("name", choices=["tiny"], help="the recipe: 'tiny' makes the shipped CPU checkpoint")
+    p.add_argument("name", choices=["tiny", "tiny-plain-text"], help="the recipe: 'tiny' makes the shipped CPU "
+                   "checkpoint; 'tiny-plain-text' is it without rewording the questions (the ablation)")
     p.add_argument("--out", default="runs/tiny", help="run directory; rerunning resumes (default runs/tiny)")
     p.add_argument("--data", help="phantom dataset root (default <out>/data, generated when missing)")
+    p.add_argument("--brain", help="real-brain dataset root (default <out>/brain, generated when missing; needs "
+                   "mricron-data)")
     p.add_argument("--workers", type=int, default=1, help="data-parallel Ray Train workers (default 1: in-process)")
     p.add_argument("--gpu", action="store_true", help="Ray Train workers use GPUs (NCCL)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in-process (default: torch's choice)")

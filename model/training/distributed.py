@@ -8,10 +8,16 @@ Train), and worker 0 writes the stage directory exactly as the in-process run do
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from model.training.loop import StageSettings
+from model.training.mixture import TrainingData
+
+
+def _resolved(data: TrainingData) -> TrainingData:
+    """``data`` with absolute roots: Ray workers run in other directories."""
+    return replace(data, phantoms=data.phantoms.resolve(), brain=data.brain.resolve() if data.brain else None)
 
 
 def _worker(config: dict) -> None:
@@ -21,6 +27,7 @@ def _worker(config: dict) -> None:
     from model.build import apply_lora, has_lora
     from model.checkpoint import load_checkpoint, save_checkpoint
     from model.training.loop import fit
+    from model.training.mixture import TrainingData
     from model.training.registry import make_stage
 
     context = ray.train.get_context()
@@ -30,7 +37,8 @@ def _worker(config: dict) -> None:
     model, tokenizer, cfg = load_checkpoint(config["start"], device=device)
     if config["lora"] and not has_lora(model):
         apply_lora(model)
-    stage = make_stage(config["stage"], Path(config["data"]), tokenizer, cfg.mllm.image_tokens, lora=config["lora"])
+    stage = make_stage(config["stage"], TrainingData.from_dict(config["data"]), tokenizer, cfg.mllm.image_tokens,
+                       lora=config["lora"])
     last = fit(model, stage, StageSettings(**config["settings"]), config["out"], rank=rank, world=world,
                progress=False)
     if rank == 0:
@@ -38,9 +46,12 @@ def _worker(config: dict) -> None:
     ray.train.report(last)
 
 
-def fit_on_ray(start: str | Path, stage: str, settings: StageSettings, out: str | Path, *, data: str | Path,
-               workers: int = 2, use_gpu: bool = False, lora: bool = False, threads_per_worker: int = 1):
+def fit_on_ray(start: str | Path, stage: str, settings: StageSettings, out: str | Path, *,
+               data: TrainingData | str | Path, workers: int = 2, use_gpu: bool = False, lora: bool = False,
+               threads_per_worker: int = 1):
     """Train ``stage`` from the checkpoint ``start`` on ``workers`` Ray Train workers; returns the Ray result.
+
+    ``data``: the stage's training data (or a phantom dataset root).
 
     Uses the running Ray cluster if there is one (``RAY_ADDRESS``), else starts a local one.
     """
@@ -54,8 +65,8 @@ def fit_on_ray(start: str | Path, stage: str, settings: StageSettings, out: str 
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"start": str(Path(start).resolve()), "stage": stage, "settings": asdict(settings),
-                           "out": str(out), "data": str(Path(data).resolve()), "use_gpu": use_gpu, "lora": lora,
-                           "threads": threads_per_worker},
+                           "out": str(out), "data": _resolved(TrainingData.of(data)).to_dict(), "use_gpu": use_gpu,
+                           "lora": lora, "threads": threads_per_worker},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": threads_per_worker}),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

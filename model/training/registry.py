@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from model.training.mixture import TrainingData
 from model.training.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, Stage
 
-StageBuilder = Callable[[Path, object, int, bool], Stage]
-"""(dataset root, tokenizer, image tokens per image, LoRA on the language model) -> the stage."""
+StageBuilder = Callable[[TrainingData, object, int, bool], Stage]
+"""(training data, tokenizer, image tokens per image, LoRA on the language model) -> the stage."""
 
 STAGES: dict[str, StageBuilder] = {
     SamPretraining.name: lambda data, tokenizer, image_tokens, lora: SamPretraining(data),
@@ -29,7 +30,8 @@ def check_stage_name(name: str) -> None:
         raise ValueError(f"unknown stage '{name}': expected one of {', '.join(STAGES)}")
 
 
-def make_stage(name: str, data: Path, tokenizer, image_tokens: int, *, lora: bool = False) -> Stage:
-    """The stage registered as ``name``, reading the dataset at ``data``."""
+def make_stage(name: str, data: TrainingData | str | Path, tokenizer, image_tokens: int, *,
+               lora: bool = False) -> Stage:
+    """The stage registered as ``name``, reading ``data`` (training data, or a phantom dataset root)."""
     check_stage_name(name)
-    return STAGES[name](Path(data), tokenizer, image_tokens, lora)
+    return STAGES[name](TrainingData.of(data), tokenizer, image_tokens, lora)

@@ -5,7 +5,9 @@
 - ``MediRoundTraining`` stage 1 of the paper: teacher forcing, 1.0 CE + 2.0 BCE + 0.5 Dice (§6);
 - ``JCMTraining``      stage 2: only the judge and the corrector learn (§5).
 
-``loop.fit`` runs any of them with one loop; ``registry.py`` names them for the recipes.
+Each reads a :class:`~model.training.mixture.TrainingData` (or just the phantom root): the
+phantoms and, in a fixed share, the real brain through its training views. ``loop.fit`` runs any
+of them with one loop; ``registry.py`` names them for the recipes.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import torch
 from torch.utils.data import Dataset
 
 from model.build import is_lora_parameter
-from model.data.dataset import ImageMaskDataset, MRMedSegDataset, collate
+from model.data.dataset import collate
 from model.data.template import IGNORE_INDEX, IMAGE_TOKEN
 from model.mediround import ImageEncoding, MediRound
 from model.training.losses import mask_loss, soft_iou, text_ce
+from model.training.mixture import TrainingData
 
 
 class Stage:
@@ -58,14 +61,14 @@ class SamPretraining(Stage):
 
     name = "sam"
 
-    def __init__(self, root, split: str = "train", *, masks_per_image: int = 6, jitter: float = 0.1):
-        self.root, self.split, self.masks_per_image, self.jitter = root, split, masks_per_image, jitter
+    def __init__(self, data, *, masks_per_image: int = 6, jitter: float = 0.1):
+        self.data, self.masks_per_image, self.jitter = TrainingData.of(data), masks_per_image, jitter
 
     def trainable(self, name: str) -> bool:
         return name.startswith("sam.")
 
     def dataset(self) -> Dataset:
-        return ImageMaskDataset(self.root, self.split)
+        return self.data.images()
 
     def _boxes(self, masks: torch.Tensor) -> torch.Tensor:
         boxes = []
@@ -110,14 +113,14 @@ class Alignment(Stage):
     name = "align"
     prompt = "Describe the image."
 
-    def __init__(self, root, tokenizer, image_tokens: int, split: str = "train"):
-        self.root, self.split, self.tokenizer, self.image_tokens = root, split, tokenizer, image_tokens
+    def __init__(self, data, tokenizer, image_tokens: int):
+        self.data, self.tokenizer, self.image_tokens = TrainingData.of(data), tokenizer, image_tokens
 
     def trainable(self, name: str) -> bool:
         return name.startswith("mllm.")
 
     def dataset(self) -> Dataset:
-        return ImageMaskDataset(self.root, self.split)
+        return self.data.images()
 
     def collate(self, items):
         tok, rows = self.tokenizer, []
@@ -175,9 +178,9 @@ class MediRoundTraining(Stage):
     LEARNS = ("mllm.lm_head.", "mllm.model.language_model.embed_tokens.", "sam.mask_decoder.", "text_hidden_fcs.",
               "bbox_encoder.")
 
-    def __init__(self, root, tokenizer, image_tokens: int, split: str = "train", *, lora: bool = False,
-                 ce_weight: float = 1.0, bce_weight: float = 2.0, dice_weight: float = 0.5):
-        self.root, self.split, self.tokenizer, self.image_tokens, self.lora = root, split, tokenizer, image_tokens, lora
+    def __init__(self, data, tokenizer, image_tokens: int, *, lora: bool = False, ce_weight: float = 1.0,
+                 bce_weight: float = 2.0, dice_weight: float = 0.5):
+        self.data, self.tokenizer, self.image_tokens, self.lora = TrainingData.of(data), tokenizer, image_tokens, lora
         self.weights = (ce_weight, bce_weight, dice_weight)
         self.frozen = FrozenEncodings()
 
@@ -189,7 +192,7 @@ class MediRoundTraining(Stage):
         return name.startswith("mllm.model.language_model.")
 
     def dataset(self) -> Dataset:
-        return MRMedSegDataset(self.root, self.split, tokenizer=self.tokenizer, image_tokens=self.image_tokens)
+        return self.data.dialogues(self.tokenizer, self.image_tokens)
 
     def collate(self, items):
         return collate(items, self.tokenizer.pad_token_id)
