@@ -6,6 +6,7 @@ The model's subcommands (``data``, ``train``, ``eval``) are registered by ``mode
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -103,6 +104,8 @@ def _token(args) -> int:
     for option in ("max_sessions", "max_rounds_in_flight"):
         if getattr(args, option):
             entry += f"    {option}: {getattr(args, option)}\n"
+    if args.pacs:
+        entry += f"    pacs: [{', '.join(json.dumps(name) for name in args.pacs)}]\n"
     parse_tokens_file("tenants:\n" + entry, "the new entry")  # the same rules as the server's (ValueError)
     # stdout is the entry alone (mediround token NAME >> tenants.yaml); the token goes to the terminal
     print("the token (give it to the tenant: it is shown once and stored nowhere); the entry for the tokens "
@@ -206,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tenant", help="tenant name: lowercase letters, digits, '.', '_', '-'")
     p.add_argument("--max-sessions", type=int, default=0, help="live sessions at once (default: no limit)")
     p.add_argument("--max-rounds-in-flight", type=int, default=0, help="per front process (default: no limit)")
+    p.add_argument("--pacs", action="append", metavar="NAME",
+                   help="a configured PACS it may fetch DICOM from and export SEGs to (repeat; '*': all; default none)")
     p.set_defaults(func=_token)
 
     p = sub.add_parser("chat", help="an interactive dialogue with a running service")

@@ -115,6 +115,8 @@ class RenderedSource:
     """SHA-256 of the bytes the client sent or named."""
     size: tuple[int, int]
     """(height, width) of the picture."""
+    picture_sha256: str
+    """SHA-256 of the picture's bytes (what the store names it by)."""
     dicom: DicomSource | None = None
     dicom_header: bytes = b""
     """The DICOM header without pixel data (Part-10): it names the patient, so it lives and dies with the session."""
@@ -186,7 +188,7 @@ class Dialogue:
             return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl,
                                                    tenant=tenant.name, max_sessions=tenant.max_sessions)
         # the edge made ``image`` and checked what it made it from against its own limits
-        return await self.store.create_session(image, hashlib.sha256(image).hexdigest(), source.size,
+        return await self.store.create_session(image, source.picture_sha256, source.size,
                                                metadata=metadata, ttl=ttl, tenant=tenant.name,
                                                max_sessions=tenant.max_sessions, source_sha256=source.sha256,
                                                dicom=source.dicom, dicom_header=source.dicom_header)
@@ -273,10 +275,12 @@ class Dialogue:
                 raise DeadlinePassed("the deadline passed before the round finished; nothing was appended")
             return await self.store.append_round(session, record)
 
-    async def segment(self, image: bytes, question: str, *, tenant: Tenant = ANONYMOUS) -> Round:
-        """A single stateless round on ``image``."""
+    async def segment(self, image: bytes, question: str, *, tenant: Tenant = ANONYMOUS,
+                      rendered: tuple[str, tuple[int, int]] | None = None) -> Round:
+        """A single stateless round on ``image``; ``rendered`` (its SHA-256 and size) when an edge adapter made
+        ``image`` and checked what it made it from."""
         question = self._check_question(question)
-        _, sha = await _decode_and_hash(image, self.limits)
+        sha = rendered[0] if rendered else (await _decode_and_hash(image, self.limits))[1]
         reference = _reference_round(question, 0, 0)
         name = content_key(sha, tenant.name)
         record = await self._retrying(None, lambda: self._compute(name, image, [], question, reference, None))

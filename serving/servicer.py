@@ -12,6 +12,7 @@ import collections
 import functools
 import logging
 import time
+import traceback
 import uuid
 from dataclasses import asdict
 
@@ -75,7 +76,8 @@ async def _abort(context, method: str, e: Exception):
     code = status_of(e)
     metrics.ERRORS.labels(method=method, code=code.name).inc()
     if code is grpc.StatusCode.INTERNAL:
-        log.exception("%s failed", method)
+        # where it failed, not what it said: a message may quote a question or a DICOM header's values
+        log.error("%s failed with %s at\n%s", method, type(e).__name__, "".join(traceback.format_tb(e.__traceback__)))
         await context.abort(code, f"internal error ({type(e).__name__}); the request was not applied")
     await context.abort(code, str(e))
 

@@ -7,6 +7,8 @@ A tokens file (YAML; on Kubernetes a Secret mounted as a file) lists the tenants
         token_sha256: "5e884898da2804..."    # SHA-256 of the bearer token, hex: the file holds no token
         max_sessions: 500                   # live sessions at once (optional; default no limit)
         max_rounds_in_flight: 8             # rounds computing at once, per front process (optional)
+        pacs: [st-marys]                    # the configured PACS it may fetch from and export to (optional;
+                                            # default none, "*" all): a PACS holds other tenants' patients
 
 ``mediround token NAME`` makes a token and prints its entry. Tokens are 256-bit random strings, so a
 plain SHA-256 is a safe way to keep them; every entry is compared in constant time, whichever matches.
@@ -45,6 +47,12 @@ class Tenant:
     """Live sessions at once (0: no limit)."""
     max_rounds_in_flight: int = 0
     """Rounds computing at once in one front process (0: only the server's own limit)."""
+    pacs: tuple[str, ...] | None = None
+    """The configured PACS (by name) it may fetch from and store to; None: every one (a server without a tokens
+    file has one trust domain); "*" among them: every one."""
+
+    def may_use_pacs(self, name: str) -> bool:
+        return self.pacs is None or "*" in self.pacs or name in self.pacs
 
 
 ANONYMOUS = Tenant("")
@@ -124,8 +132,9 @@ def parse_tokens_file(text: str, source: str = "the tokens file") -> dict[str, T
     for i, entry in enumerate(entries, 1):
         where = f"{source}, tenant {i}"
         if not isinstance(entry, dict) or set(entry) - {"name", "token_sha256", "max_sessions",
-                                                        "max_rounds_in_flight"}:
-            raise ValueError(f"{where}: accepted keys are name, token_sha256, max_sessions, max_rounds_in_flight")
+                                                        "max_rounds_in_flight", "pacs"}:
+            raise ValueError(f"{where}: accepted keys are name, token_sha256, max_sessions, max_rounds_in_flight, "
+                             "pacs")
         name, digest = entry.get("name"), entry.get("token_sha256")
         if not isinstance(name, str) or not TENANT_NAME.fullmatch(name):
             raise ValueError(f"{where}: name must be 1-63 lowercase letters, digits, '.', '_' or '-'")
@@ -138,7 +147,10 @@ def parse_tokens_file(text: str, source: str = "the tokens file") -> dict[str, T
         limits = {k: entry.get(k, 0) for k in ("max_sessions", "max_rounds_in_flight")}
         if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in limits.values()):
             raise ValueError(f"{where}: max_sessions and max_rounds_in_flight are whole numbers >= 0")
-        tenant = Tenant(name, **limits)
+        pacs = entry.get("pacs", [])
+        if not isinstance(pacs, list) or not all(isinstance(p, str) and p for p in pacs):
+            raise ValueError(f"{where}: pacs is a list of configured PACS names (or \"*\" for all of them)")
+        tenant = Tenant(name, **limits, pacs=tuple(sorted(set(pacs))))
         if names.setdefault(name, tenant) != tenant:  # a tenant's tokens (old and new, mid-rotation) agree
             raise ValueError(f"{where}: '{name}' has another entry with other limits; one tenant, one set of limits")
         tenants[digest] = tenant

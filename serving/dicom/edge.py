@@ -75,16 +75,25 @@ class Export:
     segmentation: Segmentation
 
 
+HASHED_WEIGHTS_BYTES = 512 * 2**20
+"""Weight files up to this size are hashed at start; a larger one (a 7B model) is named by its size and time."""
+
+
 def algorithm_of(checkpoint: str | Path | None) -> Algorithm:
-    """The SEG's algorithm identification: the checkpoint's name and the start of its weights' SHA-256 (what
-    made the masks, exactly), with the commit its recipe ran at when the manifest has it."""
+    """The SEG's algorithm identification: the checkpoint's name and a digest of its weights (the model's and a
+    LoRA adapter's: what made the masks, exactly), with the commit its recipe ran at when the manifest has it."""
     path = Path(checkpoint or SHIPPED_TINY)
-    weights = path / "model.safetensors"
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.exists() else "unknown"
+    digest = hashlib.sha256()
+    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("adapter/*.safetensors")):
+        stat = weights.stat()
+        if stat.st_size <= HASHED_WEIGHTS_BYTES:
+            digest.update(weights.read_bytes())
+        else:
+            digest.update(f"{weights.name} {stat.st_size} {stat.st_mtime_ns}".encode())
     manifest = path / "manifest.json"  # read here: model.checkpoint brings torch, which the front does without
     commit = json.loads(manifest.read_text()).get("commit", "") if manifest.exists() else ""
-    return Algorithm(name=f"mediround-{path.name}"[:64],
-                     version=f"{digest}+{commit[:12]}" if commit else digest)
+    version = digest.hexdigest()[:12]
+    return Algorithm(name=f"mediround-{path.name}"[:64], version=f"{version}+{commit[:12]}" if commit else version)
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -107,21 +116,33 @@ class DicomEdge:
     """Opens sessions on any accepted image (DICOM rendered here, the rest passed to the ``Dialogue``) and
     exports a DICOM session's rounds as a SEG; ``pacs`` names the PACS the server may fetch from and store to."""
 
+    max_concurrent_work = 2
+    """DICOM renders and SEG builds at once in one front process."""
+
     def __init__(self, dialogue: Dialogue, *, pacs: PacsRegistry | None = None, limits: DicomLimits | None = None,
                  algorithm: Algorithm | None = None):
         self.dialogue, self.pacs = dialogue, pacs
+        self._work = asyncio.Semaphore(self.max_concurrent_work)
         lim = dialogue.limits
         self.limits = limits or DicomLimits(max_bytes=lim.max_dicom_bytes, max_side=lim.max_dicom_side,
                                             min_side=lim.min_image_side, max_aspect_ratio=lim.max_aspect_ratio)
         self.algorithm = algorithm or algorithm_of(None)
 
-    def _client(self, name: str):
-        if self.pacs is None:
-            raise UnknownPacs(f"no PACS named {name!r}: this server has no PACS configured")
+    def _client(self, name: str, tenant: Tenant):
+        """The PACS ``name``, if configured and ``tenant`` may use it; either way an unknown one, naming only the
+        PACS this tenant may use (another tenant's PACS is not even named)."""
+        configured = self.pacs.names if self.pacs is not None else []
+        if name not in configured or not tenant.may_use_pacs(name):
+            usable = [n for n in configured if tenant.may_use_pacs(n)]
+            raise UnknownPacs(f"no PACS named {name[:64]!r} is available to this caller (available: "
+                              f"{', '.join(usable) or 'none'})")
         return self.pacs.client(name)
 
-    async def _render(self, data: bytes, options: DicomOptions) -> DicomImage:
-        return await asyncio.to_thread(read_dicom, data, frame=options.frame, voi=options.voi, limits=self.limits)
+    async def _render(self, data: bytes, options: DicomOptions) -> Rendered:
+        """``data`` read and rendered, off the event loop, at most ``max_concurrent_work`` at once (a DICOM
+        instance may take seconds and a gigabyte to decode: a queue, not every core and all the memory)."""
+        async with self._work:
+            return await asyncio.to_thread(_rendered, data, options, self.limits)
 
     async def create_session(self, image: bytes = b"", metadata: dict[str, str] | None = None, ttl: int = 0, *,
                              instance: InstanceRef | None = None, options: DicomOptions | None = None,
@@ -131,61 +152,88 @@ class DicomEdge:
         pacs = ""
         if instance is not None:
             pacs = instance.pacs
-            image = await self._client(pacs).fetch_instance_async(
+            image = await self._client(pacs, tenant).fetch_instance_async(
                 instance.study_instance_uid, instance.series_instance_uid, instance.sop_instance_uid,
                 max_bytes=self.limits.max_bytes)
         elif not is_dicom(image):
-            if options.asked:
-                raise InvalidDicomOptions("dicom_options apply to DICOM images only; this image is not DICOM "
-                                          "(no 'DICM' after the 128-byte preamble)")
+            _no_options(options)
             return await self.dialogue.create_session(image, metadata, ttl, tenant=tenant)
-        rendered = await self._render(image, options)
-        picture = await asyncio.to_thread(_png, rendered.pixels)
-        source = RenderedSource(sha256=hashlib.sha256(image).hexdigest(), size=rendered.pixels.shape[:2],
-                                dicom=_source(rendered, pacs), dicom_header=rendered.header)
-        return await self.dialogue.create_session(picture, metadata, ttl, tenant=tenant, source=source)
+        r = await self._render(image, options)
+        source = RenderedSource(sha256=r.source_sha256, size=r.image.pixels.shape[:2], picture_sha256=r.png_sha256,
+                                dicom=_source(r.image, pacs), dicom_header=r.image.header)
+        return await self.dialogue.create_session(r.png, metadata, ttl, tenant=tenant, source=source)
 
     async def segment(self, image: bytes, question: str, *, options: DicomOptions | None = None,
                       tenant: Tenant = ANONYMOUS) -> Round:
         """One stateless round on ``image`` (DICOM rendered here first)."""
         options = options or DicomOptions()
-        if is_dicom(image):
-            image = await asyncio.to_thread(_png, (await self._render(image, options)).pixels)
-        elif options.asked:
-            raise InvalidDicomOptions("dicom_options apply to DICOM images only; this image is not DICOM")
-        return await self.dialogue.segment(image, question, tenant=tenant)
+        if not is_dicom(image):
+            _no_options(options)
+            return await self.dialogue.segment(image, question, tenant=tenant)
+        r = await self._render(image, options)
+        return await self.dialogue.segment(r.png, question, tenant=tenant,
+                                           rendered=(r.png_sha256, r.image.pixels.shape[:2]))
 
-    async def _build(self, session_id: str, tenant: Tenant) -> tuple[Session, SegExport]:
+    async def _dicom_session(self, session_id: str, tenant: Tenant) -> Session:
         session = await self.dialogue.get_session(session_id, tenant=tenant)
         if session.dicom is None:
             raise SegmentationUnavailable("this session was opened on a PNG, JPEG or TIFF image: a DICOM SEG needs "
                                           "a DICOM source; its rounds' masks are in GetRound and ListRounds")
-        header = pydicom.dcmread(io.BytesIO(await self.dialogue.store.dicom_header(session_id)))
-        rounds = await self.dialogue.list_rounds(session_id, tenant=tenant)
-        export = await asyncio.to_thread(build_segmentation, header, rounds, session_id=session_id,
-                                         algorithm=self.algorithm, frame=session.dicom.frame)
-        return session, export
+        return session
+
+    async def _build(self, session: Session, tenant: Tenant) -> SegExport:
+        header = await self.dialogue.store.dicom_header(session.session_id)
+        rounds = await self.dialogue.list_rounds(session.session_id, tenant=tenant)
+        async with self._work:
+            return await asyncio.to_thread(
+                lambda: build_segmentation(pydicom.dcmread(io.BytesIO(header)), rounds, session_id=session.session_id,
+                                           algorithm=self.algorithm, frame=session.dicom.frame))
 
     async def segmentation(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> Segmentation:
         """The session's rounds as one DICOM SEG of its source."""
-        session, export = await self._build(session_id, tenant)
+        session = await self._dicom_session(session_id, tenant)
+        export = await self._build(session, tenant)
         buffer = io.BytesIO()
         await asyncio.to_thread(export.dataset.save_as, buffer, enforce_file_format=True)
-        return _segmentation(session, export, buffer.getvalue())
+        return _segmentation(export, buffer.getvalue())
 
     async def export(self, session_id: str, destination: str = "", *, tenant: Tenant = ANONYMOUS) -> Export:
         """Store the session's SEG in its source's study on ``destination`` (default: the PACS the source came
         from). Idempotent: the same rounds are the same SOP instance, which a PACS stores once."""
-        session, export = await self._build(session_id, tenant)
+        session = await self._dicom_session(session_id, tenant)
         destination = destination or session.dicom.pacs
         if not destination:
             raise InvalidDicomOptions("the session's image was sent, not fetched from a PACS: name a destination "
                                       "PACS")
-        await self._client(destination).store_async(export.dataset)
-        return Export(destination, _segmentation(session, export, b""))
+        client = self._client(destination, tenant)  # before the build: a PACS this caller may not use is refused now
+        export = await self._build(session, tenant)
+        await client.store_async(export.dataset)
+        return Export(destination, _segmentation(export, b""))
 
 
-def _segmentation(session: Session, export: SegExport, dicom: bytes) -> Segmentation:
+@dataclass(frozen=True)
+class Rendered:
+    """A DICOM instance read (``image``), its picture as PNG, and the SHA-256s of both."""
+
+    image: DicomImage
+    png: bytes
+    png_sha256: str
+    source_sha256: str
+
+
+def _rendered(data: bytes, options: DicomOptions, limits: DicomLimits) -> Rendered:
+    image = read_dicom(data, frame=options.frame, voi=options.voi, limits=limits)
+    png = _png(image.pixels)
+    return Rendered(image, png, hashlib.sha256(png).hexdigest(), hashlib.sha256(data).hexdigest())
+
+
+def _no_options(options: DicomOptions) -> None:
+    if options.asked:
+        raise InvalidDicomOptions("dicom_options apply to DICOM images only; this image is not DICOM (no 'DICM' "
+                                  "after the 128-byte preamble)")
+
+
+def _segmentation(export: SegExport, dicom: bytes) -> Segmentation:
     ds = export.dataset
     return Segmentation(dicom, str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), export.sop_instance_uid,
                         export.segment_rounds, [s.number for s in export.skipped_rounds])

@@ -303,6 +303,9 @@ def test_pacs_endpoints_come_from_a_secret_mounted_as_a_directory(render):
     args = build_parser().parse_args(front_command(objects))
     assert args.pacs_file == f"{mount['mountPath']}/pacs.yaml" and args.tokens_file
     assert "--pacs-file" not in front_command(render({}))  # no PACS unless one is configured
+    assert args.checkpoint == "/opt/mediround/checkpoints/tiny"  # the SEG names the checkpoint the replicas run
+    other = build_parser().parse_args(front_command(render({"model": {"checkpoint": "/models/full"}})))
+    assert other.checkpoint == "/models/full"
 
 
 def test_tenants_and_a_single_token_exclude_each_other(chart, render):

@@ -65,3 +65,26 @@ def test_a_round_finished_after_its_deadline_is_not_appended(redis_url):
             await store.close()
 
     assert asyncio.run(scenario()).number == 1
+
+
+def test_an_internal_error_is_logged_by_kind_and_place_never_by_its_message(caplog):
+    from serving.servicer import _abort
+
+    class Aborted(Exception):
+        pass
+
+    class Context:
+        async def abort(self, code, details):
+            raise Aborted(code, details)
+
+    patient = "".join(["Ja", "ne^Doe"])  # not in this file's source, which the traceback may show
+    try:
+        raise ValueError(f"'{patient}' is not a valid PatientSexValues")  # what a library may quote from a header
+    except ValueError as e:
+        error = e
+    with pytest.raises(Aborted) as aborted:
+        asyncio.run(_abort(Context(), "GetSegmentation", error))
+    assert aborted.value.args == (grpc.StatusCode.INTERNAL, "internal error (ValueError); the request was not applied")
+    logged = caplog.text
+    assert "GetSegmentation failed with ValueError" in logged and "test_servicer.py" in logged
+    assert "Jane" not in logged

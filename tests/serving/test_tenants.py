@@ -201,3 +201,16 @@ def test_the_audit_log_says_who_did_what_and_nothing_of_the_patient(tmp_path, re
         (f"lab-b-{tag}", "GetSession", "(not a session id)", "INVALID_ARGUMENT")]
     assert all(e["ms"] >= 0 for e in lines)
     assert "Jane" not in caplog.text and "liver" not in caplog.text
+
+
+def test_a_tenant_may_use_the_pacs_its_entry_names_and_none_by_default(tmp_path):
+    path = _tokens_file(tmp_path / "tokens.yaml", [("radiology", "tok-r", {"pacs": "[st-marys, lab]"}),
+                                                   ("school", "tok-s", {}), ("ops", "tok-o", {"pacs": '["*"]'})])
+    registry = TenantRegistry.from_file(path)
+    radiology, school, ops = (registry.authenticate(f"Bearer {t}") for t in ("tok-r", "tok-s", "tok-o"))
+    assert radiology.may_use_pacs("st-marys") and not radiology.may_use_pacs("elsewhere")
+    assert not school.may_use_pacs("st-marys") and ops.may_use_pacs("anything")
+    assert TenantRegistry.single("tok").authenticate("Bearer tok").may_use_pacs("st-marys")  # one trust domain
+    with pytest.raises(ValueError, match="pacs is a list"):
+        _tokens_file(tmp_path / "bad.yaml", [("radiology", "tok-r", {"pacs": "st-marys"})])
+        TenantRegistry.from_file(tmp_path / "bad.yaml")

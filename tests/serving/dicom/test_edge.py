@@ -59,13 +59,13 @@ def serve(tmp_path, redis_url, pipeline, orthanc):
     pacs_file = tmp_path / "pacs.yaml"
     pacs_file.write_text(f"pacs:\n  - name: hospital\n    url: {orthanc.dicomweb_url}\n    retries: 0\n")
 
-    def run(scenario):
+    def run(scenario, *, tokens_file=None, token=None):
         async def main():
             store = RedisSessionStore(redis_url)
-            server, port = await start_server(Dialogue(store, pipeline),
-                                              ServerOptions(address="127.0.0.1:0", pacs_file=str(pacs_file)))
+            server, port = await start_server(Dialogue(store, pipeline), ServerOptions(
+                address="127.0.0.1:0", pacs_file=str(pacs_file), tokens_file=tokens_file and str(tokens_file)))
             try:
-                with MediRoundClient(f"127.0.0.1:{port}") as client:
+                with MediRoundClient(f"127.0.0.1:{port}", token=token) as client:
                     return await asyncio.to_thread(scenario, client)
             finally:
                 await server.stop(grace=1)
@@ -189,7 +189,11 @@ def test_dicom_errors_are_clear_store_nothing_and_the_png_masks_still_work(serve
         out["seg without a frame of reference"] = code(
             s.GetSegmentation, pb.GetSegmentationRequest(session_id=no_frame_of_reference.id))
         out["its png mask"] = client.round(no_frame_of_reference.id, 1).mask_png == r.mask_png
-        out["export of sent bytes"] = code(s.ExportSession, pb.ExportSessionRequest(session_id=plain.id))
+        sent = s.CreateSession(pb.CreateSessionRequest(image=_part10(_instance(CT))))
+        client.ask(sent.id, QUESTIONS[0])
+        out["export of sent bytes"] = code(s.ExportSession, pb.ExportSessionRequest(session_id=sent.id))
+        out["export of sent bytes, named"] = s.ExportSession(pb.ExportSessionRequest(
+            session_id=sent.id, destination="hospital")).destination
         return out
 
     out = serve(scenario)
@@ -203,8 +207,9 @@ def test_dicom_errors_are_clear_store_nothing_and_the_png_masks_still_work(serve
     assert out["seg of a png session"][0] == precondition and "DICOM source" in out["seg of a png session"][1]
     assert out["seg without a frame of reference"][0] == precondition
     assert out["its png mask"] and out["stored nothing"]
-    assert out["export of sent bytes"][0] in (invalid, precondition)
-    for _, details in (v for v in out.values() if isinstance(v, tuple)):
+    assert out["export of sent bytes"][0] == invalid and "name a destination" in out["export of sent bytes"][1]
+    assert out["export of sent bytes, named"] == "hospital"
+    for _, details in (v for v in out.values() if isinstance(v, tuple)):  # no address, path or traceback
         assert "Traceback" not in details and "127.0.0.1" not in details and "/" not in details.replace(" / ", "")
 
 
@@ -232,3 +237,35 @@ def test_the_demos_dicom_dialogue_writes_a_seg_of_its_rounds(serve, tmp_path, ca
     printed = capsys.readouterr().out
     assert "preset:ct-bone" in printed and "frames equal the PNG masks: True" in printed
     assert hd.seg.segread(tmp_path / "dialogue-seg.dcm").number_of_segments >= 1
+
+
+def test_a_tenant_uses_only_the_pacs_its_entry_names(serve, orthanc, tmp_path):
+    from serving.tenants import token_hash
+
+    ct = _instance(CT)
+    PacsClient(orthanc.endpoint()).store(ct)
+    ref = pb.DicomInstanceRef(pacs="hospital", study_instance_uid=ct.StudyInstanceUID,
+                              series_instance_uid=ct.SeriesInstanceUID, sop_instance_uid=ct.SOPInstanceUID)
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(f'tenants:\n  - name: radiology\n    token_sha256: "{token_hash("tok-r")}"\n'
+                      '    pacs: [hospital]\n'
+                      f'  - name: school\n    token_sha256: "{token_hash("tok-s")}"\n')
+
+    def radiology(client):
+        session = client.stub.CreateSession(pb.CreateSessionRequest(dicom_instance=ref), metadata=client.metadata)
+        client.ask(session.id, QUESTIONS[0])
+        return client.export(session.id).destination
+
+    def school(client):
+        with pytest.raises(grpc.RpcError) as fetch:
+            client.stub.CreateSession(pb.CreateSessionRequest(dicom_instance=ref), metadata=client.metadata)
+        sent = client.create_session(_part10(_instance(CT)))
+        client.ask(sent.id, QUESTIONS[0])
+        with pytest.raises(grpc.RpcError) as export:
+            client.export(sent.id, "hospital")
+        return fetch.value, export.value
+
+    assert serve(radiology, tokens_file=tokens, token="tok-r") == "hospital"
+    for refused in serve(school, tokens_file=tokens, token="tok-s"):
+        # another tenant's PACS is as unknown as one that does not exist, and is not named
+        assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT and "available: none" in refused.details()
