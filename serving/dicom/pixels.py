@@ -3,7 +3,7 @@ does it.
 
 In order, each step recorded in ``DicomRendering`` so that a result can be reproduced:
 1. refuse what is not a decodable image, from the header, before any pixel is decoded (truncated, not an image
-   SOP class, no pixel data, absurd sizes, a transfer syntax without a decoder here);
+   SOP class, no pixel data, absurd sizes: ``serving.dicom.header``; a transfer syntax without a decoder here);
 2. decode the one frame asked for (pydicom, with its permissively licensed plugins);
 3. greyscale: the modality LUT (rescale, taken from an enhanced image's functional groups when it has them:
    pydicom's ``apply_modality_lut`` reads only the top level), then a VOI window (``serving.dicom.voi``), then
@@ -15,29 +15,18 @@ In order, each step recorded in ``DicomRendering`` so that a result can be repro
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from pydicom import dcmread
-from pydicom.datadict import DicomDictionary, dictionary_description
-from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
-from pydicom.tag import Tag
 from pydicom.uid import UID, AllTransferSyntaxes, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1
 
+from serving.dicom.header import GREYSCALE, check_image_class, check_pixel_module, parse, stored_header
 from serving.dicom.voi import FUNCTIONS, VoiChoice, apply_window, window_is_valid
 from serving.errors import DicomTooLarge, InvalidDicom, InvalidDicomOptions
 
-GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
-COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
-"""Photometric interpretations accepted besides greyscale; pydicom's decoders turn the YBR ones into RGB."""
-PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
-NOT_MEDICAL = ("Hardcopy", "DICOS", "Eddy Current")
-"""'... Image Storage' SOP classes that are not medical images (print, security screening, testing metal)."""
-ALSO_IMAGES = {UID("1.2.840.10008.5.1.4.1.1.6.2")}  # Enhanced US Volume Storage: an image without the word
 DECODER_HINTS = {  # what would decode a syntax no installed plugin decodes, licence first (GPL stays out)
     JPEGLossless: "python-gdcm (Apache-2.0) would decode it",
     JPEGLosslessSV1: "python-gdcm (Apache-2.0) would decode it",
@@ -149,9 +138,9 @@ def read_dicom(data: bytes, *, frame: int = 1, voi: VoiChoice = IMAGE_WINDOW,
                            "send a DICOM instance with its file meta information")
     if len(data) > limits.max_bytes:
         raise DicomTooLarge(f"the DICOM instance is {len(data)} bytes; at most {limits.max_bytes} are accepted")
-    header, ds = _parse(data)
-    sop_class = _check_image_class(ds)
-    frames = _check_pixel_module(ds, sop_class, limits)
+    header, ds = parse(data)
+    sop_class = check_image_class(ds)
+    frames = check_pixel_module(ds, sop_class, limits)
     if not 1 <= frame <= frames:
         raise InvalidDicomOptions(f"frame {frame} is out of range: the instance has {frames} "
                                   f"frame{'s' if frames > 1 else ''} (1 to {frames})")
@@ -160,7 +149,7 @@ def read_dicom(data: bytes, *, frame: int = 1, voi: VoiChoice = IMAGE_WINDOW,
     photometric = str(ds.PhotometricInterpretation)
     modality = str(ds.get("Modality") or "")
     _check_voi(voi, photometric, modality)
-    header_bytes = _part10(header)  # before decoding: a header that cannot be stored refuses the instance
+    header_bytes = stored_header(header)  # before decoding: a header that cannot be stored refuses the instance
 
     stored = _decode(ds, frame - 1, syntax)  # (H, W) or (H, W, 3)
     if photometric in GREYSCALE:
@@ -185,83 +174,6 @@ def read_dicom(data: bytes, *, frame: int = 1, voi: VoiChoice = IMAGE_WINDOW,
         window_function=function, window_source=window_source, inverted=inverted)
     return DicomImage(pixels=np.ascontiguousarray(pixels), identity=identity, rendering=rendering,
                       header=header_bytes)
-
-
-def _parse(data: bytes) -> tuple[Dataset, Dataset]:
-    """(the instance without pixel data, the whole instance). Truncation is refused here, since pydicom reads
-    a cut file without an error: a defined-length element comes back short, and an undefined-length one (the
-    pixel data of a compressed syntax) is dropped."""
-    try:
-        stream = io.BytesIO(data)
-        header = dcmread(stream, stop_before_pixels=True)
-        header_end = stream.tell()  # at the pixel data's tag when there is one (inflated syntaxes: the end)
-        ds = dcmread(io.BytesIO(data))
-    except Exception as e:  # untrusted bytes: pydicom and zlib raise many kinds, none of them a server fault
-        raise InvalidDicom("the DICOM bytes could not be parsed: they are damaged or truncated") from e
-    if not ds.file_meta.get("TransferSyntaxUID"):
-        raise InvalidDicom("the DICOM instance's file meta information has no Transfer Syntax UID (0002,0010): "
-                           "it is truncated or damaged")
-    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts its elements; these must stay raw)
-        element = ds.get_item(tag)
-        if (isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF
-                and len(element.value or b"") < element.length):
-            raise InvalidDicom(f"the DICOM instance is truncated: its {_tag_name(tag)} ends after the last byte")
-    if header_end < len(data) and not any(keyword in ds for keyword in PIXEL_KEYWORDS):
-        raise InvalidDicom("the DICOM instance is truncated: its Pixel Data (7FE0,0010) ends after the last byte")
-    return header, ds
-
-
-def _check_image_class(ds: Dataset) -> UID:
-    """The instance's SOP class, if it is a medical image's."""
-    sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
-    if not sop_class:
-        raise InvalidDicom("the DICOM instance has no SOP Class UID (0008,0016), so it names no kind of object; "
-                           "image instances (CT, MR, CR, DX, US, ...) are accepted")
-    sop_class = UID(str(sop_class))
-    if sop_class.type != "SOP Class":
-        raise InvalidDicom(f"the SOP class {sop_class} is not one this service knows; image storage classes "
-                           "(CT, MR, CR, DX, MG, US, XA, NM, PET, secondary capture, ...) are accepted")
-    is_image = sop_class in ALSO_IMAGES or ("Image Storage" in sop_class.name
-                                            and not sop_class.name.startswith(NOT_MEDICAL))
-    if not is_image:
-        raise InvalidDicom(f"the DICOM instance is a {sop_class.name} object ({sop_class}), not an image; send "
-                           "the image instance itself (CT, MR, CR, DX, US, ...)")
-    return sop_class
-
-
-def _check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
-    """The instance's number of frames, once its pixel description is within ``limits`` (header only)."""
-    if "PixelData" not in ds:
-        raise InvalidDicom(f"the {sop_class.name} instance has no pixel data (7FE0,0010); send "
-                           "the instance with its pixels")
-    for keyword in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation"):
-        if ds.get(keyword) in (None, ""):
-            raise InvalidDicom(f"the image has no {keyword} {_tag_of(keyword)}, so its pixels cannot be read")
-    try:
-        frames = int(ds.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError) as e:
-        raise InvalidDicom(f"the image's Number of Frames (0028,0008) is {ds['NumberOfFrames'].value!r}, not a "
-                           "number") from e
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    if max(rows, columns) > limits.max_side:
-        raise DicomTooLarge(f"the image is {columns}x{rows} (columns x rows); sides up to {limits.max_side} "
-                            "pixels are accepted")
-    if frames > limits.max_frames:
-        raise DicomTooLarge(f"the instance has {frames} frames; at most {limits.max_frames} are accepted")
-    if frames < 1:
-        raise InvalidDicom(f"the image's Number of Frames (0028,0008) is {frames}; it must be at least 1")
-    if min(rows, columns) < limits.min_side or max(rows, columns) > limits.max_aspect_ratio * min(rows, columns):
-        raise InvalidDicom(f"the image is {columns}x{rows} (columns x rows); sides of at least {limits.min_side} "
-                           f"pixels and at most {limits.max_aspect_ratio:g} times longer than wide are accepted")
-    photometric = str(ds.PhotometricInterpretation)
-    if photometric not in GREYSCALE + COLOUR:
-        raise InvalidDicom(f"the photometric interpretation {photometric} is not accepted; accepted are "
-                           f"{', '.join(GREYSCALE + COLOUR)}")
-    samples = 1 if photometric in GREYSCALE + ("PALETTE COLOR",) else 3
-    if int(ds.SamplesPerPixel) != samples:
-        raise InvalidDicom(f"the image is {photometric} with {ds.SamplesPerPixel} samples per pixel; "
-                           f"{photometric} has {samples}")
-    return frames
 
 
 def _check_decodable(syntax: UID, ds: Dataset) -> None:
@@ -394,16 +306,6 @@ def _decoder(syntax: UID):
         return None
 
 
-def _part10(header: Dataset) -> bytes:
-    """The header dataset as a Part-10 file, in its own transfer syntax."""
-    buffer = io.BytesIO()
-    try:
-        header.save_as(buffer, enforce_file_format=True)
-    except Exception as e:  # a value pydicom read but cannot write back: the header is damaged
-        raise InvalidDicom(f"the DICOM header could not be encoded again for storage ({_reason(e)})") from e
-    return buffer.getvalue()
-
-
 def _reason(error: Exception) -> str:
     """pydicom's or a decoder's message on one line, without the traceback pydicom appends to some, paths or
     object addresses."""
@@ -414,14 +316,3 @@ def _reason(error: Exception) -> str:
 
 def _syntax_name(syntax: UID) -> str:
     return f"{syntax.name} ({syntax})" if syntax.name != str(syntax) else str(syntax)
-
-
-def _tag_name(tag: int) -> str:
-    tag = Tag(tag)
-    name = dictionary_description(tag) if tag in DicomDictionary else "element"
-    return f"{name} ({tag.group:04X},{tag.element:04X})"
-
-
-def _tag_of(keyword: str) -> str:
-    tag = Tag(keyword)
-    return f"({tag.group:04X},{tag.element:04X})"

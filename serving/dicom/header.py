@@ -1,0 +1,126 @@
+"""What a DICOM instance's header says, before any pixel is decoded: the instance parsed (truncation refused),
+the checks that refuse what is not a medical image or is absurdly large, and the header kept with the session.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING
+
+from pydicom import dcmread
+from pydicom.datadict import DicomDictionary, dictionary_description
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+from serving.errors import DicomTooLarge, InvalidDicom
+
+if TYPE_CHECKING:
+    from serving.dicom.pixels import DicomLimits
+
+GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
+"""Photometric interpretations accepted besides greyscale; pydicom's decoders turn the YBR ones into RGB."""
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+NOT_MEDICAL = ("Hardcopy", "DICOS", "Eddy Current")
+"""'... Image Storage' SOP classes that are not medical images (print, security screening, testing metal)."""
+ALSO_IMAGES = {UID("1.2.840.10008.5.1.4.1.1.6.2")}  # Enhanced US Volume Storage: an image without the word
+
+
+def parse(data: bytes) -> tuple[Dataset, Dataset]:
+    """(the instance without pixel data, the whole instance). Truncation is refused here, since pydicom reads
+    a cut file without an error: a defined-length element comes back short, and an undefined-length one (the
+    pixel data of a compressed syntax) is dropped."""
+    try:
+        stream = io.BytesIO(data)
+        header = dcmread(stream, stop_before_pixels=True)
+        header_end = stream.tell()  # at the pixel data's tag when there is one (inflated syntaxes: the end)
+        ds = dcmread(io.BytesIO(data))
+    except Exception as e:  # untrusted bytes: pydicom and zlib raise many kinds, none of them a server fault
+        raise InvalidDicom("the DICOM bytes could not be parsed: they are damaged or truncated") from e
+    if not ds.file_meta.get("TransferSyntaxUID"):
+        raise InvalidDicom("the DICOM instance's file meta information has no Transfer Syntax UID (0002,0010): "
+                           "it is truncated or damaged")
+    for tag in ds.keys():  # noqa: SIM118 (iterating a Dataset converts its elements; these must stay raw)
+        element = ds.get_item(tag)
+        if (isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF
+                and len(element.value or b"") < element.length):
+            raise InvalidDicom(f"the DICOM instance is truncated: its {tag_name(tag)} ends after the last byte")
+    if header_end < len(data) and not any(keyword in ds for keyword in PIXEL_KEYWORDS):
+        raise InvalidDicom("the DICOM instance is truncated: its Pixel Data (7FE0,0010) ends after the last byte")
+    return header, ds
+
+
+def check_image_class(ds: Dataset) -> UID:
+    """The instance's SOP class, if it is a medical image's."""
+    sop_class = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+    if not sop_class:
+        raise InvalidDicom("the DICOM instance has no SOP Class UID (0008,0016), so it names no kind of object; "
+                           "image instances (CT, MR, CR, DX, US, ...) are accepted")
+    sop_class = UID(str(sop_class))
+    if sop_class.type != "SOP Class":
+        raise InvalidDicom(f"the SOP class {sop_class} is not one this service knows; image storage classes "
+                           "(CT, MR, CR, DX, MG, US, XA, NM, PET, secondary capture, ...) are accepted")
+    is_image = sop_class in ALSO_IMAGES or ("Image Storage" in sop_class.name
+                                            and not sop_class.name.startswith(NOT_MEDICAL))
+    if not is_image:
+        raise InvalidDicom(f"the DICOM instance is a {sop_class.name} object ({sop_class}), not an image; send "
+                           "the image instance itself (CT, MR, CR, DX, US, ...)")
+    return sop_class
+
+
+def check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
+    """The instance's number of frames, once its pixel description is within ``limits`` (header only)."""
+    if "PixelData" not in ds:
+        raise InvalidDicom(f"the {sop_class.name} instance has no pixel data (7FE0,0010); send "
+                           "the instance with its pixels")
+    for keyword in ("Rows", "Columns", "BitsAllocated", "SamplesPerPixel", "PhotometricInterpretation"):
+        if ds.get(keyword) in (None, ""):
+            raise InvalidDicom(f"the image has no {keyword} {tag_of(keyword)}, so its pixels cannot be read")
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError) as e:
+        raise InvalidDicom(f"the image's Number of Frames (0028,0008) is {ds['NumberOfFrames'].value!r}, not a "
+                           "number") from e
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if max(rows, columns) > limits.max_side:
+        raise DicomTooLarge(f"the image is {columns}x{rows} (columns x rows); sides up to {limits.max_side} "
+                            "pixels are accepted")
+    if frames > limits.max_frames:
+        raise DicomTooLarge(f"the instance has {frames} frames; at most {limits.max_frames} are accepted")
+    if frames < 1:
+        raise InvalidDicom(f"the image's Number of Frames (0028,0008) is {frames}; it must be at least 1")
+    if min(rows, columns) < limits.min_side or max(rows, columns) > limits.max_aspect_ratio * min(rows, columns):
+        raise InvalidDicom(f"the image is {columns}x{rows} (columns x rows); sides of at least {limits.min_side} "
+                           f"pixels and at most {limits.max_aspect_ratio:g} times longer than wide are accepted")
+    photometric = str(ds.PhotometricInterpretation)
+    if photometric not in GREYSCALE + COLOUR:
+        raise InvalidDicom(f"the photometric interpretation {photometric} is not accepted; accepted are "
+                           f"{', '.join(GREYSCALE + COLOUR)}")
+    samples = 1 if photometric in GREYSCALE + ("PALETTE COLOR",) else 3
+    if int(ds.SamplesPerPixel) != samples:
+        raise InvalidDicom(f"the image is {photometric} with {ds.SamplesPerPixel} samples per pixel; "
+                           f"{photometric} has {samples}")
+    return frames
+
+
+def stored_header(header: Dataset) -> bytes:
+    """The header dataset as a Part-10 file, in its own transfer syntax."""
+    buffer = io.BytesIO()
+    try:
+        header.save_as(buffer, enforce_file_format=True)
+    except Exception as e:  # a value pydicom read but cannot write back: the header is damaged
+        raise InvalidDicom("the DICOM header could not be encoded again for storage: a value in it is damaged") from e
+    return buffer.getvalue()
+
+
+def tag_name(tag: int) -> str:
+    tag = Tag(tag)
+    name = dictionary_description(tag) if tag in DicomDictionary else "element"
+    return f"{name} ({tag.group:04X},{tag.element:04X})"
+
+
+def tag_of(keyword: str) -> str:
+    tag = Tag(keyword)
+    return f"({tag.group:04X},{tag.element:04X})"
