@@ -76,12 +76,28 @@ def _train_recipe(args) -> int:
     return 0
 
 
+DEFAULT_BRAIN = Path("data/brain")
+
+
+def _eval_brain(args) -> Path | None:
+    """The real-brain root to evaluate on: ``--brain``, else data/brain when it is there (a note when not)."""
+    if args.no_brain:
+        return None
+    if args.brain:
+        return Path(args.brain)
+    if (DEFAULT_BRAIN / "dataset.json").exists():
+        return DEFAULT_BRAIN
+    print(f"note: no real-brain dataset at {DEFAULT_BRAIN}, its splits are left out (make one with: mediround data "
+          f"brain --out {DEFAULT_BRAIN}, or name one with --brain)", file=sys.stderr)
+    return None
+
+
 def _eval(args) -> int:
     from model.evaluation.evaluate import SPLITS, evaluate
 
     results = evaluate(args.checkpoint, args.data, args.out, limit=args.limit, splits=tuple(args.split or SPLITS),
                        protocols=tuple(args.protocol or ("paper", "auto")), real=not args.no_real,
-                       sam_checkpoint=args.sam_checkpoint)
+                       brain=_eval_brain(args), sam_checkpoint=args.sam_checkpoint)
     print((Path(args.out) / "tables.md").read_text())
     if args.manifest:
         from model.checkpoint import read_manifest
@@ -90,6 +106,10 @@ def _eval(args) -> int:
         manifest = read_manifest(args.checkpoint)
         manifest["evaluation"] = {"command": "mediround " + " ".join(sys.argv[1:]), "tables": results["tables"]}
         manifest["regression"] = regression_score(args.checkpoint, Path(args.out) / "regression")
+        if manifest.get("brain"):  # trained on the real brain: re-scored on held-out slices (test_shipped.py)
+            from model.evaluation.evaluate import brain_regression_score
+
+            manifest["brain_regression"] = brain_regression_score(args.checkpoint, Path(args.out) / "brain_regression")
         (Path(args.checkpoint) / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return 0
 
@@ -141,7 +161,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads in-process (default: torch's choice)")
     p.set_defaults(func=_train_recipe)
 
-    p = sub.add_parser("eval", help="paper-style tables for a checkpoint on the phantom splits and real slices")
+    p = sub.add_parser("eval", help="paper-style tables for a checkpoint on the phantom and real-brain splits and "
+                       "real CT slices")
     p.add_argument("--checkpoint", default=str(SHIPPED_TINY), help="checkpoint directory (default: the shipped tiny)")
     p.add_argument("--data", default="data/phantoms", help="phantom dataset root (default data/phantoms)")
     p.add_argument("--out", default="out/eval", help="where tables, plots and pictures go (default out/eval)")
@@ -149,6 +170,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", action="append", help="only this split (repeatable)")
     p.add_argument("--protocol", action="append", choices=["paper", "auto"], help="only this protocol (repeatable)")
     p.add_argument("--no-real", action="store_true", help="skip the real CT-slice dialogues")
+    p.add_argument("--brain", help=f"real-brain dataset root whose splits join the tables as brain/<split>, with "
+                   f"Dice per structure and size (default: {DEFAULT_BRAIN} when it holds one)")
+    p.add_argument("--no-brain", action="store_true", help="skip the real-brain splits")
     p.add_argument("--sam-checkpoint", help="checkpoint whose SAM Table 3 prompts with boxes, e.g. runs/tiny/sam/"
                    "checkpoint (the box-pretrained SAM before stage 1); default: the evaluated checkpoint's")
     p.add_argument("--manifest", action="store_true", help="record the tables (and the regression slice's "

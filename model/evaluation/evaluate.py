@@ -11,7 +11,8 @@ A (reference-information ablation: none / crop / crop + box), B (error propagati
 cropped from the model's own masks or from the ground truth), C (masks with and without the guided
 filter refinement, where the model has one), D (what the JCM changes: Dice with minus without it,
 with bootstrap intervals), 3 (the box-prompted SAM alone: an upper bound), plus the real CT-slice
-dialogues.
+dialogues. Given a real-brain root, its splits join Tables 1, 2, A and D as ``brain/<split>``, with
+Dice per structure and per structure size (``structures.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from model.checkpoint import load_checkpoint
 from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Conversation, load
 from model.evaluation.metrics import SegmentationMetric, paired_dice_difference
+from model.evaluation.structures import mask_scores, per_size, per_structure, write_csv
 from model.mediround import MediRound
 from model.predictor import MultiRoundPredictor
 
@@ -103,11 +105,19 @@ def box_prompted_upper_bound(model: MediRound, conversations: list[Conversation]
     return metric
 
 
+BRAIN = "brain/"
+"""Prefix of the real-brain splits' names in the tables (``brain/test`` is the brain's test split)."""
+
+
 def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit: int | None = None,
              splits: tuple[str, ...] = SPLITS, protocols: tuple[str, ...] = ("paper", "auto"),
-             real: bool = True, pictures: int = 3, progress: bool = True,
+             real: bool = True, brain: str | Path | None = None, pictures: int = 3, progress: bool = True,
              sam_checkpoint: str | Path | None = None) -> dict:
     """Run every table on ``data`` (an MR-MedSeg root with the phantom splits) and write them to ``out``.
+
+    ``brain``: a real-brain root (``mediround data brain``) whose splits join Tables 1, 2, A and D as
+    ``brain/<split>``, with Dice per structure and per structure size (``per_structure.csv``,
+    ``per_size.csv``) of the runs with JCM.
 
     Table 3 prompts the SAM of ``sam_checkpoint`` with boxes: the recipe's ``<run>/sam/checkpoint`` is
     the box-pretrained tiny SAM (the MedSAM analogue); stage 1 later tunes that mask decoder for
@@ -115,48 +125,58 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     """
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    sets: dict[str, tuple[Path, list[Conversation]]] = {}  # split name in the tables -> (root, dialogues)
+    for prefix, root in (("", data), (BRAIN, Path(brain) if brain else None)):
+        if root is not None:
+            sets |= {prefix + s: (root, load(root / f"{s}.json")[:limit]) for s in splits
+                     if (root / f"{s}.json").exists()}
+    if brain is not None and not any(name.startswith(BRAIN) for name in sets):
+        raise FileNotFoundError(f"{brain} holds none of the splits {', '.join(splits)}: generate it with "
+                                f"mediround data brain --out {brain}")
     predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
     results: dict = {"checkpoint": str(checkpoint), "limit": limit, "tables": {}}
-    dialogues = {s: load(data / f"{s}.json")[:limit] for s in splits if (data / f"{s}.json").exists()}
 
     main, runs = {}, {}
     for protocol in protocols:
         for jcm in (False, True):
             setting = Setting(protocol, jcm)
-            for split, convs in dialogues.items():
-                metric, kept = run_dialogues(predictor, convs, data, setting, keep=pictures if jcm else 0,
+            for split, (root, convs) in sets.items():
+                metric, kept = run_dialogues(predictor, convs, root, setting, keep=pictures if jcm else 0,
                                              progress=progress, desc=f"{protocol} {setting.label} {split}")
                 main[(protocol, setting.label, split)] = metric.aggregate()
                 runs[(protocol, jcm, split)] = metric
-                for i, (conv, masks) in enumerate(kept if split in ("test", "test_hard") else []):
-                    _picture(conv, masks, data, out / "samples" / f"{protocol}_{split}_{i}.png", setting.label)
+                for i, (conv, masks) in enumerate(kept if split.removeprefix(BRAIN) in ("test", "test_hard") else []):
+                    name = split.replace("/", "_")
+                    _picture(conv, masks, root, out / "samples" / f"{protocol}_{name}_{i}.png", setting.label)
     results["tables"]["main"] = [{"protocol": p, "model": m, "split": s, **r} for (p, m, s), r in main.items()]
     results["tables"]["jcm_effect"] = [
         {"protocol": p, "split": s, "beta": predictor.model.jcm.beta,
          **{part: paired_dice_difference(runs[(p, True, s)], runs[(p, False, s)], from_round=first)
             for part, first in (("overall", 1), ("rounds_4_on", 4))}}
-        for p in protocols for s in dialogues]
+        for p in protocols for s in sets]
 
-    ablation_split = "test" if "test" in dialogues else next(iter(dialogues))
+    phantom_splits = [s for s in sets if not s.startswith(BRAIN)]
+    ablation_split = "test" if "test" in sets else (phantom_splits or list(sets))[0]
+    ablation_splits = [ablation_split] + ([BRAIN + "test"] if BRAIN + "test" in sets else [])
 
-    def on_ablation_split(setting: Setting) -> dict:
-        """The setting's scores on the ablation split, run once (Table 1 may already hold them)."""
-        key = (setting.protocol, setting.label, ablation_split)
+    def on_split(setting: Setting, split: str = ablation_split) -> dict:
+        """The setting's scores on ``split``, run once (Table 1 may already hold them)."""
+        key = (setting.protocol, setting.label, split)
         if key not in main:
-            metric, _ = run_dialogues(predictor, dialogues[ablation_split], data, setting, progress=progress,
-                                      desc=f"{setting.protocol} {setting.label}")
+            root, convs = sets[split]
+            metric, _ = run_dialogues(predictor, convs, root, setting, progress=progress,
+                                      desc=f"{setting.protocol} {setting.label} {split}")
             main[key] = metric.aggregate()
         return main[key]
 
     results["tables"]["reference_ablation"] = [
-        {"protocol": p, "reference": mode, "split": ablation_split,
-         **on_ablation_split(Setting(p, True, mode))["overall"]}
-        for p in protocols for mode in ("none", "crop", "crop+box")]
+        {"protocol": p, "reference": mode, "split": split, **on_split(Setting(p, True, mode), split)["overall"]}
+        for split in ablation_splits for p in protocols for mode in ("none", "crop", "crop+box")]
 
     propagation = []
     for protocol in protocols:
         for source in ("own", "truth"):
-            scores = on_ablation_split(Setting(protocol, True, references_from=source))
+            scores = on_split(Setting(protocol, True, references_from=source))
             later = [v for k, v in scores["per_round"].items() if int(k) >= 4]
             propagation.append({"protocol": protocol, "references_from": source, "split": ablation_split,
                                 **scores["overall"], "dice_rounds_4_on": _mean_dice(later)})
@@ -165,13 +185,26 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     if predictor.model.guided_filter_eps is not None:
         results["tables"]["mask_refinement"] = [
             {"protocol": p, "guided_filter": refine, "split": ablation_split,
-             **on_ablation_split(Setting(p, True, refine=refine))["overall"]}
+             **on_split(Setting(p, True, refine=refine))["overall"]}
             for p in protocols for refine in (False, True)]
 
     sam = load_checkpoint(sam_checkpoint)[0].eval() if sam_checkpoint else predictor.model
-    upper = box_prompted_upper_bound(sam, dialogues[ablation_split], data).aggregate()
+    root, convs = sets[ablation_split]
+    upper = box_prompted_upper_bound(sam, convs, root).aggregate()
     results["tables"]["box_prompted_sam"] = {"split": ablation_split, "checkpoint": str(sam_checkpoint or checkpoint),
                                              **upper["overall"]}
+
+    brain_runs = [(p, s) for p in protocols for s in sets if s.startswith(BRAIN)]
+    if brain_runs:
+        structure_rows, size_rows = [], []
+        for protocol, split in brain_runs:
+            scores = mask_scores(runs[(protocol, True, split)], sets[split][1], sets[split][0])
+            structure_rows += [{"protocol": protocol, "split": split, **r} for r in per_structure(scores)]
+            size_rows += [{"protocol": protocol, "split": split, **r} for r in per_size(scores)]
+        results["tables"]["brain_per_structure"] = structure_rows
+        results["tables"]["brain_per_size"] = size_rows
+        write_csv(structure_rows, out / "per_structure.csv")
+        write_csv(size_rows, out / "per_size.csv")
 
     if real:
         from model.data.real import REAL_DIALOGUES, REAL_SLICES
@@ -231,16 +264,19 @@ def markdown_tables(results: dict) -> str:
     lines = []
     for protocol in sorted({r["protocol"] for r in t["main"]}, reverse=True):
         rows = [r for r in t["main"] if r["protocol"] == protocol and "reference:" not in r["model"]]
-        splits = list(dict.fromkeys(r["split"] for r in rows))
         models = list(dict.fromkeys(r["model"] for r in rows))
         run = {(r["model"], r["split"]): r for r in rows}
-        lines += _table(f"Table 1 ({protocol} protocol): Dice / gIoU / cIoU (%)", ["model", *splits],
-                        [[m, *(" / ".join(_scores(run[(m, s)]["overall"])) for s in splits)] for m in models])
-        for split in [s for s in ("test", "test_hard") if s in splits]:
-            lines += _table(f"Table 2 ({protocol} protocol, {split}): cIoU (%) per round",
-                            ["model", *(f"#{k}" for k in range(1, 9))],
-                            [[m, *(_pct(run[(m, split)]["per_round"].get(str(k), {}).get("ciou")) for k in range(1, 9))]
-                             for m in models])
+        for prefix, where in (("", ""), (BRAIN, ", real brain")):
+            splits = list(dict.fromkeys(r["split"] for r in rows if r["split"].startswith(BRAIN) == bool(prefix)))
+            if not splits:
+                continue
+            lines += _table(f"Table 1 ({protocol} protocol{where}): Dice / gIoU / cIoU (%)", ["model", *splits],
+                            [[m, *(" / ".join(_scores(run[(m, s)]["overall"])) for s in splits)] for m in models])
+            for split in [prefix + s for s in ("test", "test_hard") if prefix + s in splits]:
+                lines += _table(f"Table 2 ({protocol} protocol, {split}): cIoU (%) per round",
+                                ["model", *(f"#{k}" for k in range(1, 9))],
+                                [[m, *(_pct(run[(m, split)]["per_round"].get(str(k), {}).get("ciou"))
+                                       for k in range(1, 9))] for m in models])
     lines += _table("Table A: reference information (with JCM), Dice / gIoU / cIoU (%)",
                     ["protocol", "reference", "split", "Dice", "gIoU", "cIoU"],
                     [[r["protocol"], r["reference"], r["split"], *_scores(r)] for r in t["reference_ablation"]])
@@ -261,6 +297,17 @@ def markdown_tables(results: dict) -> str:
                         "[95% interval from resampling dialogues]", ["protocol", "split", "overall", "rounds >= 4"],
                         [[r["protocol"], r["split"], _points(r["overall"]), _points(r["rounds_4_on"])]
                          for r in t["jcm_effect"]])
+    if "brain_per_size" in t:
+        lines += _table("Real brain: Dice (%) per structure size (with JCM; size = the true mask's share of the image)",
+                        ["protocol", "split", "size", "rounds", "Dice"],
+                        [[r["protocol"], r["split"], r["size"], r["n"], _pct(r["dice"])] for r in t["brain_per_size"]])
+        shown = [r for r in t["brain_per_structure"] if r["split"] == BRAIN + "test"]
+        protocol = "auto" if any(r["protocol"] == "auto" for r in shown) else "paper"
+        shown = sorted((r for r in shown if r["protocol"] == protocol), key=lambda r: (-r["dice"], r["structure"]))
+        lines += _table(f"Real brain, {BRAIN}test ({protocol} protocol, with JCM): Dice (%) per structure, sides "
+                        "pooled (every split and protocol: per_structure.csv)",
+                        ["structure", "rounds", "Dice", "mean size (% of the image)"],
+                        [[r["structure"], r["n"], _pct(r["dice"]), f"{r['mean_area_pct']:.2f}"] for r in shown])
     b = t["box_prompted_sam"]
     lines += _table("Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)",
                     ["SAM of", "split", "Dice", "gIoU", "cIoU"],
@@ -307,6 +354,25 @@ def regression_score(checkpoint: str | Path, workdir: str | Path) -> dict:
     if not (root / "test.json").exists():
         generate_dataset(root, seed=spec["seed"], splits={"test": SplitSpec(spec["images"], 1, spec["hard"])},
                          workers=1, progress=False)
+    predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
+    metric, _ = run_dialogues(predictor, load(root / "test.json"), root, Setting("auto", True))
+    return {**spec, **metric.aggregate()["overall"]}
+
+
+BRAIN_REGRESSION_SLICE = {"seed": 11, "stride": 4, "hard": 0.3}
+"""Held-out real-brain slices (every 4th slice of the test slabs, one dialogue each, its own seed) a
+brain-trained shipped checkpoint is re-scored on."""
+
+
+def brain_regression_score(checkpoint: str | Path, workdir: str | Path) -> dict:
+    """Overall metrics of the fully autoregressive model with JCM on ``BRAIN_REGRESSION_SLICE`` (needs mricron-data)."""
+    from model.data.brain.generate import BrainSplitSpec, generate_dataset
+
+    root = Path(workdir)
+    spec = BRAIN_REGRESSION_SLICE
+    if not (root / "test.json").exists():
+        generate_dataset(root, seed=spec["seed"], splits={"test": BrainSplitSpec("test", 1, spec["hard"])},
+                         stride=spec["stride"], workers=1, progress=False)
     predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
     metric, _ = run_dialogues(predictor, load(root / "test.json"), root, Setting("auto", True))
     return {**spec, **metric.aggregate()["overall"]}
