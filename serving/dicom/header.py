@@ -4,15 +4,20 @@ the checks that refuse what is not a medical image or is absurdly large, and the
 
 from __future__ import annotations
 
+import copy
 import io
+import zlib
 from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.datadict import DicomDictionary, dictionary_description
 from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset, read_preamble
+from pydicom.filewriter import write_file_meta_info
 from pydicom.tag import Tag
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from serving.errors import DicomTooLarge, InvalidDicom
 
@@ -23,22 +28,34 @@ GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
 """Photometric interpretations accepted besides greyscale; pydicom's decoders turn the YBR ones into RGB."""
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+PIXEL_TAGS = {Tag(keyword) for keyword in PIXEL_KEYWORDS}
 NOT_MEDICAL = ("Hardcopy", "DICOS", "Eddy Current")
 """'... Image Storage' SOP classes that are not medical images (print, security screening, testing metal)."""
 ALSO_IMAGES = {UID("1.2.840.10008.5.1.4.1.1.6.2")}  # Enhanced US Volume Storage: an image without the word
+DAMAGED = "the DICOM bytes could not be parsed: they are damaged or truncated"
 
 
-def parse(data: bytes) -> tuple[Dataset, Dataset]:
-    """(the instance without pixel data, the whole instance). Truncation is refused here, since pydicom reads
-    a cut file without an error: a defined-length element comes back short, and an undefined-length one (the
-    pixel data of a compressed syntax) is dropped."""
+def parse(data: bytes, max_bytes: int) -> Dataset:
+    """The whole instance, parsed once. Truncation is refused here, since pydicom reads a cut file without an
+    error: a defined-length element comes back short, and an undefined-length one (the pixel data of a
+    compressed syntax) is dropped. A deflated dataset is inflated here, to at most ``max_bytes``."""
     try:
+        meta, dataset_start = _file_meta(data)
+        deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+        if deflated:
+            data = _inflated(data, meta, dataset_start, max_bytes)
         stream = io.BytesIO(data)
-        header = dcmread(stream, stop_before_pixels=True)
-        header_end = stream.tell()  # at the pixel data's tag when there is one (inflated syntaxes: the end)
-        ds = dcmread(io.BytesIO(data))
+        ds = dcmread(stream, stop_before_pixels=True)
+        header_end = stream.tell()  # at the pixel data's tag when there is one
+        implicit_vr, little_endian = ds.original_encoding[:2]
+        for element in read_dataset(stream, implicit_vr, little_endian).elements():  # the pixel data and after
+            ds[element.tag] = element
+    except (InvalidDicom, DicomTooLarge):
+        raise
     except Exception as e:  # untrusted bytes: pydicom and zlib raise many kinds, none of them a server fault
-        raise InvalidDicom("the DICOM bytes could not be parsed: they are damaged or truncated") from e
+        raise InvalidDicom(DAMAGED) from e
+    if deflated:
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian  # as sent; its dataset was inflated above
     if not ds.file_meta.get("TransferSyntaxUID"):
         raise InvalidDicom("the DICOM instance's file meta information has no Transfer Syntax UID (0002,0010): "
                            "it is truncated or damaged")
@@ -49,7 +66,35 @@ def parse(data: bytes) -> tuple[Dataset, Dataset]:
             raise InvalidDicom(f"the DICOM instance is truncated: its {tag_name(tag)} ends after the last byte")
     if header_end < len(data) and not any(keyword in ds for keyword in PIXEL_KEYWORDS):
         raise InvalidDicom("the DICOM instance is truncated: its Pixel Data (7FE0,0010) ends after the last byte")
-    return header, ds
+    return ds
+
+
+def _file_meta(data: bytes) -> tuple[FileMetaDataset, int]:
+    """The file meta information of a Part-10 file (always Explicit VR Little Endian), and where the dataset
+    after it starts."""
+    stream = io.BytesIO(data)
+    read_preamble(stream, False)
+    meta = read_dataset(stream, is_implicit_VR=False, is_little_endian=True,
+                        stop_when=lambda tag, vr, length: tag.group != 2)
+    return FileMetaDataset(meta), stream.tell()
+
+
+def _inflated(data: bytes, meta: FileMetaDataset, dataset_start: int, max_bytes: int) -> bytes:
+    """A Deflated Explicit VR Little Endian instance as the same instance in Explicit VR Little Endian, its
+    dataset (raw deflate, PS3.5 A.5) inflated to at most ``max_bytes``: pydicom would inflate it all at once,
+    however large (a megabyte can inflate to gigabytes)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    dataset = inflater.decompress(memoryview(data)[dataset_start:], max_bytes + 1)
+    if len(dataset) > max_bytes:
+        raise DicomTooLarge(f"the deflated DICOM instance inflates to more than {max_bytes} bytes; at most "
+                            f"{max_bytes} are accepted")
+    if not inflater.eof:
+        raise InvalidDicom(DAMAGED)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    buffer = DicomBytesIO()
+    buffer.write(data[:132])  # the preamble and "DICM"
+    write_file_meta_info(buffer, meta, enforce_standard=False)
+    return buffer.getvalue() + dataset
 
 
 def check_image_class(ds: Dataset) -> UID:
@@ -105,8 +150,14 @@ def check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
     return frames
 
 
-def stored_header(header: Dataset) -> bytes:
-    """The header dataset as a Part-10 file, in its own transfer syntax."""
+def stored_header(ds: Dataset) -> bytes:
+    """The instance without its pixel data as a Part-10 file, in its own transfer syntax."""
+    header = Dataset()
+    for tag in ds.keys():  # noqa: SIM118 (raw elements stay raw)
+        if tag not in PIXEL_TAGS:
+            header.add(ds.get_item(tag))
+    header.file_meta = copy.deepcopy(ds.file_meta)
+    header.set_original_encoding(*ds.original_encoding[:2], ds.original_character_set)
     buffer = io.BytesIO()
     try:
         header.save_as(buffer, enforce_file_format=True)

@@ -138,7 +138,7 @@ def read_dicom(data: bytes, *, frame: int = 1, voi: VoiChoice = IMAGE_WINDOW,
                            "send a DICOM instance with its file meta information")
     if len(data) > limits.max_bytes:
         raise DicomTooLarge(f"the DICOM instance is {len(data)} bytes; at most {limits.max_bytes} are accepted")
-    header, ds = parse(data)
+    ds = parse(data, limits.max_bytes)
     sop_class = check_image_class(ds)
     frames = check_pixel_module(ds, sop_class, limits)
     if not 1 <= frame <= frames:
@@ -149,7 +149,7 @@ def read_dicom(data: bytes, *, frame: int = 1, voi: VoiChoice = IMAGE_WINDOW,
     photometric = str(ds.PhotometricInterpretation)
     modality = str(ds.get("Modality") or "")
     _check_voi(voi, photometric, modality)
-    header_bytes = stored_header(header)  # before decoding: a header that cannot be stored refuses the instance
+    header_bytes = stored_header(ds)  # before decoding: a header that cannot be stored refuses the instance
 
     stored = _decode(ds, frame - 1, syntax)  # (H, W) or (H, W, 3)
     if photometric in GREYSCALE:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import re
+import tracemalloc
 from functools import cache
 from pathlib import Path
 
@@ -126,6 +127,31 @@ def test_deflate_gives_the_same_picture():
     deflated = read_dicom(part10(ds))
     assert deflated.rendering.transfer_syntax == "Deflated Explicit VR Little Endian"
     assert np.array_equal(deflated.pixels, read("693_UNCR.dcm").pixels)
+
+
+def deflated_with_zeros(size: int) -> bytes:
+    """CT_small deflated, with ``size`` zero bytes in a private element: it deflates to about a thousandth."""
+    ds = dataset("CT_small.dcm")
+    ds.add_new(0x00090010, "LO", "MEDIROUND TEST")
+    ds.add_new(0x00091010, "OB", bytes(size))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    return part10(ds)
+
+
+def test_deflate_is_inflated_within_the_byte_limit():
+    """The byte limit holds for what a deflated instance inflates to, and nothing is inflated far past it
+    (pydicom alone would inflate it all, twice)."""
+    data = deflated_with_zeros(16 * 2**20)
+    assert len(data) < 100_000
+    tracemalloc.start()
+    try:
+        message = refusal(DicomTooLarge, data, limits=DicomLimits(max_bytes=2**20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "inflates to more than 1048576 bytes" in message and "1048576 are accepted" in message
+    assert peak < 6 * 2**20
+    assert read_dicom(data).rendering.transfer_syntax_uid == DeflatedExplicitVRLittleEndian  # within the default
 
 
 def test_jpeg_lossless_decodes_with_gdcm_or_names_it():
