@@ -9,9 +9,9 @@ import io
 import zlib
 from typing import TYPE_CHECKING
 
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.datadict import DicomDictionary, dictionary_description
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset, read_preamble
@@ -32,6 +32,16 @@ PIXEL_TAGS = {Tag(keyword) for keyword in PIXEL_KEYWORDS}
 NOT_MEDICAL = ("Hardcopy", "DICOS", "Eddy Current")
 """'... Image Storage' SOP classes that are not medical images (print, security screening, testing metal)."""
 ALSO_IMAGES = {UID("1.2.840.10008.5.1.4.1.1.6.2")}  # Enhanced US Volume Storage: an image without the word
+LARGE = 64 * 2**10
+"""Bytes over which an element is left out of the stored header, unless a DICOM SEG needs it."""
+NEEDED_WHEN_LARGE = frozenset({
+    # the sequences that can grow large in the modules a SEG copies or references (patient, study, series, frame
+    # of reference, general image, image plane, SOP common, enhanced images' functional groups and dimensions)
+    "OtherPatientIDsSequence", "ReferencedStudySequence", "ProcedureCodeSequence", "RequestAttributesSequence",
+    "ReferencedImageSequence", "SourceImageSequence", "ContributingEquipmentSequence",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "DimensionOrganizationSequence",
+    "DimensionIndexSequence", "SpecimenDescriptionSequence",
+})
 DAMAGED = "the DICOM bytes could not be parsed: they are damaged or truncated"
 
 
@@ -150,20 +160,43 @@ def check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
     return frames
 
 
-def stored_header(ds: Dataset) -> bytes:
-    """The instance without its pixel data as a Part-10 file, in its own transfer syntax."""
+def stored_header(ds: Dataset, max_bytes: int) -> bytes:
+    """The instance's header as the session keeps it and a DICOM SEG reads it: a Part-10 file in Explicit VR
+    Little Endian, without the pixel data, private elements (nested ones too), overlays, curves and elements over
+    ``LARGE`` bytes that a SEG does not need; refused over ``max_bytes``."""
     header = Dataset()
     for tag in ds.keys():  # noqa: SIM118 (raw elements stay raw)
-        if tag not in PIXEL_TAGS:
-            header.add(ds.get_item(tag))
+        element = ds.get_item(tag)
+        if tag in PIXEL_TAGS or tag.is_private or tag.group >> 8 in (0x50, 0x60):  # 50xx curves, 60xx overlays
+            continue
+        if _size(element) <= LARGE or DicomDictionary.get(tag, ("",) * 5)[4] in NEEDED_WHEN_LARGE:
+            header.add(element)
+    header = copy.deepcopy(header)  # the instance's own sequences stay as they are
+    header.remove_private_tags()
     header.file_meta = copy.deepcopy(ds.file_meta)
-    header.set_original_encoding(*ds.original_encoding[:2], ds.original_character_set)
+    for keyword in ("PrivateInformationCreatorUID", "PrivateInformation"):
+        header.file_meta.pop(keyword, None)
+    header.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     buffer = io.BytesIO()
     try:
-        header.save_as(buffer, enforce_file_format=True)
+        dcmwrite(buffer, header, enforce_file_format=True)
     except Exception as e:  # a value pydicom read but cannot write back: the header is damaged
         raise InvalidDicom("the DICOM header could not be encoded again for storage: a value in it is damaged") from e
+    if buffer.tell() > max_bytes:
+        raise DicomTooLarge(f"the DICOM instance's header is {buffer.tell()} bytes without its pixel data, private "
+                            f"elements, overlays and large elements a segmentation does not need; at most {max_bytes} "
+                            "are accepted")
     return buffer.getvalue()
+
+
+def _size(element: DataElement | RawDataElement) -> int:
+    """About how many bytes an element's value takes (a sequence: its items' elements)."""
+    if isinstance(element, RawDataElement):  # as read: its bytes
+        return len(element.value or b"")
+    if element.VR == "SQ":
+        return sum(_size(item.get_item(tag)) for item in element.value for tag in item.keys())  # noqa: SIM118
+    value = element.value
+    return len(value) if isinstance(value, bytes | str) else 8 * max(element.VM, 1)
 
 
 def tag_name(tag: int) -> str:

@@ -46,9 +46,11 @@ class DicomLimits:
     max_aspect_ratio: float = 8.0
     """Longest side over shortest: a sliver would shrink to nothing in the model's input."""
     max_frames: int = 4096
+    max_header_bytes: int = 2**20
+    """Of the header kept with the session (``DicomImage.header``)."""
 
     def __post_init__(self):
-        for name in ("max_bytes", "max_side", "min_side", "max_frames"):
+        for name in ("max_bytes", "max_side", "min_side", "max_frames", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_aspect_ratio < 1:
@@ -106,8 +108,8 @@ class DicomImage:
     identity: DicomIdentity
     rendering: DicomRendering
     header: bytes = field(repr=False)
-    """The instance without its pixel data, as Part-10 bytes (for the session and a SEG). Patient identity:
-    never log it."""
+    """The instance without its pixel data, private elements, overlays and large elements a SEG does not need, as
+    Part-10 bytes in Explicit VR Little Endian (for the session and a SEG). Patient identity: never log it."""
 
 
 def is_dicom(data: bytes) -> bool:
@@ -149,7 +151,7 @@ def read_dicom(data: bytes, *, frame: int = 1, voi: VoiChoice = IMAGE_WINDOW,
     photometric = str(ds.PhotometricInterpretation)
     modality = str(ds.get("Modality") or "")
     _check_voi(voi, photometric, modality)
-    header_bytes = stored_header(ds)  # before decoding: a header that cannot be stored refuses the instance
+    header_bytes = stored_header(ds, limits.max_header_bytes)  # before decoding: it may refuse the instance
 
     stored = _decode(ds, frame - 1, syntax)  # (H, W) or (H, W, 3)
     if photometric in GREYSCALE:

@@ -20,6 +20,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import (
     MPEG2MPML,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
     GrayscaleSoftcopyPresentationStateStorage,
     JPEG2000Lossless,
     JPEGLosslessSV1,
@@ -354,8 +355,47 @@ def test_identity_and_header():
     header = dcmread(io.BytesIO(image.header))
     assert "PixelData" not in header and len(image.header) < 10_000
     assert header.SOPInstanceUID == source.SOPInstanceUID and header.PatientName == source.PatientName
-    assert header.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    assert header.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian  # whatever the instance's
     assert str(source.PatientName) not in repr(image) and source.PatientID not in repr(image)  # never in logs
+
+
+def test_the_stored_header_is_small_and_plain():
+    """Kept with the session and read again for every SEG: Explicit VR Little Endian (never deflated), without
+    private elements (nested ones too), overlays, curves, or large elements a SEG does not need (an ICC profile
+    here); a large one it needs (the references to other images) stays."""
+    ds = dataset("CT_small.dcm")
+    ds.add_new(0x00090010, "LO", "MEDIROUND TEST")
+    ds.add_new(0x00091010, "OB", bytes(4 * 2**20))
+    ds.add_new(0x60003000, "OW", bytes(128 * 128 // 8))  # Overlay Data
+    ds.add_new(0x50003000, "OB", bytes(100_000))  # Curve Data (retired)
+    ds.ICCProfile = bytes(100_000)
+    ds.ReferencedImageSequence = [Dataset() for _ in range(1000)]  # ~90 KB
+    for k, item in enumerate(ds.ReferencedImageSequence):
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, f"{ds.SOPInstanceUID}.{k}"
+    ds.ReferencedImageSequence[0].add_new(0x00290010, "LO", "MEDIROUND TEST")
+    ds.ReferencedImageSequence[0].add_new(0x00291010, "OB", bytes(100))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    image = read_dicom(part10(ds))
+    header = dcmread(io.BytesIO(image.header))
+    assert header.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert 90_000 < len(image.header) < 120_000
+    assert not any(e.tag.is_private for item in header.ReferencedImageSequence for e in item)
+    assert not any(e.tag.is_private or e.tag.group in (0x5000, 0x6000) for e in header)
+    assert "ICCProfile" not in header and "PixelData" not in header
+    assert len(header.ReferencedImageSequence) == 1000 and header.PatientName == ds.PatientName
+    message = refusal(DicomTooLarge, dicom_bytes("CT_small.dcm"), limits=DicomLimits(max_header_bytes=1000))
+    assert "header" in message and "at most 1000" in message
+    assert DicomLimits().max_header_bytes == 2**20
+
+
+def test_the_stored_header_of_big_endian_instances():
+    """Re-encoded in little endian, their values unchanged."""
+    for name in ("emri_small_big_endian.dcm", "OBXXXX1A_expb.dcm", "SC_rgb_expb.dcm"):
+        header = dcmread(io.BytesIO(read(name).header))
+        source = dcmread(io.BytesIO(dicom_bytes(name)), stop_before_pixels=True)
+        assert header.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        values = [element for element in source if element.VR not in ("OB", "OW", "UN") and not element.tag.is_private]
+        assert len(values) > 20 and all(header[element.tag] == element for element in values), name
 
 
 # --- refusals
