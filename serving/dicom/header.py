@@ -134,10 +134,14 @@ def check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
         if ds.get(keyword) in (None, ""):
             raise InvalidDicom(f"the image has no {keyword} {tag_of(keyword)}, so its pixels cannot be read")
     try:
-        frames = int(ds.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError) as e:
-        raise InvalidDicom(f"the image's Number of Frames (0028,0008) is {ds['NumberOfFrames'].value!r}, not a "
-                           "number") from e
+        value = ds.get("NumberOfFrames")
+        frames = 1 if value in (None, "") else float(value)
+        if frames != int(frames):  # 2.5 frames
+            raise ValueError
+        frames = int(frames)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidDicom("the image's NumberOfFrames (0028,0008) is not a whole number; a number of frames from 1 "
+                           f"to {limits.max_frames} is accepted") from None
     rows, columns = int(ds.Rows), int(ds.Columns)
     if max(rows, columns) > limits.max_side:
         raise DicomTooLarge(f"the image is {columns}x{rows} (columns x rows); sides up to {limits.max_side} "
@@ -145,7 +149,8 @@ def check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
     if frames > limits.max_frames:
         raise DicomTooLarge(f"the instance has {frames} frames; at most {limits.max_frames} are accepted")
     if frames < 1:
-        raise InvalidDicom(f"the image's Number of Frames (0028,0008) is {frames}; it must be at least 1")
+        raise InvalidDicom("the image's NumberOfFrames (0028,0008) is less than 1; a number of frames from 1 to "
+                           f"{limits.max_frames} is accepted")
     if min(rows, columns) < limits.min_side or max(rows, columns) > limits.max_aspect_ratio * min(rows, columns):
         raise InvalidDicom(f"the image is {columns}x{rows} (columns x rows); sides of at least {limits.min_side} "
                            f"pixels and at most {limits.max_aspect_ratio:g} times longer than wide are accepted")

@@ -462,6 +462,14 @@ def test_absurd_dimensions_are_refused_from_the_header():
     assert "8 times" in refusal(InvalidDicom, part10(dataset("693_UNCR.dcm", Columns=32)))
 
 
+def test_number_of_frames_must_be_a_whole_number_from_1():
+    for frames in (0, -3, "2.5"):
+        message = refusal(InvalidDicom, part10(dataset("CT_small.dcm", NumberOfFrames=frames)))
+        assert "NumberOfFrames (0028,0008)" in message and "from 1 to 4096" in message
+    data = part10(dataset("CT_small.dcm", NumberOfFrames="77")).replace(b"77", b"ab")
+    assert "not a whole number" in refusal(InvalidDicom, data)
+
+
 def test_limits_check_themselves():
     with pytest.raises(ValueError, match="max_side"):
         DicomLimits(max_side=0)
