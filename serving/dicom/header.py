@@ -42,6 +42,13 @@ NEEDED_WHEN_LARGE = frozenset({
     "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "DimensionOrganizationSequence",
     "DimensionIndexSequence", "SpecimenDescriptionSequence",
 })
+NOT_IMAGE_MODALITIES = frozenset({  # PS3.3 C.7.3.1.1.1: what a Modality (0008,0060) of no image names
+    "ANN", "ASMT", "AU", "CTPROTOCOL", "DOC", "ECG", "EEG", "EMG", "EOG", "EPS", "FID", "HD", "IOL", "KER", "KO",
+    "LEN", "M3D", "OAM", "OPV", "PLAN", "POS", "PR", "REG", "RESP", "RTDOSE", "RTINTENT", "RTPLAN", "RTRAD",
+    "RTRECORD", "RTSEGANN", "RTSTRUCT", "RWV", "SEG", "SMR", "SR", "SRF", "STAIN", "VA", "XAPROTOCOL",
+})
+"""Segmentations, reports, plans, presentation states, registrations, waveforms, measurements: an instance
+relabelled with an image SOP class is refused by these."""
 DAMAGED = "the DICOM bytes could not be parsed: they are damaged or truncated"
 
 
@@ -122,6 +129,13 @@ def check_image_class(ds: Dataset) -> UID:
     if not is_image:
         raise InvalidDicom(f"the DICOM instance is a {sop_class.name} object ({sop_class}), not an image; send "
                            "the image instance itself (CT, MR, CR, DX, US, ...)")
+    modality = str(ds.get("Modality") or "")
+    if modality in NOT_IMAGE_MODALITIES or "SegmentSequence" in ds:
+        what = (f"its Modality is {modality}" if modality in NOT_IMAGE_MODALITIES
+                else "it has a SegmentSequence (0062,0002)")
+        raise InvalidDicom(f"the DICOM instance says it is a {sop_class.name} object, but {what}: it is not an image "
+                           "(a segmentation, report, plan, presentation state, ...); send the image instance itself "
+                           "(CT, MR, CR, DX, US, ...)")
     return sop_class
 
 

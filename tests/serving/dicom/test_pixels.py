@@ -436,6 +436,20 @@ def test_non_image_sop_classes(name, kind):
     assert kind in message and "not an image" in message
 
 
+@pytest.mark.parametrize("modality", ["SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "PR", "KO", "REG", "DOC"])
+def test_non_image_objects_relabelled_as_images(modality):
+    """A CT Image Storage SOP class does not make a segmentation, report, plan ... an image."""
+    message = refusal(InvalidDicom, part10(dataset("CT_small.dcm", Modality=modality)))
+    assert f"Modality is {modality}" in message and "CT Image Storage" in message and "not an image" in message
+
+
+def test_a_segmentation_relabelled_as_an_image():
+    seg = dataset("liver.dcm", SOPClassUID="1.2.840.10008.5.1.4.1.1.2", Modality="CT")  # a SEG as a CT
+    seg.file_meta.MediaStorageSOPClassUID = seg.SOPClassUID
+    message = refusal(InvalidDicom, part10(seg))
+    assert "SegmentSequence (0062,0002)" in message and "not an image" in message
+
+
 def test_presentation_state_and_unknown_sop_classes():
     state = dataset("693_UNCR.dcm", SOPClassUID=GrayscaleSoftcopyPresentationStateStorage)
     assert "Grayscale Softcopy Presentation State Storage" in refusal(InvalidDicom, part10(state))
