@@ -121,12 +121,18 @@ class DicomEdge:
 
     def __init__(self, dialogue: Dialogue, *, pacs: PacsRegistry | None = None, limits: DicomLimits | None = None,
                  algorithm: Algorithm | None = None):
-        self.dialogue, self.pacs = dialogue, pacs
+        self.dialogue, self.pacs, self._limits = dialogue, pacs, limits
         self._work = asyncio.Semaphore(self.max_concurrent_work)
-        lim = dialogue.limits
-        self.limits = limits or DicomLimits(max_bytes=lim.max_dicom_bytes, max_side=lim.max_dicom_side,
-                                            min_side=lim.min_image_side, max_aspect_ratio=lim.max_aspect_ratio)
         self.algorithm = algorithm or algorithm_of(None)
+
+    @property
+    def limits(self) -> DicomLimits:
+        """The given limits, else the dialogue's DICOM limits."""
+        if self._limits is None:
+            lim = self.dialogue.limits
+            self._limits = DicomLimits(max_bytes=lim.max_dicom_bytes, max_side=lim.max_dicom_side,
+                                       min_side=lim.min_image_side, max_aspect_ratio=lim.max_aspect_ratio)
+        return self._limits
 
     def _client(self, name: str, tenant: Tenant):
         """The PACS ``name``, if configured and ``tenant`` may use it; either way an unknown one, naming only the

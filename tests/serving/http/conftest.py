@@ -87,7 +87,9 @@ def client(served):
         yield client
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while playwright's sync API runs, this thread has a running event loop, and every
+# later test that calls asyncio.run (most of tests/serving) would fail.
+@pytest.fixture(scope="module")
 def playwright_driver():
     require_system_file(CHROMIUM, "chromium")
     from playwright.sync_api import sync_playwright
@@ -96,7 +98,7 @@ def playwright_driver():
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright_driver):
     browser = playwright_driver.chromium.launch(executable_path=CHROMIUM)
     yield browser
