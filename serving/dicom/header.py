@@ -176,7 +176,23 @@ def check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
     if int(ds.SamplesPerPixel) != samples:
         raise InvalidDicom(f"the image is {photometric} with {ds.SamplesPerPixel} samples per pixel; "
                            f"{photometric} has {samples}")
+    if photometric == "PALETTE COLOR":
+        _check_palette(ds)
     return frames
+
+
+def _check_palette(ds: Dataset) -> None:
+    """Refuses a palette colour image without the tables its pixels are looked up in."""
+    for colour in ("Red", "Green", "Blue"):
+        descriptor, data = f"{colour}PaletteColorLookupTableDescriptor", f"{colour}PaletteColorLookupTableData"
+        if descriptor not in ds or ds[descriptor].VM != 3:
+            missing = f"{descriptor} {tag_of(descriptor)} of 3 values"
+        elif all(keyword not in ds or ds[keyword].is_empty for keyword in (data, f"Segmented{data}")):
+            missing = f"{data} {tag_of(data)} (nor its segmented form)"
+        else:
+            continue
+        raise InvalidDicom(f"the PALETTE COLOR image has no {missing}; a palette colour image with each colour's "
+                           "descriptor and table data is accepted")
 
 
 def stored_header(ds: Dataset, max_bytes: int) -> bytes:

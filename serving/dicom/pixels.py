@@ -15,15 +15,17 @@ In order, each step recorded in ``DicomRendering`` so that a result can be repro
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.uid import UID, AllTransferSyntaxes, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1
 
-from serving.dicom.header import GREYSCALE, check_image_class, check_pixel_module, parse, stored_header
+from serving.dicom.header import GREYSCALE, check_image_class, check_pixel_module, parse, stored_header, tag_of
 from serving.dicom.voi import FUNCTIONS, VoiChoice, apply_window, window_is_valid
 from serving.errors import DicomTooLarge, InvalidDicom, InvalidDicomOptions
 
@@ -219,34 +221,36 @@ def _decode(ds: Dataset, index: int, syntax: UID) -> np.ndarray:
 def _modality_values(stored: np.ndarray, ds: Dataset, index: int) -> tuple[np.ndarray, float, float, str]:
     """(modality values as float64, slope, intercept, where they came from) for frame ``index``."""
     item, where = _frame_item(ds, index, "PixelValueTransformationSequence")
-    if item is not None and "RescaleSlope" in item:
-        slope, intercept = float(item.RescaleSlope), float(item.get("RescaleIntercept") or 0)
-    elif ds.get("ModalityLUTSequence"):  # a table, not a line: pydicom applies it
-        return apply_modality_lut(stored, ds).astype(np.float64), 1.0, 0.0, "modality LUT sequence"
-    elif ds.get("RescaleSlope") not in (None, "") or ds.get("RescaleIntercept") not in (None, ""):
-        slope, intercept, where = float(ds.get("RescaleSlope") or 1), float(ds.get("RescaleIntercept") or 0), "header"
-    else:
+    if item is None or "RescaleSlope" not in item:
+        if ds.get("ModalityLUTSequence"):  # a table, not a line: pydicom applies it
+            values, _ = _through_table(apply_modality_lut, stored, ds, "ModalityLUTSequence")
+            return values, 1.0, 0.0, "modality LUT sequence"
+        item, where = ds, "header"
+    slope, intercept = _finite(item, "RescaleSlope"), _finite(item, "RescaleIntercept")
+    if slope is None and intercept is None:
         return stored.astype(np.float64), 1.0, 0.0, "none"
-    return stored.astype(np.float64) * slope + intercept, slope, intercept, where
+    slope, intercept = 1.0 if slope is None else slope, 0.0 if intercept is None else intercept
+    with np.errstate(over="ignore"):  # a huge slope overflows to infinity, which the full range leaves out
+        return stored.astype(np.float64) * slope + intercept, slope, intercept, where
 
 
 def _window(values: np.ndarray, ds: Dataset, index: int,
             voi: VoiChoice) -> tuple[np.ndarray, float, float, str, str]:
     """(uint8 grey levels, centre, width, function, source): the caller's window, else the header's, else its
-    VOI LUT, else the frame's full range."""
+    VOI LUT, else the full range of the frame's finite values."""
     if voi.window is not None:
         center, width = voi.window
         return apply_window(values, center, width, "LINEAR_EXACT"), center, width, "LINEAR_EXACT", voi.source
     if (header := _header_window(ds, index)) is not None:
         center, width, function = header
         return apply_window(values, center, width, function), center, width, function, "header"
-    if ds.get("VOILUTSequence"):
-        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])  # the table's entries are 0 .. 2**bits - 1
-        table = apply_voi(np.round(values).astype(np.int64), ds, index=0).astype(np.float64)  # indexed by integers
+    if ds.get("VOILUTSequence"):  # its table is indexed by integers; its entries are 0 .. 2**bits - 1
+        table, bits = _through_table(apply_voi, np.round(values).astype(np.int64), ds, "VOILUTSequence", index=0)
         grey = np.floor(np.clip(table / (2**bits - 1), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         return grey, 0.0, 0.0, "", "header VOI LUT"
-    low, high = float(values.min()), float(values.max())
-    center, width = (low + high) / 2, max(high - low, 1.0)  # a constant frame shows mid grey
+    shown = values[np.isfinite(values)]  # a huge slope can overflow
+    low, high = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 0.0)
+    center, width = low / 2 + high / 2, max(high - low, 1.0)  # a constant frame shows mid grey
     return apply_window(values, center, width, "LINEAR_EXACT"), center, width, "LINEAR_EXACT", "full range"
 
 
@@ -254,14 +258,52 @@ def _header_window(ds: Dataset, index: int) -> tuple[float, float, str] | None:
     """The header's first window for frame ``index`` (functional groups first), if it has a valid one."""
     item, _ = _frame_item(ds, index, "FrameVOILUTSequence")
     source = item if item is not None else ds
-    if source.get("WindowCenter") in (None, "") or source.get("WindowWidth") in (None, ""):
-        return None
-    center, width = (float(element.value[0] if element.VM > 1 else element.value)
-                     for element in (source["WindowCenter"], source["WindowWidth"]))
+    center, width = _number(source, "WindowCenter"), _number(source, "WindowWidth")
     function = str(source.get("VOILUTFunction") or "LINEAR").upper()
-    if function not in FUNCTIONS or not window_is_valid(width, function):
+    if center is None or width is None or not math.isfinite(center) or function not in FUNCTIONS:
         return None  # a header window that cannot be applied is no window
-    return center, width, function
+    return (center, width, function) if window_is_valid(width, function) else None
+
+
+def _number(source: Dataset, keyword: str) -> float | None:
+    """``keyword`` of ``source`` as a number (the first of several), None when absent or empty; refused, by name
+    and never by value (a header's values can be patient data), when not a number."""
+    try:
+        value = source.get(keyword)
+        if isinstance(value, MultiValue):
+            value = value[0]  # an empty first value is no number
+        elif value in (None, ""):
+            return None
+        return float(value)
+    except (TypeError, ValueError, IndexError):
+        raise InvalidDicom(f"the image's {keyword} {tag_of(keyword)} is not a number; a decimal number is "
+                           "accepted") from None
+
+
+def _finite(source: Dataset, keyword: str) -> float | None:
+    """``_number``, refused when it is not finite (NaN, infinity)."""
+    value = _number(source, keyword)
+    if value is not None and not math.isfinite(value):
+        raise InvalidDicom(f"the image's {keyword} {tag_of(keyword)} is not a finite number; a finite decimal "
+                           "number is accepted")
+    return value
+
+
+def _through_table(apply, values: np.ndarray, ds: Dataset, keyword: str, **kwargs) -> tuple[np.ndarray, int]:
+    """``values`` through the first lookup table of sequence ``keyword`` by pydicom's ``apply``, as float64, and
+    the depth of the table's entries in bits; refused, by name, when the table is incomplete or damaged."""
+    item = ds[keyword][0]
+    for name in ("LUTDescriptor", "LUTData"):
+        if name not in item or item[name].is_empty:
+            raise InvalidDicom(f"the image's {keyword} {tag_of(keyword)} has a table without {name} {tag_of(name)}; "
+                               "a lookup table with its LUTDescriptor and LUTData is accepted")
+    try:
+        if item["LUTDescriptor"].VM != 3:
+            raise ValueError
+        return apply(values, ds, **kwargs).astype(np.float64), int(item.LUTDescriptor[2])
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+        raise InvalidDicom(f"the image's {keyword} {tag_of(keyword)} could not be applied: its LUTDescriptor "
+                           "(0028,3002) does not describe its LUTData (0028,3006)") from None
 
 
 def _frame_item(ds: Dataset, index: int, keyword: str) -> tuple[Dataset | None, str]:
@@ -282,7 +324,11 @@ def _rgb(stored: np.ndarray, ds: Dataset) -> np.ndarray:
         bits = int(ds.RedPaletteColorLookupTableDescriptor[2])  # 8 or 16 bits per table entry
         if not ds.original_encoding[1]:
             _tables_to_little_endian(ds)
-        rgb = apply_color_lut(stored, ds)
+        try:
+            rgb = apply_color_lut(stored, ds)
+        except (TypeError, ValueError, IndexError, KeyError, AttributeError):
+            raise InvalidDicom("the image's palette colour lookup tables could not be applied: their descriptors "
+                               "do not describe their data") from None
     else:
         bits = int(ds.get("BitsStored") or ds.BitsAllocated)
         rgb = stored

@@ -302,6 +302,76 @@ def test_modality_and_voi_lookup_tables():
     assert image.pixels[row, column, 0] == int(np.floor(entry / (2**bits - 1) * 255 + 0.5))
 
 
+def with_value(ds: Dataset, value: bytes) -> bytes:
+    """``ds`` as Part-10 bytes with its one value "7.77" replaced by ``value`` (pydicom would not write it)."""
+    data = part10(ds)
+    assert data.count(b"7.77") == 1
+    return data.replace(b"7.77", value)
+
+
+def shared_rescale(slope: str) -> Dataset:
+    ds = dataset("eCT_Supplemental.dcm")
+    ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0].RescaleSlope = slope
+    return ds
+
+
+def without(name: str, keyword: str, sequence: str = "") -> bytes:
+    ds = dataset(name)
+    delattr(ds[sequence][0] if sequence else ds, keyword)
+    return part10(ds)
+
+
+MALFORMED = {  # what is malformed: (the instance, the attribute its refusal names)
+    "slope": (lambda: with_value(dataset("CT_small.dcm", RescaleSlope="7.77"), b"abcd"), "RescaleSlope"),
+    "intercept": (lambda: with_value(dataset("CT_small.dcm", RescaleIntercept="7.77"), b"abcd"), "RescaleIntercept"),
+    "functional groups' slope": (lambda: with_value(shared_rescale("7.77"), b"abcd"), "RescaleSlope"),
+    "window centre": (lambda: with_value(dataset("693_UNCR.dcm", WindowCenter="7.77"), b"abcd"), "WindowCenter"),
+    "empty first centre": (lambda: part10(dataset("693_UNCR.dcm", WindowCenter=["", "40"], WindowWidth=[100, 100])),
+                           "WindowCenter"),
+    "VOI LUT": (lambda: without("vlut_04.dcm", "LUTDescriptor", "VOILUTSequence"), "LUTDescriptor"),
+    "VOI LUT data": (lambda: without("vlut_04.dcm", "LUTData", "VOILUTSequence"), "LUTData"),
+    "modality LUT": (lambda: without("mlut_18.dcm", "LUTDescriptor", "ModalityLUTSequence"), "LUTDescriptor"),
+    "palette": (lambda: without("OBXXXX1A.dcm", "RedPaletteColorLookupTableDescriptor"),
+                "RedPaletteColorLookupTableDescriptor"),
+    "palette data": (lambda: without("OBXXXX1A.dcm", "GreenPaletteColorLookupTableData"),
+                     "GreenPaletteColorLookupTableData"),
+}
+
+
+@pytest.mark.parametrize("what", MALFORMED)
+def test_malformed_values_are_refused_by_name(what):
+    """Readable bytes with values that are not numbers, or tables without their descriptor or data: refused
+    naming the attribute, never quoting its value (header values can be patient data)."""
+    make, keyword = MALFORMED[what]
+    message = refusal(InvalidDicom, make())
+    assert keyword in message and "abcd" not in message
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("RescaleSlope", "NaN"), ("RescaleSlope", "Inf"),
+                                                 ("RescaleIntercept", "-Inf")])
+def test_non_finite_rescale_is_refused(keyword, value):
+    message = refusal(InvalidDicom, part10(dataset("CT_small.dcm", **{keyword: value})))
+    assert f"{keyword} (0028,105" in message and "not a finite number" in message
+    assert "finite number" in refusal(InvalidDicom, part10(shared_rescale(value)))
+
+
+def test_a_non_finite_header_window_is_no_window():
+    for center, width in (("NaN", "100"), ("Inf", "100"), ("40", "Inf")):
+        r = read_dicom(part10(dataset("693_UNCR.dcm", WindowCenter=center, WindowWidth=width))).rendering
+        assert r.window_source == "full range" and np.isfinite([r.window_center, r.window_width]).all()
+
+
+def test_the_full_range_spans_finite_values():
+    """A slope so large that the brightest values overflow to infinity: the others still span black to white."""
+    ds = dataset("CT_small.dcm", RescaleSlope="1e304", RescaleIntercept="0")
+    stored = np.tile(np.arange(128, dtype=np.int16) * 8, (128, 1))  # 0 .. 1016
+    stored[0, 0] = 30000  # 3e308: infinite
+    ds.PixelData = stored.tobytes()
+    image = read_dicom(part10(ds))
+    assert (image.rendering.window_center, image.rendering.window_width) == (1016e304 / 2, 1016e304)
+    assert image.pixels[1, 0, 0] == 0 and image.pixels[1, 127, 0] == 255 and image.pixels[0, 0, 0] == 255
+
+
 # --- frames and colour
 
 
