@@ -7,7 +7,7 @@ In order, each step recorded in ``DicomRendering`` so that a result can be repro
 2. decode the one frame asked for (pydicom, with its permissively licensed plugins);
 3. greyscale: the modality LUT (rescale, taken from an enhanced image's functional groups when it has them:
    pydicom's ``apply_modality_lut`` reads only the top level), then a VOI window (``serving.dicom.voi``), then
-   MONOCHROME1 inverted so that the picture shows as a viewer shows it;
+   MONOCHROME1 or Presentation LUT Shape INVERSE inverted so that the picture shows as a viewer shows it;
    colour: RGB as decoded (pydicom turns YBR into RGB), palette colour through its lookup table.
 
 ``DicomImage.header`` holds patient identity: store it with the session, never log it (its repr leaves it out).
@@ -96,9 +96,10 @@ class DicomRendering:
     """LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1); "" without a window."""
     window_source: str
     """"header", "header VOI LUT", "preset:<name>", "explicit", "full range" (the frame's lowest to highest
-    modality value) or "none" (colour)."""
+    modality value, leaving out padding and values that overflowed) or "none" (colour)."""
     inverted: bool
-    """MONOCHROME1 (low values bright) was inverted so that the picture shows as a viewer shows it."""
+    """MONOCHROME1 (low values bright), or Presentation LUT Shape INVERSE, was inverted so that the picture shows
+    as a viewer shows it."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,8 +159,9 @@ def read_dicom(data: bytes, *, frame: int = 1, voi: VoiChoice = IMAGE_WINDOW,
     stored = _decode(ds, frame - 1, syntax)  # (H, W) or (H, W, 3)
     if photometric in GREYSCALE:
         values, slope, intercept, rescale_source = _modality_values(stored, ds, frame - 1)
-        grey, center, width, function, window_source = _window(values, ds, frame - 1, voi)
-        inverted = photometric == "MONOCHROME1"
+        spanned = np.isfinite(values) & ~_padding(stored, ds)  # what a full-range window spans
+        grey, center, width, function, window_source = _window(values, spanned, ds, frame - 1, voi)
+        inverted = photometric == "MONOCHROME1" or str(ds.get("PresentationLUTShape") or "") == "INVERSE"
         pixels = np.repeat((255 - grey if inverted else grey)[..., None], 3, axis=2)
     else:
         pixels = _rgb(stored, ds)
@@ -234,10 +236,10 @@ def _modality_values(stored: np.ndarray, ds: Dataset, index: int) -> tuple[np.nd
         return stored.astype(np.float64) * slope + intercept, slope, intercept, where
 
 
-def _window(values: np.ndarray, ds: Dataset, index: int,
+def _window(values: np.ndarray, spanned: np.ndarray, ds: Dataset, index: int,
             voi: VoiChoice) -> tuple[np.ndarray, float, float, str, str]:
     """(uint8 grey levels, centre, width, function, source): the caller's window, else the header's, else its
-    VOI LUT, else the full range of the frame's finite values."""
+    VOI LUT, else the full range of the frame's values where ``spanned``."""
     if voi.window is not None:
         center, width = voi.window
         return apply_window(values, center, width, "LINEAR_EXACT"), center, width, "LINEAR_EXACT", voi.source
@@ -248,10 +250,20 @@ def _window(values: np.ndarray, ds: Dataset, index: int,
         table, bits = _through_table(apply_voi, np.round(values).astype(np.int64), ds, "VOILUTSequence", index=0)
         grey = np.floor(np.clip(table / (2**bits - 1), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         return grey, 0.0, 0.0, "", "header VOI LUT"
-    shown = values[np.isfinite(values)]  # a huge slope can overflow
+    shown = values[spanned]
     low, high = (float(shown.min()), float(shown.max())) if shown.size else (0.0, 0.0)
     center, width = low / 2 + high / 2, max(high - low, 1.0)  # a constant frame shows mid grey
     return apply_window(values, center, width, "LINEAR_EXACT"), center, width, "LINEAR_EXACT", "full range"
+
+
+def _padding(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Where the frame's stored values are padding, not image: PixelPaddingValue, or from it to
+    PixelPaddingRangeLimit (PS3.3 C.7.5.1.1.2)."""
+    value, limit = _number(ds, "PixelPaddingValue"), _number(ds, "PixelPaddingRangeLimit")
+    if value is None:
+        return np.zeros(stored.shape, dtype=bool)
+    low, high = sorted((value, value if limit is None else limit))
+    return (stored >= low) & (stored <= high)
 
 
 def _header_window(ds: Dataset, index: int) -> tuple[float, float, str] | None:

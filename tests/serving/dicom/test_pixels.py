@@ -242,6 +242,35 @@ def test_monochrome1_shows_as_a_viewer_shows_it():
     assert np.array_equal(grey, 255 - plain)
 
 
+def test_presentation_lut_shape_inverse():
+    """INVERSE inverts a MONOCHROME2 image; on MONOCHROME1 it says what MONOCHROME1 says (PS3.3 C.8.11.7: a DX
+    pairs them), so the picture is inverted once."""
+    plain = read("693_UNCR.dcm")
+    image = read_dicom(part10(dataset("693_UNCR.dcm", PresentationLUTShape="INVERSE")))
+    assert image.rendering.inverted and not plain.rendering.inverted
+    assert np.array_equal(image.pixels, 255 - plain.pixels)
+    image = read_dicom(part10(dataset("RG3_UNCR.dcm", PresentationLUTShape="INVERSE")))
+    assert image.rendering.inverted and np.array_equal(image.pixels, read("RG3_UNCR.dcm").pixels)
+
+
+def test_the_full_range_leaves_padding_out():
+    """693_UNCR pads outside the scan with -2000 (PixelPaddingValue; -3024 HU): the full range spans the scan,
+    and with PixelPaddingRangeLimit the values from the padding value to the limit are left out too."""
+    ds = dataset("693_UNCR.dcm")
+    del ds.WindowCenter, ds.WindowWidth
+    stored = pixel_array(ds).astype(float)
+    scan = stored[stored != -2000]
+    assert ds.PixelPaddingValue == -2000 and (stored == -2000).mean() > 0.1
+    image = read_dicom(part10(ds))
+    r = image.rendering
+    assert r.window_source == "full range"
+    assert (r.window_center, r.window_width) == ((scan.min() + scan.max()) / 2 - 1024, scan.max() - scan.min())
+    assert image.pixels[0, 0, 0] == 0  # padding: below the range
+    ds.add_new("PixelPaddingRangeLimit", "SS", int(scan.min()))
+    r = read_dicom(part10(ds)).rendering
+    assert r.window_center - r.window_width / 2 == scan[scan > scan.min()].min() - 1024
+
+
 def test_enhanced_image_uses_its_shared_functional_groups():
     """eCT_Supplemental (enhanced CT, 2 frames): its rescale (-1024) and window (49/102) are only in the shared
     functional groups, which pydicom's apply_modality_lut does not read."""
