@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import zlib
 from typing import TYPE_CHECKING
 
 from pydicom import dcmread, dcmwrite
-from pydicom.datadict import DicomDictionary, dictionary_description
+from pydicom.datadict import DicomDictionary, dictionary_description, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -149,13 +150,13 @@ def check_pixel_module(ds: Dataset, sop_class: UID, limits: DicomLimits) -> int:
             raise InvalidDicom(f"the image has no {keyword} {tag_of(keyword)}, so its pixels cannot be read")
     try:
         value = ds.get("NumberOfFrames")
-        frames = 1 if value in (None, "") else float(value)
-        if frames != int(frames):  # 2.5 frames
-            raise ValueError
-        frames = int(frames)
-    except (TypeError, ValueError, OverflowError):
+        frames = 1.0 if value in (None, "") else float(value)
+    except (TypeError, ValueError):
+        frames = math.nan
+    if not frames.is_integer():  # nor are NaN and infinity
         raise InvalidDicom("the image's NumberOfFrames (0028,0008) is not a whole number; a number of frames from 1 "
-                           f"to {limits.max_frames} is accepted") from None
+                           f"to {limits.max_frames} is accepted")
+    frames = int(frames)
     rows, columns = int(ds.Rows), int(ds.Columns)
     if max(rows, columns) > limits.max_side:
         raise DicomTooLarge(f"the image is {columns}x{rows} (columns x rows); sides up to {limits.max_side} "
@@ -204,7 +205,7 @@ def stored_header(ds: Dataset, max_bytes: int) -> bytes:
         element = ds.get_item(tag)
         if tag in PIXEL_TAGS or tag.is_private or tag.group >> 8 in (0x50, 0x60):  # 50xx curves, 60xx overlays
             continue
-        if _size(element) <= LARGE or DicomDictionary.get(tag, ("",) * 5)[4] in NEEDED_WHEN_LARGE:
+        if _size(element) <= LARGE or keyword_for_tag(tag) in NEEDED_WHEN_LARGE:
             header.add(element)
     header = copy.deepcopy(header)  # the instance's own sequences stay as they are
     header.remove_private_tags()
