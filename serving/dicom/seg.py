@@ -13,10 +13,13 @@ mask, another checkpoint) is a new instance in a new series. A segment's trackin
 session and round only: it follows one finding across regenerated results.
 
 The source is a header (``stop_before_pixels`` is enough), copied before anything is filled in: the
-type-2 attributes a SEG copies (patient, study) may be missing, and are then empty in the SEG; a source
-without a patient coordinate system (CR, US, secondary capture) lends the SEG its PatientOrientation.
-What a SEG must reference and the source lacks (a frame of reference for CT / MR, plane geometry for one
-frame of a multi-frame image, its UIDs) raises :class:`~serving.errors.SegmentationUnavailable`.
+type-2 attributes a SEG copies (patient, study) may be missing or invalid (a PatientSex "W", a date
+"00000000"), and are then empty in the SEG; a source without a patient coordinate system (CR, US,
+secondary capture) lends the SEG its PatientOrientation. A SEG of one frame of a multi-frame source costs
+what a SEG of a single-frame image does, whatever the number of frames. What a SEG must reference and the
+source lacks (a frame of reference for CT / MR, plane geometry for one frame of a multi-frame image, its
+UIDs), or a header highdicom cannot copy, raises :class:`~serving.errors.SegmentationUnavailable`, whose
+message quotes none of the header's values.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from dataclasses import dataclass
 import highdicom as hd
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import DA, TM, validate_value
 
 from serving.dicom.codes import LOCAL_SCHEME, LOCAL_SCHEME_ITEM, CodedStructure, concept_for
 from serving.errors import SegmentationUnavailable
@@ -44,8 +49,12 @@ _PIXEL_TAGS = {0x7FE00008, 0x7FE00009, 0x7FE00010}  # float, double and plain pi
 # Type-2 attributes the SEG copies from its source; highdicom reads them even when they are empty.
 _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
           "AccessionNumber", "ReferringPhysicianName")
+_SEXES = ("M", "F", "O")  # PatientSex's defined terms
 _REFERENCED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Rows", "Columns")
 _UID_NAMESPACE = uuid.UUID("6d2f1f2e-6b1c-5a4e-9a57-5f0c2b7d3e61")  # fixed forever: it is part of every UID
+# Pixels of a whole stack (frames x rows x columns x segments) a SEG is built from where highdicom needs it: a
+# multi-frame source without patient coordinates (a slide); 256 M booleans, about 1 GB with highdicom's copies.
+MAX_STACK_PIXELS = 256 * 2**20
 
 
 def _software_version() -> str:
@@ -125,62 +134,116 @@ def build_segmentation(source_header: pydicom.Dataset, rounds: Sequence[Round], 
     if not kept:
         raise SegmentationUnavailable(f"none of the {len(rounds)} round(s) has a mask: a DICOM SEG needs a segment")
 
-    # One frame of a multi-frame source: the whole stack, the other frames empty (highdicom omits them).
-    pixels = np.zeros((frames, *size, len(kept)), dtype=bool)  # (F, H, W, S)
-    pixels[frame - 1] = np.stack(masks, axis=-1)
+    coordinates = hd.spatial.get_image_coordinate_system(source)
+    if coordinates is None and frames > 1:
+        raise _no_coordinates(f"frame {frame} of this {frames}-frame {_kind(source)}")
+    pixels = np.stack(masks, axis=-1)[np.newaxis]  # (1, H, W, S): the source frame only
+    one_frame = frames > 1 and coordinates == hd.CoordinateSystemNames.PATIENT
+    if frames > 1 and not one_frame:  # a slide: highdicom takes the whole stack, the other frames empty
+        if frames * pixels.size > MAX_STACK_PIXELS:
+            raise SegmentationUnavailable(
+                f"no DICOM SEG for frame {frame} of this {frames}-frame {_kind(source)}: a SEG of it holds the "
+                f"whole stack, {frames} frames of {size[1]}x{size[0]} for each of {len(kept)} round(s), more "
+                f"than the {MAX_STACK_PIXELS // 2**20} M pixels this server builds; the PNG masks are unaffected")
+        stack = np.zeros((frames, *pixels.shape[1:]), dtype=bool)
+        stack[frame - 1] = pixels[0]
+        pixels = stack
     coded = [concept_for(r.question, r.answer) for r in kept]
     descriptions = [_segment(number, r, c, session_id, algorithm)
                     for number, (r, c) in enumerate(zip(kept, coded, strict=True), start=1)]
-    content = _content_digest(session_id, algorithm, source, frame, kept, masks)
-    has_coordinates = hd.spatial.get_image_coordinate_system(source) is not None
     try:
+        image = _frame_view(source, frame) if one_frame else copy.deepcopy(source)  # highdicom changes what it gets
+        content = _content_digest(session_id, algorithm, source, frame, kept, masks)
         seg = hd.seg.Segmentation(
-            source_images=[source], pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions, series_instance_uid=_uid("series", content), series_number=series_number,
-            sop_instance_uid=_uid("instance", content), instance_number=1, manufacturer=MANUFACTURER,
-            manufacturer_model_name=MANUFACTURER, software_versions=SOFTWARE_VERSION, device_serial_number="0",
-            series_description=_text("MediRound dialogue segmentation", 64), content_label=CONTENT_LABEL,
-            content_description=_text(f"MediRound dialogue, session {session_id}", 64),
+            source_images=[image], pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions, series_instance_uid=_uid("series", content),
+            series_number=series_number, sop_instance_uid=_uid("instance", content), instance_number=1,
+            manufacturer=MANUFACTURER, manufacturer_model_name=MANUFACTURER, software_versions=SOFTWARE_VERSION,
+            device_serial_number="0", series_description=_text("MediRound dialogue segmentation", 64),
+            content_label=CONTENT_LABEL, content_description=_text(f"MediRound dialogue, session {session_id}", 64),
             coding_schemes=[LOCAL_SCHEME_ITEM] if any(_is_local(c) for c in coded) else None,
             specific_character_set="ISO_IR 192",  # questions are free text in any language
         )
     except AttributeError as e:  # highdicom reads what it needs by name: a type-1 attribute the source lacks
-        raise SegmentationUnavailable(f"no DICOM SEG for this {_kind(source)}: it lacks {e.name or e}, which a "
-                                      "segmentation of it needs; the PNG masks are unaffected") from e
-    except ValueError as e:
-        if has_coordinates:
-            raise
-        what = (f"frame {frame} of this {frames}-frame {_kind(source)}" if frames > 1 else f"this {_kind(source)}")
-        raise SegmentationUnavailable(
-            f"no DICOM SEG for {what}: it has no patient coordinate system (frame of reference and plane geometry), "
-            f"which a segmentation of it must reference; the PNG masks are unaffected ({e})") from e
-    if not has_coordinates:  # General Image type 2C: a SEG without plane geometry says how the patient lies
+        raise SegmentationUnavailable(f"no DICOM SEG for this {_kind(source)}: it lacks {e.name or 'an attribute'}, "
+                                      "which a segmentation of it needs; the PNG masks are unaffected") from None
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - highdicom's messages quote the header's values: none may travel
+        if coordinates is None and "frame of reference" in str(e).lower():  # an IOD that requires one (CT, MR)
+            raise _no_coordinates(f"this {_kind(source)}") from None
+        raise SegmentationUnavailable(f"no DICOM SEG for this {_kind(source)}: the source's header has attributes "
+                                      f"a DICOM SEG cannot copy ({type(e).__name__} in highdicom); the PNG masks are "
+                                      "unaffected") from None
+    if one_frame:  # the view's frame 1 is the source's frame
+        for item in seg.PerFrameFunctionalGroupsSequence:
+            for derivation in item.get("DerivationImageSequence", []):
+                for referenced in derivation.SourceImageSequence:
+                    referenced.ReferencedFrameNumber = frame
+    if coordinates is None:  # General Image type 2C: a SEG without plane geometry says how the patient lies
         seg.PatientOrientation = source.get("PatientOrientation") or ""
     return SegExport(seg, [r.number for r in kept], skipped, coded)
 
 
+def _no_coordinates(what: str) -> SegmentationUnavailable:
+    return SegmentationUnavailable(
+        f"no DICOM SEG for {what}: it has no patient coordinate system (frame of reference and plane geometry), "
+        "which a segmentation of it must reference; the PNG masks are unaffected")
+
+
+def _frame_view(source: pydicom.Dataset, frame: int) -> pydicom.Dataset:
+    """A multi-frame source as highdicom is to see it: ``frame`` alone, as its frame 1. highdicom reads every frame
+    of a multi-frame source (some 4 ms each, 16 s for 4096 frames) and wants a mask for each, though the SEG is of
+    one; the caller points the SEG's references back at ``frame``."""
+    view = pydicom.Dataset()
+    for element in source:
+        if element.keyword not in ("PerFrameFunctionalGroupsSequence", "NumberOfFrames"):
+            view.add(element)
+    view.NumberOfFrames = 1
+    view.PerFrameFunctionalGroupsSequence = [copy.deepcopy(source.PerFrameFunctionalGroupsSequence[frame - 1])]
+    return view
+
+
 def _source_copy(header: pydicom.Dataset) -> pydicom.Dataset:
-    """The header without pixel data, type-2 gaps filled empty; the caller's dataset is never changed."""
-    shallow = pydicom.Dataset()
+    """The header without pixel data, type-2 gaps and invalid type-2 values empty; the caller's dataset is never
+    changed. A multi-frame's per-frame groups are shared, read only (highdicom, which changes what it is given, gets
+    copies): copying thousands of frames would cost more than the SEG of one."""
+    source = pydicom.Dataset()
     for element in header:
         if element.tag not in _PIXEL_TAGS:
-            shallow.add(element)
-    source = copy.deepcopy(shallow)
+            source.add(element if element.keyword == "PerFrameFunctionalGroupsSequence" else copy.deepcopy(element))
     missing = [k for k in _REFERENCED if not source.get(k)]
     if missing:
         raise SegmentationUnavailable(f"no DICOM SEG for this {_kind(source)}: it lacks {', '.join(missing)}, which "
                                       "a segmentation must reference; the PNG masks are unaffected")
     for keyword in _TYPE2:
-        if keyword not in source:
+        if keyword not in source or not _copyable(source[keyword]):
             setattr(source, keyword, "")
     if hd.spatial.get_image_coordinate_system(source) is None:
         # Without plane geometry a SEG places nothing in the patient: it states no frame of reference and no pixel
         # spacing, either of which it would have to pair with a slice thickness such a source lacks (dciodvfy,
-        # highdicom's reader); its grid is the source's. An IOD that requires a frame of reference is refused below.
+        # highdicom's reader); its grid is the source's. An IOD that requires a frame of reference is refused later.
         for keyword in ("FrameOfReferenceUID", "PixelSpacing"):
             if keyword in source:
                 delattr(source, keyword)
     return source
+
+
+def _copyable(element: pydicom.DataElement) -> bool:
+    """Whether a type-2 value can go into the SEG as it is: empty, or one value of its VR that highdicom takes (a
+    date or time that parses, a PatientSex of the defined terms M, F, O)."""
+    vr, value = element.VR, element.value
+    if vr != dictionary_VR(element.tag):  # e.g. read as UN: bytes
+        return False
+    if element.VM != 1:
+        return element.VM == 0
+    try:
+        validate_value(vr, str(value) if vr == "PN" else value, pydicom.config.RAISE)  # a PersonName skips lengths
+        if vr in ("DA", "TM"):
+            (DA if vr == "DA" else TM)(value)  # "00000000" is well formed, but no date
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return element.keyword != "PatientSex" or value in _SEXES
 
 
 def _segment(number: int, r: Round, coded: CodedStructure, session_id: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import tracemalloc
 
 import grpc
 import highdicom as hd
@@ -14,7 +15,7 @@ from pydicom.data import get_testdata_file
 from pydicom.sr._concepts_dict import concepts as pydicom_concepts
 
 from serving.dicom.codes import CONCEPTS, GENERIC, LOCAL_SCHEME, SCT, concept_for, normalise
-from serving.dicom.seg import Algorithm, SkippedRound, build_segmentation
+from serving.dicom.seg import MAX_STACK_PIXELS, Algorithm, SkippedRound, build_segmentation
 from serving.errors import SegmentationUnavailable, status_of
 from serving.messages import Round, encode_mask
 from tests.conftest import require_system_file
@@ -192,6 +193,100 @@ def test_a_source_without_type2_attributes_still_gives_a_valid_seg_and_is_not_ch
     assert type_code(seg, 1) == (type_code(seg, 1)[0], LOCAL_SCHEME, SCT.Right.value)
     assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Precentral gyrus"
     assert [s.CodingSchemeDesignator for s in seg.CodingSchemeIdentificationSequence] == [LOCAL_SCHEME]
+
+
+def long_ct(frames: int, phases: int = 1) -> pydicom.Dataset:
+    """The real enhanced CT's header with ``frames`` frames of 512x512, 1 mm apart, ``phases`` at each position."""
+    source = header("eCT_Supplemental.dcm")
+    first = source.PerFrameFunctionalGroupsSequence[0]
+    groups = []
+    for i in range(frames):
+        item = copy.deepcopy(first)
+        item.PlanePositionSequence[0].ImagePositionPatient = [99.5, -301.5, -159.0 + i // phases]
+        item.FrameContentSequence[0].InStackPositionNumber = i // phases + 1
+        groups.append(item)
+    source.PerFrameFunctionalGroupsSequence = groups
+    source.NumberOfFrames = frames
+    return source
+
+
+def test_one_frame_of_a_long_multiframe_source_costs_one_frame(tmp_path):
+    source = long_ct(600)
+    size = (source.Rows, source.Columns)
+    masks = [rect(size, 100, 300, 100, 250), disc(size, 256, 300, 60), rect(size, 0, 40, 0, 512),
+             disc(size, 400, 100, 30)]
+    rounds = [a_round(n, f"Segment the liver, part {n}.", m) for n, m in enumerate(masks, start=1)]
+    build_segmentation(source, rounds, session_id=SESSION, algorithm=TINY, frame=300)  # loads highdicom's tables
+    tracemalloc.start()
+    try:
+        build_segmentation(source, rounds, session_id=SESSION, algorithm=TINY, frame=300)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB"  # the whole stack of 600 frames x 4 rounds is 600 MiB
+
+    out, seg = export(tmp_path, source, rounds, frame=300)
+    assert source == long_ct(600)  # the caller's header is not changed
+    assert seg.NumberOfFrames == len(masks)  # one frame per segment, all on the source's frame 300
+    stored = pixels_of(seg, source, frame=300)
+    assert all(np.array_equal(stored[..., i], m) for i, m in enumerate(masks))
+    assert not pixels_of(seg, source, frame=299).any()
+    frames = [f.DerivationImageSequence[0].SourceImageSequence[0] for f in seg.PerFrameFunctionalGroupsSequence]
+    assert {(s.ReferencedSOPInstanceUID, s.ReferencedFrameNumber) for s in frames} == {(source.SOPInstanceUID, 300)}
+    position = source.PerFrameFunctionalGroupsSequence[299].PlanePositionSequence[0].ImagePositionPatient
+    for f in seg.PerFrameFunctionalGroupsSequence:
+        assert f.PlanePositionSequence[0].ImagePositionPatient == position
+
+
+def test_of_two_phases_at_one_position_the_segmented_one_is_referenced(tmp_path):
+    source = long_ct(4, phases=2)  # frames 3 and 4 lie in one plane
+    mask = disc((source.Rows, source.Columns), 256, 256, 80)
+    out, seg = export(tmp_path, source, [a_round(1, "Segment the liver.", mask)], frame=4)
+    (derivation,) = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence
+    assert [s.ReferencedFrameNumber for s in derivation.SourceImageSequence] == [4]
+    assert np.array_equal(pixels_of(seg, source, frame=4)[..., 0], mask)
+    assert not pixels_of(seg, source, frame=3).any()
+
+
+def test_a_whole_stack_beyond_the_budget_is_refused_before_it_is_built():
+    source = header("eCT_Supplemental.dcm")
+    source.ImageOrientationSlide = [0, -1, 0, -1, 0, 0]  # as a slide's frames: highdicom takes the whole stack
+    source.NumberOfFrames = MAX_STACK_PIXELS // (source.Rows * source.Columns) + 1
+    mask = rect((source.Rows, source.Columns), 10, 40, 10, 40)
+    with pytest.raises(SegmentationUnavailable, match=r"holds the whole stack.* M pixels") as raised:
+        build_segmentation(source, [a_round(1, "Segment the liver.", mask)], session_id=SESSION, algorithm=TINY)
+    assert status_of(raised.value) == grpc.StatusCode.FAILED_PRECONDITION
+
+
+@pytest.mark.parametrize("keyword, value", [
+    ("PatientSex", "W"), ("PatientSex", "Female"), ("PatientBirthDate", "00000000"), ("StudyDate", "2001.01.02"),
+    ("StudyTime", "12:34:56"), ("PatientName", "A" * 70), ("ReferringPhysicianName", "Doe^Jane\\Roe^Richard"),
+    ("AccessionNumber", "A" * 20), ("PatientID", "P" * 70),
+])
+def test_invalid_type2_values_of_the_source_are_empty_in_a_valid_seg(tmp_path, keyword, value):
+    source = header("CT_small.dcm")
+    setattr(source, keyword, value)
+    before = copy.deepcopy(source)
+    out, seg = export(tmp_path, source, [a_round(1, "Segment the liver.", rect((128, 128), 10, 60, 10, 60))])
+    assert seg[keyword].value in ("", None)
+    assert source == before  # emptied on the copy only
+    copied = "StudyID" if keyword == "PatientID" else "PatientID"
+    assert seg[copied].value == source[copied].value  # the valid ones are copied
+
+
+@pytest.mark.parametrize("keyword, value, why", [
+    ("ImageOrientationPatient", [0.6, 0.8, 0.0], "should be an array of length 6"),  # 3 of its 6 values
+    ("SOPClassUID", "2.25.3141592653589793", "'2.25.3141592653589793"),  # a private image class
+])
+def test_a_header_highdicom_cannot_copy_is_failed_precondition_and_quotes_nothing(keyword, value, why):
+    source = header("CT_small.dcm")
+    setattr(source, keyword, value)
+    mask = rect((source.Rows, source.Columns), 10, 40, 10, 40)
+    with pytest.raises(SegmentationUnavailable, match="header has attributes a DICOM SEG cannot copy") as raised:
+        build_segmentation(source, [a_round(1, "Segment the liver.", mask)], session_id=SESSION, algorithm=TINY)
+    assert status_of(raised.value) == grpc.StatusCode.FAILED_PRECONDITION
+    assert why not in str(raised.value) and "PNG masks are unaffected" in str(raised.value)
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # highdicom's message stays behind
 
 
 @pytest.mark.parametrize("name, why", [
