@@ -4,7 +4,8 @@ Each segment is labelled by its round's question (SegmentLabel holds 64 characte
 has the whole question), coded by :func:`serving.dicom.codes.concept_for` (laterality as a modifier of
 the type, or of the region for a lesion), made by the model's checkpoint (AUTOMATIC, an AI algorithm of
 that name and version) and tracked by session and round. The SEG references the source instance (and
-its frame) in the source's study; overlapping segments are declared (highdicom compares the masks).
+its frame) in the source's study; overlapping segments are declared (highdicom compares the masks). The
+session id itself is a capability to the session: the SEG names the session by a one-way digest of it.
 
 UIDs are derived, never drawn: the SOP instance and series UIDs are digests of what the SEG holds
 (session, checkpoint, source instance and frame, each kept round's number, question, answer and mask),
@@ -160,7 +161,7 @@ def build_segmentation(source_header: pydicom.Dataset, rounds: Sequence[Round], 
             series_number=series_number, sop_instance_uid=_uid("instance", content), instance_number=1,
             manufacturer=MANUFACTURER, manufacturer_model_name=MANUFACTURER, software_versions=SOFTWARE_VERSION,
             device_serial_number="0", series_description=_text("MediRound dialogue segmentation", 64),
-            content_label=CONTENT_LABEL, content_description=_text(f"MediRound dialogue, session {session_id}", 64),
+            content_label=CONTENT_LABEL, content_description=f"MediRound dialogue, session {_session_tag(session_id)}",
             coding_schemes=[LOCAL_SCHEME_ITEM] if any(_is_local(c) for c in coded) else None,
             specific_character_set="ISO_IR 192",  # questions are free text in any language
         )
@@ -261,7 +262,8 @@ def _segment(number: int, r: Round, coded: CodedStructure, session_id: str,
         algorithm_identification=hd.AlgorithmIdentificationSequence(
             name=algorithm.name, version=algorithm.version, family=codes.cid7162.ArtificialIntelligence,
             parameters=parameters),
-        tracking_id=f"session {session_id} round {r.number}", tracking_uid=_uid("tracking", session_id, r.number),
+        tracking_id=f"session {_session_tag(session_id)} round {r.number}",
+        tracking_uid=_uid("tracking", session_id, r.number),
         anatomic_regions=[coded.region] if coded.region is not None else None,
     )
     if r.question.strip():
@@ -296,6 +298,11 @@ def _kind(source: pydicom.Dataset) -> str:
 def _is_local(coded: CodedStructure) -> bool:
     return coded.type.scheme_designator == LOCAL_SCHEME or (
         coded.region is not None and coded.region.scheme_designator == LOCAL_SCHEME)
+
+
+def _session_tag(session_id: str) -> str:
+    """What the SEG says of its session: a one-way digest, as the id itself is a capability to the session."""
+    return hashlib.sha256(b"mediround-seg\0" + session_id.encode()).hexdigest()[:16]
 
 
 def _content_digest(session_id: str, algorithm: Algorithm, source: pydicom.Dataset, frame: int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import subprocess
 import tracemalloc
 
@@ -21,6 +22,7 @@ from serving.messages import Round, encode_mask
 from tests.conftest import require_system_file
 
 SESSION = "0123456789abcdef0123456789abcdef"
+SESSION_TAG = hashlib.sha256(b"mediround-seg\0" + SESSION.encode()).hexdigest()[:16]  # what the SEG says of it
 TINY = Algorithm("mediround-tiny", "2026-12-01+3f2a9c1")
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on odd values in the real test files
@@ -73,6 +75,7 @@ def export(tmp_path, source, rounds, **kw):
     path = tmp_path / f"{out.sop_instance_uid}.dcm"
     out.dataset.save_as(path, enforce_file_format=True)
     dciodvfy(path)
+    assert SESSION.encode() not in path.read_bytes()  # the session id is a capability: the SEG holds a digest
     return out, hd.seg.segread(path)
 
 
@@ -117,7 +120,7 @@ def test_ct_rounds_become_segments_that_read_back_as_their_masks(tmp_path):
     assert second.SegmentedPropertyCategoryCodeSequence[0].CodeValue == SCT.MorphologicallyAbnormalStructure.value
     for segment, number in zip(seg.SegmentSequence, (1, 3, 4), strict=True):
         assert segment.SegmentAlgorithmType == "AUTOMATIC"
-        assert segment.TrackingID == f"session {SESSION} round {number}"
+        assert segment.TrackingID == f"session {SESSION_TAG} round {number}"
         algorithm = segment.SegmentationAlgorithmIdentificationSequence[0]
         assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (TINY.name, TINY.version)
         assert algorithm.AlgorithmFamilyCodeSequence[0].CodeMeaning == "Artificial Intelligence"
@@ -130,7 +133,8 @@ def test_ct_rounds_become_segments_that_read_back_as_their_masks(tmp_path):
     assert referenced.SeriesInstanceUID == source.SeriesInstanceUID
     assert referenced.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
-    assert seg.ContentLabel == "MEDIROUND" and SESSION in seg.ContentDescription
+    assert seg.ContentLabel == "MEDIROUND"
+    assert seg.ContentDescription == f"MediRound dialogue, session {SESSION_TAG}"
     assert seg.Manufacturer == "MediRound Serve"
 
 
