@@ -7,11 +7,13 @@ that name and version) and tracked by session and round. The SEG references the 
 its frame) in the source's study; overlapping segments are declared (highdicom compares the masks). The
 session id itself is a capability to the session: the SEG names the session by a one-way digest of it.
 
-UIDs are derived, never drawn: the SOP instance and series UIDs are digests of what the SEG holds
-(session, checkpoint, source instance and frame, each kept round's number, question, answer and mask),
-so exporting the same rounds twice stores one instance in a PACS, and a regenerated result (another
-mask, another checkpoint) is a new instance in a new series. A segment's tracking UID depends on the
-session and round only: it follows one finding across regenerated results.
+UIDs are derived, never drawn. The series UID is one per session and model (checkpoint, software, series
+number): every export of a session's rounds lands in one series of the study. The SOP instance UID is a
+digest of everything the SEG holds (the source's header, the frame, and each kept round's description,
+codes, algorithm parameters and mask), so exporting the same rounds twice stores one instance in a PACS,
+and new content (a new round, another mask) is a new instance in the same series; its InstanceNumber is
+the last round it holds. A segment's tracking UID depends on the session and round only: it follows one
+finding across regenerated results.
 
 The source is a header (``stop_before_pixels`` is enough), copied before anything is filled in: the
 type-2 attributes a SEG copies (patient, study) may be missing or invalid (a PatientSex "W", a date
@@ -36,6 +38,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 from pydicom.datadict import dictionary_VR
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sr.codedict import codes
 from pydicom.valuerep import DA, TM, validate_value
 
@@ -154,11 +158,11 @@ def build_segmentation(source_header: pydicom.Dataset, rounds: Sequence[Round], 
                     for number, (r, c) in enumerate(zip(kept, coded, strict=True), start=1)]
     try:
         image = _frame_view(source, frame) if one_frame else copy.deepcopy(source)  # highdicom changes what it gets
-        content = _content_digest(session_id, algorithm, source, frame, kept, masks)
+        content = _content_digest(session_id, algorithm, series_number, image, frame, descriptions, masks)
         seg = hd.seg.Segmentation(
             source_images=[image], pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions, series_instance_uid=_uid("series", content),
-            series_number=series_number, sop_instance_uid=_uid("instance", content), instance_number=1,
+            segment_descriptions=descriptions, series_instance_uid=_series_uid(session_id, algorithm, series_number),
+            series_number=series_number, sop_instance_uid=_uid("instance", content), instance_number=kept[-1].number,
             manufacturer=MANUFACTURER, manufacturer_model_name=MANUFACTURER, software_versions=SOFTWARE_VERSION,
             device_serial_number="0", series_description=_text("MediRound dialogue segmentation", 64),
             content_label=CONTENT_LABEL, content_description=f"MediRound dialogue, session {_session_tag(session_id)}",
@@ -305,17 +309,32 @@ def _session_tag(session_id: str) -> str:
     return hashlib.sha256(b"mediround-seg\0" + session_id.encode()).hexdigest()[:16]
 
 
-def _content_digest(session_id: str, algorithm: Algorithm, source: pydicom.Dataset, frame: int,
-                    kept: list[Round], masks: list[np.ndarray]) -> str:
-    """SHA-256 over everything the SEG says, each part length-prefixed so no two exports hash alike by accident."""
+def _content_digest(session_id: str, algorithm: Algorithm, series_number: int, image: pydicom.Dataset, frame: int,
+                    descriptions: list[hd.seg.SegmentDescription], masks: list[np.ndarray]) -> str:
+    """SHA-256 over everything the SEG says, each part length-prefixed so no two exports hash alike by accident:
+    the software, the session, the source's header as highdicom gets it (the SEG copies patient and study from it),
+    and each segment's description (label, codes, algorithm and its parameters, tracking) and mask."""
+    parts = ["mediround-seg-2", SOFTWARE_VERSION, series_number, session_id, algorithm.name, algorithm.version, frame,
+             _encoded(image)]
+    for description, mask in zip(descriptions, masks, strict=True):
+        parts += [_encoded(description), f"{mask.shape}", np.packbits(mask).tobytes()]
     h = hashlib.sha256()
-    parts = ["mediround-seg-1", session_id, algorithm.name, algorithm.version, source.SOPInstanceUID, frame]
-    for r, mask in zip(kept, masks, strict=True):
-        parts += [r.number, r.question, r.answer, f"{mask.shape}", np.packbits(mask).tobytes()]
     for part in parts:
         data = part if isinstance(part, bytes) else str(part).encode()
         h.update(len(data).to_bytes(8, "big") + data)
     return h.hexdigest()
+
+
+def _encoded(dataset: pydicom.Dataset) -> bytes:
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    write_dataset(buffer, dataset)
+    return buffer.getvalue()
+
+
+def _series_uid(session_id: str, algorithm: Algorithm, series_number: int) -> str:
+    """One series per session and model (and the software and series number, which a series states)."""
+    return _uid("series", session_id, algorithm.name, algorithm.version, SOFTWARE_VERSION, series_number)
 
 
 def _uid(purpose: str, *parts) -> str:

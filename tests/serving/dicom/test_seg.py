@@ -46,11 +46,11 @@ def disc(size, cy, cx, r) -> np.ndarray:
 
 
 def a_round(number: int, question: str, mask: np.ndarray | None, answer: str = "It is [SEG].",
-            reference_round: int | None = None) -> Round:
+            reference_round: int | None = None, quality: float | None = 0.9, corrected: bool = False) -> Round:
     """A stored round as the dialogue makes it; the mask travels as its PNG, as in the store."""
     return Round(number=number, question=question, answer=answer, answer_ids=[], reference_round=reference_round,
-                 mask_png=encode_mask(mask) if mask is not None else b"", box=None, quality=0.9, corrected=False,
-                 has_mask=mask is not None, seg_vector=None)
+                 mask_png=encode_mask(mask) if mask is not None else b"", box=None, quality=quality,
+                 corrected=corrected, has_mask=mask is not None, seg_vector=None)
 
 
 def same(a, b) -> bool:
@@ -316,24 +316,46 @@ def test_rounds_without_any_mask_and_masks_of_another_size_are_refused():
                            session_id=SESSION, algorithm=TINY)
 
 
-def test_uids_are_the_same_for_the_same_export_and_new_for_a_regenerated_one():
+def test_a_sessions_exports_share_a_series_and_new_content_is_a_new_instance(monkeypatch):
     source = header("CT_small.dcm")
     size = (source.Rows, source.Columns)
-    rounds = [a_round(1, "Segment the liver.", rect(size, 10, 60, 10, 60)),
-              a_round(2, "Segment the aorta.", disc(size, 90, 64, 8))]
-    build = lambda rs, algorithm=TINY: build_segmentation(source, rs, session_id=SESSION, algorithm=algorithm).dataset  # noqa: E731
-    first, again = build(rounds), build(rounds)
+    liver, aorta = rect(size, 10, 60, 10, 60), disc(size, 90, 64, 8)
+    rounds = [a_round(1, "Segment the liver.", liver), a_round(2, "Segment the aorta.", aorta)]
+
+    def build(rs=rounds, src=source, algorithm=TINY, session=SESSION):
+        return build_segmentation(src, rs, session_id=session, algorithm=algorithm).dataset
+
+    first, again = build(), build()
     assert (first.SOPInstanceUID, first.SeriesInstanceUID) == (again.SOPInstanceUID, again.SeriesInstanceUID)
-    assert first.SOPInstanceUID != first.SeriesInstanceUID
+    assert first.SOPInstanceUID != first.SeriesInstanceUID and first.InstanceNumber == 2  # its last round
     for uid in (first.SOPInstanceUID, first.SeriesInstanceUID):
         assert uid.startswith("2.25.") and uid.is_valid and len(uid) <= 64
 
-    regenerated_mask = rect(size, 10, 60, 10, 61)  # one column more
-    regenerated = build([a_round(1, "Segment the liver.", regenerated_mask), rounds[1]])
-    new_checkpoint = build(rounds, Algorithm(TINY.name, "2026-12-02+9e8d7c6"))
-    uids = {d.SOPInstanceUID for d in (first, regenerated, new_checkpoint)}
-    assert len(uids) == 3 and len({d.SeriesInstanceUID for d in (first, regenerated, new_checkpoint)}) == 3
+    renamed = copy.deepcopy(source)
+    renamed.PatientName = "Corrected^Name"  # the same source instance, its header corrected
+    monkeypatch.setattr("serving.dicom.seg.concept_for", lambda question, answer: GENERIC)
+    recoded = build()  # the same rounds coded otherwise (another code table)
+    monkeypatch.undo()
+    new_content = {
+        "regenerated mask": build([a_round(1, "Segment the liver.", rect(size, 10, 60, 10, 61)), rounds[1]]),
+        "new round": build([*rounds, a_round(3, "Segment the spleen.", disc(size, 30, 100, 10))]),
+        "quality": build([a_round(1, "Segment the liver.", liver, quality=0.5), rounds[1]]),
+        "corrected": build([a_round(1, "Segment the liver.", liver, corrected=True), rounds[1]]),
+        "reference": build([rounds[0], a_round(2, "Segment the aorta.", aorta, reference_round=1)]),
+        "codes": recoded, "header": build(src=renamed)}
+    assert len({first.SOPInstanceUID, *(d.SOPInstanceUID for d in new_content.values())}) == 1 + len(new_content)
+    assert {d.SeriesInstanceUID for d in new_content.values()} == {first.SeriesInstanceUID}  # one series
+    assert new_content["new round"].InstanceNumber == 3
+
+    monkeypatch.setattr("serving.dicom.seg.SOFTWARE_VERSION", "9.9.9")  # a series states its equipment
+    upgraded = build()
+    monkeypatch.undo()
+    other_series = [build(algorithm=Algorithm(TINY.name, "2026-12-02+9e8d7c6")), upgraded,
+                    build(session="fedcba9876543210fedcba9876543210")]
+    assert len({first.SeriesInstanceUID, *(d.SeriesInstanceUID for d in other_series)}) == 4
+    assert len({first.SOPInstanceUID, *(d.SOPInstanceUID for d in other_series)}) == 4
     # A finding keeps its tracking UID across regenerated results.
+    regenerated = new_content["regenerated mask"]
     assert [s.TrackingUID for s in first.SegmentSequence] == [s.TrackingUID for s in regenerated.SegmentSequence]
 
 
