@@ -9,6 +9,7 @@ handles in production, ``serving.steps.LocalPipeline`` in one process) and the s
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import re
@@ -240,19 +241,11 @@ class Dialogue:
         With a ``request_id``, a round that met an unreachable store is run again for up to
         ``store_retry_s`` (never past ``deadline``): if its append did land, the retry finds it."""
         on_answer = _once(on_answer)  # a retried round streams its answer once
-        give_up = time.monotonic() + self.limits.store_retry_s
-        if deadline is not None:
-            give_up = min(give_up, deadline)
-        pause = 0.1
-        while True:
-            try:
-                return await self._run_round(session_id, question, reference_round, request_id, on_answer, deadline,
-                                             tenant)
-            except StoreUnavailable:
-                if not request_id or time.monotonic() + pause >= give_up:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, 1.0)
+        attempt = functools.partial(self._run_round, session_id, question, reference_round, request_id, on_answer,
+                                    deadline, tenant)
+        if not request_id:
+            return await attempt()
+        return await _retrying(attempt, StoreUnavailable, self.limits.store_retry_s, deadline)
 
     async def _run_round(self, session_id: str, question: str, reference_round: int, request_id: str, on_answer,
                          deadline: float | None, tenant: Tenant) -> Round:
@@ -289,20 +282,12 @@ class Dialogue:
 
     async def _retrying(self, deadline: float | None, compute):
         """``await compute()``, again while a model replica is lost (nothing is applied before the append, so
-        a retry is safe), with backoff, for up to ``replica_retry_s`` and never past ``deadline``."""
-        give_up = time.monotonic() + self.limits.replica_retry_s
-        if deadline is not None:
-            give_up = min(give_up, deadline)
-        pause = 0.1
-        while True:
-            try:
-                return await compute()
-            except StepUnavailable as e:
-                if time.monotonic() + pause >= give_up:
-                    raise StepUnavailable(f"{e}; no replica answered in time and nothing was appended: retry "
-                                          "with the same request_id") from None
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, 1.0)
+        a retry is safe), for up to ``replica_retry_s`` and never past ``deadline``."""
+        try:
+            return await _retrying(compute, StepUnavailable, self.limits.replica_retry_s, deadline)
+        except StepUnavailable as e:
+            raise StepUnavailable(f"{e}; no replica answered in time and nothing was appended: retry with the same "
+                                  "request_id") from None
 
     async def _compute(self, sha: str, image: bytes | None, history: list[Round], question: str,
                        reference_round: int | None, on_answer, *, session_id: str | None = None) -> Round:
@@ -328,6 +313,23 @@ class Dialogue:
                      corrected=mask.corrected if mask else False, has_mask=mask is not None,
                      seg_vector=turn.seg_vector, timings=timings, created=time.time(),
                      served_by={"reasoner": turn.replica})
+
+
+async def _retrying(attempt, kind: type[Exception], budget_s: float, deadline: float | None):
+    """``await attempt()``, again with backoff while it raises ``kind``, for up to ``budget_s`` and never past
+    ``deadline`` (``time.monotonic()``); then the last ``kind`` error."""
+    give_up = time.monotonic() + budget_s
+    if deadline is not None:
+        give_up = min(give_up, deadline)
+    pause = 0.1
+    while True:
+        try:
+            return await attempt()
+        except kind:
+            if time.monotonic() + pause >= give_up:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(2 * pause, 1.0)
 
 
 def _once(callback):
