@@ -245,7 +245,8 @@ class Dialogue:
                                     deadline, tenant)
         if not request_id:
             return await attempt()
-        return await _retrying(attempt, StoreUnavailable, self.limits.store_retry_s, deadline)
+        # short pauses: Redis is back within a second or two, and the round should follow it at once
+        return await _retrying(attempt, StoreUnavailable, self.limits.store_retry_s, deadline, longest_pause=0.2)
 
     async def _run_round(self, session_id: str, question: str, reference_round: int, request_id: str, on_answer,
                          deadline: float | None, tenant: Tenant) -> Round:
@@ -315,9 +316,10 @@ class Dialogue:
                      served_by={"reasoner": turn.replica})
 
 
-async def _retrying(attempt, kind: type[Exception], budget_s: float, deadline: float | None):
-    """``await attempt()``, again with backoff while it raises ``kind``, for up to ``budget_s`` and never past
-    ``deadline`` (``time.monotonic()``); then the last ``kind`` error."""
+async def _retrying(attempt, kind: type[Exception], budget_s: float, deadline: float | None, *,
+                    longest_pause: float = 1.0):
+    """``await attempt()``, again with backoff (0.1 s, doubling to ``longest_pause``) while it raises ``kind``, for
+    up to ``budget_s`` and never past ``deadline`` (``time.monotonic()``); then the last ``kind`` error."""
     give_up = time.monotonic() + budget_s
     if deadline is not None:
         give_up = min(give_up, deadline)
@@ -329,7 +331,7 @@ async def _retrying(attempt, kind: type[Exception], budget_s: float, deadline: f
             if time.monotonic() + pause >= give_up:
                 raise
         await asyncio.sleep(pause)
-        pause = min(2 * pause, 1.0)
+        pause = min(2 * pause, longest_pause)
 
 
 def _once(callback):
