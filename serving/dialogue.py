@@ -283,9 +283,27 @@ class Dialogue:
 
     async def _retrying(self, deadline: float | None, compute):
         """``await compute()``, again while a model replica is lost (nothing is applied before the append, so
-        a retry is safe), for up to ``replica_retry_s`` and never past ``deadline``."""
+        a retry is safe), for up to ``replica_retry_s`` and never past ``deadline``. A retry waits for a replica
+        only that long too: Serve queues a request to a deployment without a live replica until one has
+        started, which with one replica can take longer than the caller's deadline."""
+        give_up = time.monotonic() + self.limits.replica_retry_s
+        retried = False
+
+        async def attempt():
+            nonlocal retried
+            if not retried:
+                retried = True
+                return await compute()
+            try:
+                async with asyncio.timeout_at(give_up) as waited:  # the loop's clock is time.monotonic
+                    return await compute()
+            except TimeoutError:
+                if waited.expired():
+                    raise StepUnavailable("the model step's replica was lost and none has taken its place") from None
+                raise
+
         try:
-            return await _retrying(compute, StepUnavailable, self.limits.replica_retry_s, deadline)
+            return await _retrying(attempt, StepUnavailable, self.limits.replica_retry_s, deadline)
         except StepUnavailable as e:
             raise StepUnavailable(f"{e}; no replica answered in time and nothing was appended: retry with the same "
                                   "request_id") from None
