@@ -150,8 +150,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train MediRound models")
     tsub = train.add_subparsers(dest="train_command", required=True)
     p = tsub.add_parser("recipe", help="run a whole training recipe (data, tokenizer, every stage), resumable")
-    p.add_argument("name", choices=["tiny", "tiny-plain-text"], help="the recipe: 'tiny' makes the shipped CPU "
-                   "checkpoint; 'tiny-plain-text' is it without rewording the questions (the ablation)")
+    p.add_argument("name", choices=["tiny", "tiny-plain-text", "tiny-smoke"], help="the recipe: 'tiny' makes the "
+                   "shipped CPU checkpoint; 'tiny-plain-text' is it without rewording the questions (the ablation); "
+                   "'tiny-smoke' runs every part of it on small data, 10 steps a stage, in a few minutes")
     p.add_argument("--out", default="runs/tiny", help="run directory; rerunning resumes (default runs/tiny)")
     p.add_argument("--data", help="phantom dataset root (default <out>/data, generated when missing)")
     p.add_argument("--brain", help="real-brain dataset root (default <out>/brain, generated when missing; needs "
