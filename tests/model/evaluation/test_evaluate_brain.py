@@ -19,10 +19,10 @@ def _csv(path):
 
 
 def test_brain_splits_join_the_tables_with_dice_per_structure_and_size(tmp_path, phantom_root, small_brain_root):
-    results = evaluate(SHIPPED_TINY, phantom_root, tmp_path, limit=1, splits=("val", "test"),
+    results = evaluate(SHIPPED_TINY, phantom_root, tmp_path, limit=1, splits=("test",),
                        protocols=("auto",), real=False, brain=small_brain_root, pictures=1, progress=False)
     t = results["tables"]
-    splits = ["val", "test", "brain/val", "brain/test"]
+    splits = ["test", "brain/test"]
     assert [(r["model"], r["split"]) for r in t["main"]] == \
         [(m, s) for m in ("MediRound", "MediRound + JCM") for s in splits]
     assert [r["split"] for r in t["jcm_effect"]] == splits
@@ -30,7 +30,7 @@ def test_brain_splits_join_the_tables_with_dice_per_structure_and_size(tmp_path,
         {(s, m) for s in ("test", "brain/test") for m in ("none", "crop", "crop+box")}
     assert {r["split"] for r in t["error_propagation"]} == {"test"} and t["box_prompted_sam"]["split"] == "test"
 
-    for split in ("brain/val", "brain/test"):
+    for split in ("brain/test",):
         conv = load(small_brain_root / f"{split.removeprefix('brain/')}.json")[0]
         rows = [r for r in t["brain_per_structure"] if r["split"] == split]
         assert sorted(r["structure"] for r in rows) == sorted({m["category"] for m in conv.extra["rounds_meta"]})
