@@ -1,1 +1,2 @@
-"""MR-MedSeg data: the format, validation, phantom generation, the training dataset, pictures."""
+"""MR-MedSeg data: the format, validation, phantom and real-brain generation, the training dataset with its
+question rewording, pictures, the demo's held-out brain dialogue."""
