@@ -93,7 +93,8 @@ TINY = Recipe(
         ("jcm", StageSettings(steps=1400, batch_size=8, lr=1e-3, warmup=50)),
     ],
 )
-# The same run with the generators' wording only: the ablation that measures what rewording does.
+# The same run with the generators' wording only: the ablation that measures what rewording does. Run it in a
+# copy of a tiny run's tokenizer/, sam/ and align/ (the rerun skips them), so only stage 1 and JCM differ.
 TINY_PLAIN_TEXT = replace(TINY, name="tiny-plain-text", text=None)
 # Every part of the tiny recipe in a few minutes (small data, 10 steps a stage): proves the wiring, trains nothing.
 TINY_SMOKE = replace(TINY, name="tiny-smoke", data_scale=0.02, brain=replace(TINY.brain, scale=0.34, stride=6),
@@ -137,7 +138,7 @@ def prepare_tokenizer(recipe: Recipe, data: Path, out: Path, brain: Path | None 
     modalities = [*MODALITIES, BRAIN_MODALITY] if len(roots) > 1 else list(MODALITIES)
     texts += [POSITION_WORDS, " ".join(m.replace("_", " ") for m in modalities), "Describe the image."]
     if recipe.text is not None:
-        texts.append(" ".join(sorted(vocabulary())))  # the rewording's words, seen once, get tokens of their own
+        texts.append(" ".join(sorted(vocabulary())))  # the rewording's own words, once each, in the BPE corpus
     tokenizer = train_tokenizer(texts, recipe.vocab_size)
     tokenizer.save_pretrained(path)
     return tokenizer
