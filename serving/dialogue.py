@@ -84,7 +84,8 @@ class Limits:
     session_wait_s: float = 60.0
     """How long a round waits for the previous round of its session."""
     replica_retry_s: float = 10.0
-    """How long a round whose model replica died is retried (on another replica, or the restarted one)."""
+    """How long a round's model steps may take, a lost replica's retries (on another replica, or the restarted
+    one) and waits for a replacement included; then UNAVAILABLE."""
     store_retry_s: float = 5.0
     """How long a round is retried while the dialogue store is unreachable (a Redis restart takes a second or
     two): safe, as a round is appended once per request id."""
@@ -283,23 +284,19 @@ class Dialogue:
 
     async def _retrying(self, deadline: float | None, compute):
         """``await compute()``, again while a model replica is lost (nothing is applied before the append, so
-        a retry is safe), for up to ``replica_retry_s`` and never past ``deadline``. A retry waits for a replica
-        only that long too: Serve queues a request to a deployment without a live replica until one has
-        started, which with one replica can take longer than the caller's deadline."""
+        a retry is safe), for up to ``replica_retry_s`` and never past ``deadline``. The model steps get that
+        long in all, waiting included: Serve holds a request to a deployment whose replicas are gone until a
+        replacement has started, which with one replica can outlast the caller's deadline; past it the
+        round is UNAVAILABLE, which a client retries, not a deadline it cannot tell from a slow model."""
         give_up = time.monotonic() + self.limits.replica_retry_s
-        retried = False
 
         async def attempt():
-            nonlocal retried
-            if not retried:
-                retried = True
-                return await compute()
             try:
                 async with asyncio.timeout_at(give_up) as waited:  # the loop's clock is time.monotonic
                     return await compute()
             except TimeoutError:
                 if waited.expired():
-                    raise StepUnavailable("the model step's replica was lost and none has taken its place") from None
+                    raise StepUnavailable("no replica of the model's steps answered in time") from None
                 raise
 
         try:

@@ -19,11 +19,12 @@ IMAGE = (REAL_SLICES / load(REAL_DIALOGUES)[0].image).read_bytes()
 
 
 class LosesItsReplica:
-    """The shipped pipeline whose reasoning step first loses its replica, then (``replaced``) answers again or
-    (not) waits as Serve does for a replica that never comes."""
+    """The shipped pipeline whose reasoning step has lost its replica: "replaced", it dies mid-round and then
+    answers again; "never replaced", it dies and then waits as Serve waits for a replica that never comes;
+    "queued", the round's first request already waits so (the replica died before it was sent)."""
 
-    def __init__(self, pipeline, *, replaced: bool):
-        self.pipeline, self.replaced, self.calls = pipeline, replaced, 0
+    def __init__(self, pipeline, *, case: str):
+        self.pipeline, self.case, self.calls = pipeline, case, 0
 
     async def encode(self, *args):
         return await self.pipeline.encode(*args)
@@ -33,9 +34,9 @@ class LosesItsReplica:
 
     async def reason(self, request):
         self.calls += 1
-        if self.calls == 1:
+        if self.calls == 1 and self.case != "queued":
             raise StepUnavailable("the reasoner's replica died mid-round")
-        if not self.replaced:
+        if self.case != "replaced":
             await asyncio.Event().wait()
         return await self.pipeline.reason(request)
 
@@ -45,11 +46,11 @@ def pipeline(redis_url):
     return LocalPipeline(str(SHIPPED_TINY), redis_url=redis_url)
 
 
-@pytest.mark.parametrize("replaced", [True, False])
-def test_a_lost_replica_is_retried_and_answered_unavailable_in_time_if_none_comes(redis_url, pipeline, replaced):
+@pytest.mark.parametrize("case", ["replaced", "never replaced", "queued"])
+def test_a_lost_replica_is_retried_and_answered_unavailable_in_time_if_none_comes(redis_url, pipeline, case):
     async def scenario():
         store = RedisSessionStore(redis_url)
-        steps = LosesItsReplica(pipeline, replaced=replaced)
+        steps = LosesItsReplica(pipeline, case=case)
         dialogue = Dialogue(store, steps, Limits(replica_retry_s=1.0))
         try:
             session = await dialogue.create_session(IMAGE)
@@ -65,7 +66,7 @@ def test_a_lost_replica_is_retried_and_answered_unavailable_in_time_if_none_come
             await store.close()
 
     outcome, waited, calls, stored = asyncio.run(scenario())
-    if replaced:
+    if case == "replaced":
         assert outcome.number == 1 and calls == 2 and len(stored) == 1
     else:  # UNAVAILABLE after the 1 s retry budget, not at the call's 30 s deadline; nothing appended
         assert isinstance(outcome, StepUnavailable) and "retry with the same request_id" in str(outcome)
