@@ -429,7 +429,7 @@ def test_the_models_vocabulary_is_coded():
         if side:  # a laterality, or a concept that has the side in it (left atrium, middle lobe of right lung)
             assert same(coded.laterality, sides[side]) or side in coded.type.meaning.lower(), label
 
-    anatomy = pytest.importorskip("model.data.brain.anatomy")
+    from model.data.brain import anatomy
     for name in [s.name for s in anatomy.STRUCTURES] + [g.name for g in anatomy.GROUPS]:
         coded = concept_for(f"Segment the left {name}.", "")
         assert not coded.generic and coded.name == normalise(name), name

@@ -303,7 +303,8 @@ def test_a_16_bit_image_is_windowed_by_the_server(page, served, tmp_path):
 
 
 def test_a_dicom_file_goes_with_its_window_and_the_server_answers_inline(page, served, client):
-    pydicom_data = pytest.importorskip("pydicom.data")
+    import pydicom.data as pydicom_data
+
     from mediround.v1 import mediround_pb2 as pb
 
     path = pydicom_data.get_testdata_file("CT_small.dcm")
