@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from model.data.brain.anatomy import BY_NAME, FACTS, GROUP_BY_NAME, GROUP_WORDS, GROUPS, container, descendants
 from model.data.brain.scene import GROUP, BrainSlice
 from model.data.phantoms.knowledge import RELATIONS as PHANTOM_RELATIONS
-from model.data.phantoms.knowledge import Relation
+from model.data.phantoms.knowledge import Relation, RelationTable
 from model.data.phantoms.scene import Entity
 
 MIN_OFFSET = 0.02  # about 4 px at 192 px: closer centroids are side by side, not one beyond the other
@@ -174,26 +174,8 @@ BY_RELATION = {r.name: r for r in RELATIONS}
 assert all(m in BY_NAME or m in GROUP_BY_NAME for m in _MEMBERS)
 
 
-class BrainRelationTable:
-    """Every relation applied to every entity of one slice, computed once (the phantoms' RelationTable interface)."""
+class BrainRelationTable(RelationTable):
+    """Every brain relation applied to every structure of one slice, computed once."""
 
     def __init__(self, scene: BrainSlice):
-        self.scene = scene
-        self._targets = {(rel.name, e.key): rel.target(scene, e) for rel in RELATIONS
-                         for e in scene.entities.values()}
-
-    def target(self, relation: Relation, source: Entity) -> Entity | None:
-        return self._targets[relation.name, source.key]
-
-    def needs_reference(self, relation: Relation, source: Entity, target: Entity) -> bool:
-        """True when the same question about another entity of the slice has another answer."""
-        return any(self._targets[relation.name, key] not in (None, target)
-                   for key in self.scene.entities if key != source.key)
-
-    def feasible(self, source: Entity, scenario: str | None = None):
-        """(relation, target) pairs from ``source`` whose answer depends on the reference."""
-        for rel in RELATIONS:
-            t = self.target(rel, source)
-            if t is not None and (scenario is None or rel.scenario == scenario) \
-                    and self.needs_reference(rel, source, t):
-                yield rel, t
+        super().__init__(scene, RELATIONS)

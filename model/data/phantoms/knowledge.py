@@ -204,11 +204,12 @@ RELATIONS = (
 
 
 class RelationTable:
-    """Every relation applied to every entity of one scene, computed once."""
+    """Every relation (of ``relations``: the phantoms' unless given) applied to every entity of one scene,
+    computed once."""
 
-    def __init__(self, scene: Scene):
-        self.scene = scene
-        self._targets = {(rel.name, e.key): rel.target(scene, e) for rel in RELATIONS
+    def __init__(self, scene: Scene, relations: tuple[Relation, ...] | None = None):
+        self.scene, self.relations = scene, relations if relations is not None else RELATIONS
+        self._targets = {(rel.name, e.key): rel.target(scene, e) for rel in self.relations
                          for e in scene.entities.values()}
 
     def target(self, relation: Relation, source: Entity) -> Entity | None:
@@ -221,7 +222,7 @@ class RelationTable:
 
     def feasible(self, source: Entity, scenario: str | None = None):
         """(relation, target) pairs from ``source`` whose answer depends on the reference."""
-        for rel in RELATIONS:
+        for rel in self.relations:
             t = self.target(rel, source)
             if t is not None and (scenario is None or rel.scenario == scenario) \
                     and self.needs_reference(rel, source, t):
