@@ -1,8 +1,9 @@
 """The demo: start the embedded service, hold scripted dialogues over gRPC, print them, draw them.
 
-A held-out phantom image (generated with its own seed, never trained on) and a real CT slice, each
-a multi-round dialogue whose later rounds refer to earlier ones; every mask is compared with the
-ground truth and drawn next to it. Then a dialogue on a real DICOM CT, its rounds written as a DICOM SEG.
+A held-out phantom image (generated with its own seed, never trained on), a real CT slice and a slice
+of the real brain from a slab training never sees, each a multi-round dialogue whose later rounds refer
+to earlier ones; every mask is compared with the ground truth and drawn next to it. Then a dialogue on a
+real DICOM CT, its rounds written as a DICOM SEG.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mediround.v1 import mediround_pb2 as pb
+from model.data.brain_demo import held_out_brain_dialogue
 from model.data.images import load_mask
 from model.data.mrmedseg import load
 from model.data.phantoms.generate import SplitSpec, generate_dataset
@@ -27,8 +29,10 @@ def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -
     out = Path(out)
     phantoms = out / "phantoms"
     generate_dataset(phantoms, seed=seed, splits={"test_hard": SplitSpec(1, 1, 1.0)}, workers=1, progress=False)
+    brain, brain_dialogue = held_out_brain_dialogue(out / "brain")
     dialogues = [("held-out phantom", "phantom", phantoms, load(phantoms / "test_hard.json")[0]),
-                 ("real CT slice", "real", Path(REAL_SLICES), load(REAL_DIALOGUES)[0])]
+                 ("real CT slice", "real", Path(REAL_SLICES), load(REAL_DIALOGUES)[0]),
+                 ("held-out real brain slice", "brain", brain, brain_dialogue)]
     started = time.perf_counter()
     options = ServiceOptions(checkpoint=checkpoint, server=ServerOptions(address="127.0.0.1:0"))
     with BackgroundService(options) as service:

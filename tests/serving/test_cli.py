@@ -3,8 +3,10 @@ import sys
 
 import pytest
 
+from model.data.brain.volume import PACKAGE, T1_FILE, TEMPLATES
 from model.data.real import REAL_SLICES
 from serving.cli import main
+from tests.conftest import require_system_file
 
 
 def run(*args):
@@ -19,11 +21,12 @@ def test_every_subcommand_has_help(args):
 
 
 def test_demo_holds_dialogues_with_the_shipped_model(tmp_path, capsys):
+    require_system_file(TEMPLATES / T1_FILE, PACKAGE)  # the demo's real brain slice
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "== held-out phantom" in out and "== real CT slice" in out
-    assert out.count("Dice against the ground truth") >= 8  # every round of both dialogues
-    assert (tmp_path / "phantom.png").stat().st_size > 10_000 and (tmp_path / "real.png").stat().st_size > 10_000
+    assert "== held-out phantom" in out and "== real CT slice" in out and "== held-out real brain slice" in out
+    assert out.count("Dice against the ground truth") >= 11  # every round of the three dialogues
+    assert all((tmp_path / f"{name}.png").stat().st_size > 10_000 for name in ("phantom", "real", "brain"))
 
 
 def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_path):
