@@ -80,8 +80,9 @@ class Recipe:
 # The phantom-only recipe ran 1300 / 900 / 5000 / 2000 steps in 3289 s (plus ~1 min of data). Now a quarter of
 # every batch comes from the brain. SAM, alignment and stage 1 get ~12-15% more steps, so the phantoms keep
 # 83-87% of what they had there; JCM drops to 1400 steps (its effect on phantoms was within +-0.5 Dice points at
-# 2000) to pay for the brain's extra cost (views cached in stage 1 and JCM, longer captions). Estimated ~68 min
-# from nothing on 2 cores, inside the 75-minute bound (the next full run measures it).
+# 2000) to pay for the brain's extra cost (views cached in stage 1 and JCM, longer captions). Measured from nothing
+# on 2 cores (2026-12-01): 8692 s (data 124, sam 1735, align 819, stage 1 4845, JCM 1169), not the ~68 min
+# estimated from the phantom-only run's per-step costs: over the 75-minute bound, and not yet shipped.
 TINY = Recipe(
     name="tiny",
     brain=BrainData(),
