@@ -89,9 +89,10 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
 
 @torch.inference_mode()
 def box_prompted_upper_bound(model: MediRound, conversations: list[Conversation], root: Path) -> SegmentationMetric:
-    """Table 3 analogue: the SAM part prompted with each ground-truth mask's box, one round at a time."""
+    """Table 3 analogue: the SAM part prompted with each ground-truth mask's box, one round at a time
+    (recorded with dialogue ids, so :func:`~model.evaluation.structures.mask_scores` reads it)."""
     metric = SegmentationMetric()
-    for conv in conversations:
+    for i, conv in enumerate(conversations):
         image = torch.from_numpy(load_image(root / conv.image)).permute(2, 0, 1)
         enc = model.encode_image(image)
         targets = np.stack([load_mask(root / r.mask) for r in conv.rounds])
@@ -101,7 +102,7 @@ def box_prompted_upper_bound(model: MediRound, conversations: list[Conversation]
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         logits = model.box_masks(enc.sam_embedding, torch.tensor(boxes, dtype=torch.float32), enc.input_size,
                                  enc.original_size, image)  # refined as the model's own masks are
-        metric((logits > 0).numpy(), targets)
+        metric((logits > 0).numpy(), targets, rounds=list(range(len(targets))), dialogue=i)
     return metric
 
 
@@ -193,6 +194,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     upper = box_prompted_upper_bound(sam, convs, root).aggregate()
     results["tables"]["box_prompted_sam"] = {"split": ablation_split, "checkpoint": str(sam_checkpoint or checkpoint),
                                              **upper["overall"]}
+    if BRAIN + "test" in sets:  # the brain's ceiling: what SAM draws when told exactly where the structure is
+        root, convs = sets[BRAIN + "test"]
+        metric = box_prompted_upper_bound(sam, convs, root)
+        results["tables"]["box_prompted_sam_brain"] = {
+            "split": BRAIN + "test", "checkpoint": str(sam_checkpoint or checkpoint), **metric.aggregate()["overall"],
+            "per_size": per_size(mask_scores(metric, convs, root))}
 
     brain_runs = [(p, s) for p in protocols for s in sets if s.startswith(BRAIN)]
     if brain_runs:
@@ -308,10 +315,14 @@ def markdown_tables(results: dict) -> str:
                         "pooled (every split and protocol: per_structure.csv)",
                         ["structure", "rounds", "Dice", "mean size (% of the image)"],
                         [[r["structure"], r["n"], _pct(r["dice"]), f"{r['mean_area_pct']:.2f}"] for r in shown])
-    b = t["box_prompted_sam"]
     lines += _table("Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)",
                     ["SAM of", "split", "Dice", "gIoU", "cIoU"],
-                    [[f"`{b.get('checkpoint', results['checkpoint'])}`", b["split"], *_scores(b)]])
+                    [[f"`{c.get('checkpoint', results['checkpoint'])}`", c["split"], *_scores(c)]
+                     for c in (t["box_prompted_sam"], t.get("box_prompted_sam_brain")) if c])
+    if "box_prompted_sam_brain" in t:
+        lines += _table(f"Box-prompted SAM alone on {BRAIN}test: Dice (%) per structure size",
+                        ["size", "masks", "Dice"],
+                        [[r["size"], r["n"], _pct(r["dice"])] for r in t["box_prompted_sam_brain"]["per_size"]])
     if "real_ct" in t:
         lines += _table("Real CT slices (SA-Med2D sample, MediRound + JCM)",
                         ["protocol", "rounds", "Dice", "gIoU", "cIoU"],
