@@ -82,7 +82,8 @@ class Recipe:
 # 83-87% of what they had there; JCM drops to 1400 steps (its effect on phantoms was within +-0.5 Dice points at
 # 2000) to pay for the brain's extra cost (views cached in stage 1 and JCM, longer captions). Measured from nothing
 # on 2 cores (2026-12-01): 8692 s (data 124, sam 1735, align 819, stage 1 4845, JCM 1169), not the ~68 min
-# estimated from the phantom-only run's per-step costs: over the 75-minute bound, and not yet shipped.
+# estimated from the phantom-only run's per-step costs: over the 75-minute bound, and not yet shipped. Since then
+# alignment captions name at most 12 entities (``stages.CAPTION_ENTITIES``): brain captions had doubled its cost.
 TINY = Recipe(
     name="tiny",
     brain=BrainData(),

@@ -94,11 +94,20 @@ class SamPretraining(Stage):
         return {"loss": out["mask"], "bce": out["bce"], "dice": out["dice"]}
 
 
-def grounded_caption(names: list[str], masks: torch.Tensor, modality: str) -> str:
-    """'us thyroid: thyroid lobe upper left, trachea middle center, ...' in reading order."""
+CAPTION_ENTITIES = 12
+"""Most entities a grounded caption names: every phantom's (they have at most 12), a brain slice's largest
+(a slice carries up to ~30 structures and groups, which would double alignment's padded length)."""
+
+
+def grounded_caption(names: list[str], masks: torch.Tensor, modality: str, most: int = CAPTION_ENTITIES) -> str:
+    """'us thyroid: thyroid lobe upper left, trachea middle center, ...': the ``most`` largest, in reading order."""
+    if len(names) != len(masks):
+        raise ValueError(f"{len(names)} names for {len(masks)} masks")
     rows, cols = ("upper", "middle", "lower"), ("left", "center", "right")
+    largest = sorted(range(len(names)), key=lambda i: -int(masks[i].sum()))[:most]
     placed = []
-    for name, m in zip(names, masks, strict=True):
+    for i in sorted(largest):
+        name, m = names[i], masks[i]
         ys, xs = torch.nonzero(m, as_tuple=True)
         if len(ys):
             r, c = int(3 * ys.float().mean() / m.shape[0]), int(3 * xs.float().mean() / m.shape[1])

@@ -68,6 +68,7 @@ def test_captions_name_entities_where_they_are():
     masks[1, 25:, 12:18] = True  # lower center
     assert grounded_caption(["spleen", "kidney"], masks, "ct_abdomen") == \
         "ct abdomen: spleen upper left, kidney lower center."
+    assert grounded_caption(["spleen", "kidney"], masks, "ct_abdomen", most=1) == "ct abdomen: kidney lower center."
 
 
 def test_settings_refuse_nonsense_and_schedule_warmup_then_decay():
