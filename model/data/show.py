@@ -1,6 +1,7 @@
 """Render a conversation as one PNG: a panel per round with its mask over the image and its text.
 
-The referenced round's mask is outlined in a second colour, so a reader can check each reference.
+The referenced round's mask is outlined in a second colour, so a reader can check each reference; a
+legend under the title names both colours.
 Also used for predicted masks (pass ``masks=`` to override the ground truth). Real-brain slices
 (records with an ``orientation``) get the patient's directions at the panel edges (R/L, A/P, S/I).
 """
@@ -17,7 +18,7 @@ from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Conversation
 from model.data.phantoms.shapes import dilate
 
-PANEL, TEXT_H, COLUMNS = 256, 96, 4
+PANEL, TEXT_H, COLUMNS, HEADER = 256, 96, 4, 42
 TARGET, REFERENCE = np.array([255, 60, 40]), np.array([40, 200, 255])
 
 
@@ -34,6 +35,17 @@ def overlay(image: np.ndarray, mask: np.ndarray | None, reference: np.ndarray | 
 
 # The patient's direction at each panel edge (left, right, top, bottom) per orientation, radiological view.
 EDGE_LABELS = {"axial": "RLAP", "coronal": "RLSI", "sagittal": "APSI"}
+
+
+def _legend(draw: ImageDraw.ImageDraw, font, kind: str, references: bool) -> None:
+    """The colours' meaning, on the title's second line: a filled swatch, and an outlined one if used."""
+    y = 23
+    draw.rectangle((6, y + 1, 18, y + 12), fill=tuple(int(v) for v in TARGET))
+    draw.text((23, y), f"the round's {kind} mask", fill="black", font=font)
+    if references:
+        x = 30 + int(draw.textlength(f"the round's {kind} mask", font=font))
+        draw.rectangle((x, y + 1, x + 12, y + 12), outline=tuple(int(v) for v in REFERENCE), width=2)
+        draw.text((x + 17, y), "outline: the mask of the round it refers to", fill="black", font=font)
 
 
 def _mark_edges(draw: ImageDraw.ImageDraw, x: int, y: int, labels: str, font) -> None:
@@ -55,15 +67,16 @@ def render_conversation(conv: Conversation, root: str | Path, out: str | Path,
     n = len(conv.rounds)
     cols = min(COLUMNS, n)
     rows = (n + cols - 1) // cols
-    header = 24
-    sheet = Image.new("RGB", (cols * PANEL, header + rows * (PANEL + TEXT_H)), "white")
+    sheet = Image.new("RGB", (cols * PANEL, HEADER + rows * (PANEL + TEXT_H)), "white")
     draw = ImageDraw.Draw(sheet)
     orientation = conv.extra.get("orientation")
     where = f"  {orientation} {conv.extra['position_mm']:+.0f} mm" if "position_mm" in conv.extra else ""
     draw.text((6, 5), title or f"{conv.extra.get('id', '')}  {conv.image}  "
               f"{conv.extra.get('modality', '')}{where}  {conv.extra.get('scenario', '')}", fill="black", font=font)
+    _legend(draw, font, "predicted" if masks is not None else "ground-truth",
+            any(r.reference is not None for r in conv.rounds))
     for k, r in enumerate(conv.rounds):
-        x, y = (k % cols) * PANEL, header + (k // cols) * (PANEL + TEXT_H)
+        x, y = (k % cols) * PANEL, HEADER + (k // cols) * (PANEL + TEXT_H)
         ref = shown[r.reference] if r.reference is not None else None
         tile = Image.fromarray(overlay(image, shown[k], ref)).resize((PANEL - 4, PANEL - 4), Image.NEAREST)
         sheet.paste(tile, (x + 2, y + 2))

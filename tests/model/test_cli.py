@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_SLICES
+from model.data.show import HEADER, TARGET
 from model.training.recipe import TINY
 from serving.cli import main
 
@@ -77,7 +78,9 @@ def test_show_draws_one_panel_per_round(tiny_phantoms, tmp_path, capsys):
     png = tmp_path / "c.png"
     assert main(["data", "show", str(tiny_phantoms / "train.json"), "--index", "1", "--out", str(png)]) == 0
     columns, rows = min(4, rounds), -(-rounds // 4)
-    assert Image.open(png).size == (columns * 256, 24 + rows * (256 + 96))  # 256 px panels, 96 px text, 24 px title
+    sheet = Image.open(png).convert("RGB")
+    assert sheet.size == (columns * 256, HEADER + rows * (256 + 96))  # 256 px panels, 96 px text, the title
+    assert sheet.getpixel((12, 29)) == tuple(TARGET)  # the legend's swatch of the mask colour
     assert main(["data", "show", str(tiny_phantoms / "train.json"), "--index", "999", "--out", str(png)]) == 2
     assert "--index must be within 0.." in capsys.readouterr().err
 

@@ -16,6 +16,7 @@ from model.data.images import load_mask
 from model.data.mrmedseg import load
 from model.data.phantoms.knowledge import question_variants
 from model.data.phantoms.shapes import dilate
+from model.data.show import HEADER
 from model.data.validate import validate_dataset
 from model.questions import resolve_reference
 from tests.conftest import require_system_file
@@ -285,4 +286,5 @@ def test_cli_writes_a_brain_dataset_and_show_draws_it_with_the_patient_direction
     sheet = np.asarray(Image.open(png).convert("RGB"))
     yellow = (sheet[..., 0] > 200) & (sheet[..., 1] > 200) & (sheet[..., 2] < 80)
     panel = sheet.shape[1] // min(4, len(convs[axial].rounds))
-    assert yellow[24 + 100:24 + 160, :20].any() and yellow[24 + 100:24 + 160, panel - 20:panel].any()  # R ... L
+    middle = slice(HEADER + 100, HEADER + 160)  # the first panel's left and right edges, half way down
+    assert yellow[middle, :20].any() and yellow[middle, panel - 20:panel].any()  # R ... L
