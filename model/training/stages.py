@@ -96,7 +96,7 @@ class SamPretraining(Stage):
 
 CAPTION_ENTITIES = 12
 """Most entities a grounded caption names: every phantom's (they have at most 12), a brain slice's largest
-(a slice carries up to ~30 structures and groups, which would double alignment's padded length)."""
+(a slice carries up to ~30 structures and groups, which made alignment's mixed batches ~1.5 times as long)."""
 
 
 def grounded_caption(names: list[str], masks: torch.Tensor, modality: str, most: int = CAPTION_ENTITIES) -> str:
