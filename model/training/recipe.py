@@ -83,8 +83,8 @@ class Recipe:
 # 2000) to pay for the brain's extra cost (views cached in stage 1 and JCM, longer captions). Measured from nothing
 # on 2 cores (2026-12-01): 8692 s (data 124, sam 1735, align 819, stage 1 4845, JCM 1169), not the ~68 min
 # estimated from the phantom-only run's per-step costs: over the 75-minute bound, and not yet shipped. Since then
-# alignment captions name at most 12 entities (``stages.CAPTION_ENTITIES``): on the mixed batches that cuts the
-# padded length from ~264 to ~179 tokens and a step from 0.60 to 0.45 s (measured on an idle machine).
+# alignment captions name at most 12 entities, drawn anew each time (``stages.CAPTION_ENTITIES``): on the mixed
+# batches that cuts the padded length from ~264 to ~182 tokens and a step from 0.60 to 0.49 s (idle machine).
 TINY = Recipe(
     name="tiny",
     brain=BrainData(),

@@ -95,18 +95,25 @@ class SamPretraining(Stage):
 
 
 CAPTION_ENTITIES = 12
-"""Most entities a grounded caption names: every phantom's (they have at most 12), a brain slice's largest
-(a slice carries up to ~30 structures and groups, which made alignment's mixed batches ~1.5 times as long)."""
+"""Most entities a grounded caption names. Seed-0 phantom images have at most 12; a brain slice carries up to
+~30 structures and groups, which made alignment's mixed batches ~1.5 times as long."""
 
 
-def grounded_caption(names: list[str], masks: torch.Tensor, modality: str, most: int = CAPTION_ENTITIES) -> str:
-    """'us thyroid: thyroid lobe upper left, trachea middle center, ...': the ``most`` largest, in reading order."""
+def grounded_caption(names: list[str], masks: torch.Tensor, modality: str, most: int = CAPTION_ENTITIES,
+                     rng: random.Random | None = None) -> str:
+    """'us thyroid: thyroid lobe upper left, trachea middle center, ...' in reading order.
+
+    An image with more than ``most`` entities gets ``most`` of them drawn by ``rng`` (default: the seeded
+    ``random`` module), a new draw each time, so over an epoch every structure is named, small nuclei too.
+    """
+    if most < 1:
+        raise ValueError(f"most must be >= 1, got {most}")
     if len(names) != len(masks):
         raise ValueError(f"{len(names)} names for {len(masks)} masks")
     rows, cols = ("upper", "middle", "lower"), ("left", "center", "right")
-    largest = sorted(range(len(names)), key=lambda i: -int(masks[i].sum()))[:most]
+    shown = range(len(names)) if len(names) <= most else (rng or random).sample(range(len(names)), most)
     placed = []
-    for i in sorted(largest):
+    for i in shown:
         name, m = names[i], masks[i]
         ys, xs = torch.nonzero(m, as_tuple=True)
         if len(ys):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import random
 
 import pytest
 import torch
@@ -68,7 +69,11 @@ def test_captions_name_entities_where_they_are():
     masks[1, 25:, 12:18] = True  # lower center
     assert grounded_caption(["spleen", "kidney"], masks, "ct_abdomen") == \
         "ct abdomen: spleen upper left, kidney lower center."
-    assert grounded_caption(["spleen", "kidney"], masks, "ct_abdomen", most=1) == "ct abdomen: kidney lower center."
+    rng = random.Random(0)  # more entities than a caption names: a different draw each time, each one named
+    drawn = [grounded_caption(["spleen", "kidney"], masks, "ct_abdomen", most=1, rng=rng) for _ in range(20)]
+    assert set(drawn) == {"ct abdomen: spleen upper left.", "ct abdomen: kidney lower center."}
+    with pytest.raises(ValueError, match="most must be >= 1"):
+        grounded_caption(["spleen", "kidney"], masks, "ct_abdomen", most=0)
 
 
 def test_settings_refuse_nonsense_and_schedule_warmup_then_decay():
