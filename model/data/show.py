@@ -39,7 +39,7 @@ EDGE_LABELS = {"axial": "RLAP", "coronal": "RLSI", "sagittal": "APSI"}
 
 def _legend(draw: ImageDraw.ImageDraw, font, kind: str, references: bool) -> None:
     """The colours' meaning, on the title's second line: a filled swatch, and an outlined one if used."""
-    y = 23
+    y = HEADER // 2 + 2  # the title's second line
     draw.rectangle((6, y + 1, 18, y + 12), fill=tuple(int(v) for v in TARGET))
     draw.text((23, y), f"the round's {kind} mask", fill="black", font=font)
     if references:

@@ -12,7 +12,7 @@ cropped from the model's own masks or from the ground truth), C (masks with and 
 filter refinement, where the model has one), D (what the JCM changes: Dice with minus without it,
 with bootstrap intervals), 3 (the box-prompted SAM alone: an upper bound), plus the real CT-slice
 dialogues. Given a real-brain root, its splits join Tables 1, 2, A and D as ``brain/<split>``, with
-Dice per structure and per structure size (``structures.py``).
+Dice per structure and per structure size (``structures.py``), and Table 3 gets the brain's test split.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
 
     ``brain``: a real-brain root (``mediround data brain``) whose splits join Tables 1, 2, A and D as
     ``brain/<split>``, with Dice per structure and per structure size (``per_structure.csv``,
-    ``per_size.csv``) of the runs with JCM.
+    ``per_size.csv``) of the runs with JCM; Table 3 adds ``brain/test``, overall and per size.
 
     Table 3 prompts the SAM of ``sam_checkpoint`` with boxes: the recipe's ``<run>/sam/checkpoint`` is
     the box-pretrained tiny SAM (the MedSAM analogue); stage 1 later tunes that mask decoder for
@@ -321,7 +321,7 @@ def markdown_tables(results: dict) -> str:
                      for c in (t["box_prompted_sam"], t.get("box_prompted_sam_brain")) if c])
     if "box_prompted_sam_brain" in t:
         lines += _table(f"Box-prompted SAM alone on {BRAIN}test: Dice (%) per structure size",
-                        ["size", "masks", "Dice"],
+                        ["size", "rounds", "Dice"],
                         [[r["size"], r["n"], _pct(r["dice"])] for r in t["box_prompted_sam_brain"]["per_size"]])
     if "real_ct" in t:
         lines += _table("Real CT slices (SA-Med2D sample, MediRound + JCM)",

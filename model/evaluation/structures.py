@@ -41,7 +41,8 @@ def size_bin(area_pct: float) -> str:
 
 
 def mask_scores(metric: SegmentationMetric, conversations: list[Conversation], root: Path) -> list[MaskScore]:
-    """Every round's Dice (recorded by ``run_dialogues`` with dialogue ids) with its structure and size."""
+    """Every round's Dice (recorded with dialogue ids, by ``run_dialogues`` or ``box_prompted_upper_bound``)
+    with its structure and size."""
     out = []
     for i, conv in enumerate(conversations):
         meta = conv.extra.get("rounds_meta") or [{}] * len(conv.rounds)
