@@ -104,7 +104,7 @@ def grounded_caption(names: list[str], masks: torch.Tensor, modality: str, most:
     """'us thyroid: thyroid lobe upper left, trachea middle center, ...' in reading order.
 
     An image with more than ``most`` entities gets ``most`` of them drawn by ``rng`` (default: the seeded
-    ``random`` module), a new draw each time, so over an epoch every structure is named, small nuclei too.
+    ``random`` module), a new draw on every visit, so across visits every structure is named, small nuclei too.
     """
     if most < 1:
         raise ValueError(f"most must be >= 1, got {most}")
