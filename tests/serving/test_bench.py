@@ -69,10 +69,6 @@ def test_the_model_only_parts_answer_every_round_of_every_dialogue(model_parts):
     assert len(batched["passes_rounds_per_s"]) == 3 and batched["rounds_per_s"] == max(batched["passes_rounds_per_s"])
 
 
-def test_batching_the_dialogues_is_no_slower_than_one_at_a_time(model_parts):
-    assert model_parts["batched_floor"]["rounds_per_s"] >= model_parts["floor"]["rounds_per_s"]
-
-
 def _hand_made_report() -> dict:
     """Two concurrency levels of two 3-round dialogues, with round figures that divide evenly."""
     def level(concurrency, rounds_per_s, p50):
