@@ -61,3 +61,13 @@ def require_system_file(path: str | Path, package: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def require_brain_templates() -> Path:
+    """The mricron-data files the real-brain code reads (Colin27 T1, the AAL atlas and its names), as
+    :func:`require_system_file` requires each; returns their directory."""
+    from model.data.brain.volume import ATLAS_FILE, NAMES_FILE, PACKAGE, T1_FILE, TEMPLATES
+
+    for name in (T1_FILE, ATLAS_FILE, NAMES_FILE):
+        require_system_file(TEMPLATES / name, PACKAGE)
+    return TEMPLATES

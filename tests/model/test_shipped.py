@@ -12,9 +12,8 @@ import pytest
 
 from model.checkpoint import load_checkpoint, read_manifest
 from model.config import SHIPPED_TINY
-from model.data.brain.volume import ATLAS_FILE, NAMES_FILE, PACKAGE, T1_FILE, TEMPLATES
 from model.evaluation.evaluate import BRAIN_REGRESSION_SLICE, REGRESSION_SLICE, brain_regression_score, regression_score
-from tests.conftest import require_system_file
+from tests.conftest import require_brain_templates
 
 
 def test_the_shipped_checkpoint_is_small_complete_and_documented():
@@ -59,8 +58,7 @@ def _assert_brain_regression(manifest: dict, now: dict) -> None:
 def test_the_shipped_checkpoint_on_held_out_real_brain_slices(tmp_path):
     """Fully autoregressive with JCM on test-slab slices (its own seed). Its manifest says what to hold it to:
     trained on the brain (``manifest["brain"]``, written by the recipe), the recorded score; else phantom-only."""
-    for name in (T1_FILE, ATLAS_FILE, NAMES_FILE):
-        require_system_file(TEMPLATES / name, PACKAGE)
+    require_brain_templates()
     manifest = read_manifest(SHIPPED_TINY)
     now = brain_regression_score(SHIPPED_TINY, tmp_path)
     assert now["n"] > 30 and {k: now[k] for k in BRAIN_REGRESSION_SLICE} == BRAIN_REGRESSION_SLICE

@@ -3,10 +3,9 @@ import sys
 
 import pytest
 
-from model.data.brain.volume import ATLAS_FILE, NAMES_FILE, PACKAGE, T1_FILE, TEMPLATES
 from model.data.real import REAL_SLICES
 from serving.cli import main
-from tests.conftest import require_system_file
+from tests.conftest import require_brain_templates
 
 
 def run(*args):
@@ -21,8 +20,7 @@ def test_every_subcommand_has_help(args):
 
 
 def test_demo_holds_dialogues_with_the_shipped_model(tmp_path, capsys):
-    for name in (T1_FILE, ATLAS_FILE, NAMES_FILE):  # the demo's real brain slice and its masks
-        require_system_file(TEMPLATES / name, PACKAGE)
+    require_brain_templates()
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "== held-out phantom" in out and "== real CT slice" in out and "== held-out real brain slice" in out

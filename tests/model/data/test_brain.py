@@ -11,7 +11,7 @@ from model.data.brain import anatomy, splits
 from model.data.brain.generate import BrainSplitSpec, default_splits, generate_dataset
 from model.data.brain.knowledge import BY_RELATION, MIN_OFFSET, RELATIONS
 from model.data.brain.scene import CONTACT_MM, MIN_AREA_MM2, brain_slice
-from model.data.brain.volume import ATLAS_FILE, NAMES_FILE, PACKAGE, T1_FILE, TEMPLATES, load_brain
+from model.data.brain.volume import load_brain
 from model.data.images import load_mask
 from model.data.mrmedseg import load
 from model.data.phantoms.knowledge import question_variants
@@ -19,16 +19,14 @@ from model.data.phantoms.shapes import dilate
 from model.data.show import HEADER
 from model.data.validate import validate_dataset
 from model.questions import resolve_reference
-from tests.conftest import require_system_file
+from tests.conftest import require_brain_templates
 
 SPLITS = ("train", "val", "test", "test_hard", "test_unseen")
 
 
 @pytest.fixture(scope="session")
 def brain_templates():
-    for name in (T1_FILE, ATLAS_FILE, NAMES_FILE):
-        require_system_file(TEMPLATES / name, PACKAGE)
-    return TEMPLATES
+    return require_brain_templates()
 
 
 @pytest.fixture(scope="session")

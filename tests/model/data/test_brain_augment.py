@@ -16,17 +16,16 @@ from model.data.brain.augment import (
 )
 from model.data.brain.generate import BrainSplitSpec, generate_dataset
 from model.data.brain.scene import brain_slice
-from model.data.brain.volume import ATLAS_FILE, NAMES_FILE, PACKAGE, T1_FILE, TEMPLATES, load_brain
+from model.data.brain.volume import load_brain
 from model.data.dataset import ImageMaskDataset, MRMedSegDataset
 from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Round
-from tests.conftest import require_system_file
+from tests.conftest import require_brain_templates
 
 
 @pytest.fixture(scope="module")
 def small_brain(tmp_path_factory):
-    for name in (T1_FILE, ATLAS_FILE, NAMES_FILE):
-        require_system_file(TEMPLATES / name, PACKAGE)
+    require_brain_templates()
     root = tmp_path_factory.mktemp("brain_small")
     generate_dataset(root, seed=1, splits={"train": BrainSplitSpec("train", 2)}, stride=25, workers=1, progress=False)
     return root

@@ -1,14 +1,12 @@
 """The demo's real-brain dialogue: a held-out slice, rounds that build on each other, the same one every time."""
 
 from model.data.brain import splits
-from model.data.brain.volume import ATLAS_FILE, NAMES_FILE, PACKAGE, T1_FILE, TEMPLATES
 from model.data.brain_demo import held_out_brain_dialogue
-from tests.conftest import require_system_file
+from tests.conftest import require_brain_templates
 
 
 def test_the_demo_dialogue_is_on_a_held_out_slice_and_refers_back(tmp_path):
-    for name in (T1_FILE, ATLAS_FILE, NAMES_FILE):
-        require_system_file(TEMPLATES / name, PACKAGE)
+    require_brain_templates()
     root, conv = held_out_brain_dialogue(tmp_path / "brain")
     assert splits.slab_of(conv.extra["orientation"], conv.extra["position_mm"]) == "test"
     assert conv.extra["orientation"] == "axial" and 3 <= len(conv.rounds) <= 5

@@ -6,19 +6,17 @@ from dataclasses import asdict
 import pytest
 
 from model.checkpoint import read_manifest
-from model.data.brain.volume import ATLAS_FILE, NAMES_FILE, PACKAGE, T1_FILE, TEMPLATES
 from model.data.rewording import TextAugment
 from model.tokenizer import load_tokenizer
 from model.training.loop import StageSettings
 from model.training.recipe import RECIPES, TINY, BrainData, Recipe, run_recipe
 from model.training.registry import STAGES
 from serving.cli import build_parser
-from tests.conftest import require_system_file
+from tests.conftest import require_brain_templates
 
 
 def test_a_recipe_generates_the_brain_and_trains_every_stage_on_both(tmp_path, phantom_root):
-    for name in (T1_FILE, ATLAS_FILE, NAMES_FILE):
-        require_system_file(TEMPLATES / name, PACKAGE)
+    require_brain_templates()
     recipe = Recipe("micro", brain=BrainData(stride=40, scale=0.2, share=0.3), text=TextAugment(), vocab_size=500,
                     stages=[(name, StageSettings(steps=1, batch_size=2, warmup=1)) for name in ("align", "mediround")])
     run = tmp_path / "run"
