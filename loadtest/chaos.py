@@ -593,9 +593,9 @@ class Options:
 def run_mode(o: Options, out: Path) -> ModeReport:
     """One whole chaos run: Redis, the service with ``o.replicas`` of each deployment, the load, the faults,
     then the audit and the rerun against the store."""
+    from serving.front.server import ServerOptions
     from serving.pipeline import load_serve_config
-    from serving.server import ServerOptions
-    from serving.service import BackgroundService, ServiceOptions
+    from serving.runtime.service import BackgroundService, ServiceOptions
 
     apps = {d["name"]: app["name"] for app in load_serve_config()["applications"] for d in app["deployments"]}
     planned = o.cycles * [*apps, "Redis"]

@@ -30,8 +30,8 @@ from PIL import Image
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
 from serving.client import MediRoundClient
-from serving.server import ServerOptions
-from serving.service import BackgroundService, ServiceOptions
+from serving.front.server import ServerOptions
+from serving.runtime.service import BackgroundService, ServiceOptions
 
 QUESTIONS = ("Segment the liver.", "Now segment the lesion inside the output of round 1.")
 

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from model.data.phantoms.generate import default_splits, generate_dataset
-from serving.server import ServerOptions
-from serving.service import BackgroundService, ServiceOptions
+from serving.front.server import ServerOptions
+from serving.runtime.service import BackgroundService, ServiceOptions
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"

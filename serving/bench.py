@@ -185,8 +185,8 @@ def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...], options=N
     from ray import serve
 
     from serving.client import MediRoundClient
-    from serving.server import ServerOptions
-    from serving.service import BackgroundService, ServiceOptions
+    from serving.front.server import ServerOptions
+    from serving.runtime.service import BackgroundService, ServiceOptions
 
     options = options or ServiceOptions(server=ServerOptions(address="127.0.0.1:0"))
     with BackgroundService(options) as service:

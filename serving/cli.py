@@ -40,7 +40,7 @@ def _default_data_dir() -> str:
 
 
 def _send_audit_to(target: str) -> None:
-    """The audit log (one JSON line per call, ``serving.server``) to ``target``: a file, or "-" for stderr."""
+    """The audit log (one JSON line per call, ``serving.front.server``) to ``target``: a file, or "-" for stderr."""
     import logging
 
     handler = logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target)
@@ -54,9 +54,9 @@ def _serve(args) -> int:
     import asyncio
     import signal
 
-    from serving.embedded_redis import DataDirectoryInUse
-    from serving.server import ServerOptions
-    from serving.service import Service, ServiceOptions
+    from serving.front.server import ServerOptions
+    from serving.runtime.embedded_redis import DataDirectoryInUse
+    from serving.runtime.service import Service, ServiceOptions
 
     _send_audit_to(args.audit_log)
     replicas = dict(item.split("=", 1) for item in args.replicas or [])
@@ -69,6 +69,7 @@ def _serve(args) -> int:
     options = ServiceOptions(checkpoint=args.checkpoint, redis_url=args.redis_url, data_dir=args.data_dir,
                              serve_config=args.serve_config,
                              replicas={k: int(v) for k, v in replicas.items()}, metrics_port=args.metrics_port,
+                             metrics_address=args.metrics_address, ray_metrics_port=args.ray_metrics_port,
                              ray_address=args.ray_address, attach=args.attach, http=http,
                              server=ServerOptions(address=args.address, token=args.token,
                                                   tokens_file=args.tokens_file, tls_cert=args.tls_cert,
@@ -95,7 +96,7 @@ def _serve(args) -> int:
 
 
 def _token(args) -> int:
-    from serving.tenants import TENANT_NAME, new_token, parse_tokens_file, token_hash
+    from serving.front.tenants import TENANT_NAME, new_token, parse_tokens_file, token_hash
 
     if not TENANT_NAME.fullmatch(args.tenant):
         raise ValueError("a tenant name is 1-63 lowercase letters, digits, '.', '_' or '-'")
@@ -179,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "unused with a Redis URL)")
     p.add_argument("--serve-config", help="Ray Serve config YAML (default deploy/serve/cpu-tiny.yaml)")
     p.add_argument("--replicas", action="append", metavar="DEPLOYMENT=N", help="override replicas, e.g. Reasoner=2")
-    p.add_argument("--metrics-port", type=int, help="expose Prometheus metrics on this port (e.g. 9464)")
+    p.add_argument("--metrics-port", type=int, help="expose the front's Prometheus metrics on this port (e.g. 9464)")
+    p.add_argument("--metrics-address", default="127.0.0.1",
+                   help="the address the front's metrics listen on (default 127.0.0.1; 0.0.0.0 in a pod)")
+    p.add_argument("--ray-metrics-port", type=int,
+                   help="the local Ray node's metrics export port, where the replicas' metrics are served "
+                        "(default: Ray picks one; a Ray cluster sets its own with ray start --metrics-export-port)")
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     p.add_argument("--attach", action="store_true",
                    help="serve the applications already running on the Ray cluster (e.g. a KubeRay RayService) "

@@ -21,8 +21,8 @@ from model.data.real import REAL_DIALOGUES, REAL_SLICES
 from model.data.show import render_conversation
 from model.evaluation.metrics import dice_scores, intersection_and_union
 from serving.client import MediRoundClient
-from serving.server import ServerOptions
-from serving.service import BackgroundService, ServiceOptions
+from serving.front.server import ServerOptions
+from serving.runtime.service import BackgroundService, ServiceOptions
 
 
 def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -> int:

@@ -1,15 +1,10 @@
-"""Domain errors and their gRPC status codes, in one place.
+"""Domain errors: what the dialogue, the model steps and the DICOM edge raise. No gRPC here.
 
-The dialogue, the store and the model raise these (or ``model.questions``' ``QuestionError`` /
-``ReferenceRoundError``); the gRPC layer maps them once, with the error's message as the detail.
+The store raises its own (``serving.store``), the questions theirs (``model.questions``); the front maps all
+of them to status codes once, in ``serving.front.status``, with the error's message as the detail.
 """
 
 from __future__ import annotations
-
-import grpc
-
-from model.questions import QuestionError, ReferenceRoundError
-from serving.store import Conflict, RoundNotFound, SessionBusy, SessionNotFound, StoreUnavailable, TooManySessions
 
 
 class InvalidImage(ValueError):
@@ -48,36 +43,8 @@ class DeadlinePassed(RuntimeError):
     """The call's own deadline passed before its round finished (other timeouts are internal errors)."""
 
 
-STATUS = [
-    (SessionNotFound, grpc.StatusCode.NOT_FOUND),
-    (RoundNotFound, grpc.StatusCode.NOT_FOUND),
-    (InvalidImage, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidSessionId, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidTTL, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidMetadata, grpc.StatusCode.INVALID_ARGUMENT),
-    (TooManySessions, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ImageTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (QuestionError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ReferenceRoundError, grpc.StatusCode.FAILED_PRECONDITION),
-    (RequestIdReused, grpc.StatusCode.ALREADY_EXISTS),
-    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (StepUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (SessionBusy, grpc.StatusCode.ABORTED),
-    (Conflict, grpc.StatusCode.ABORTED),
-    (DeadlinePassed, grpc.StatusCode.DEADLINE_EXCEEDED),
-]
 
-
-def status_of(error: BaseException) -> grpc.StatusCode:
-    """The gRPC status code for ``error`` (INTERNAL for anything unexpected)."""
-    for kind, code in STATUS:
-        if isinstance(error, kind):
-            return code
-    return grpc.StatusCode.INTERNAL
-
-
-# DICOM input (serving.dicom.pixels); the first two are kinds of InvalidImage / ImageTooLarge, so STATUS maps them.
+# DICOM input (serving.dicom.pixels); the first two are kinds of InvalidImage / ImageTooLarge.
 class InvalidDicom(InvalidImage):
     """DICOM Part-10 bytes that are not an image the service decodes: truncated, no pixel data, a non-image or
     unknown SOP class, a transfer syntax or photometric interpretation without a decoder here."""
@@ -91,8 +58,6 @@ class InvalidDicomOptions(ValueError):
     """DICOM options the image cannot take: a frame it does not have, an unknown window preset, a window width
     of 0 or less, a window on a colour image or a CT preset on a non-CT one."""
 
-
-STATUS.append((InvalidDicomOptions, grpc.StatusCode.INVALID_ARGUMENT))
 
 
 # The PACS (DICOMweb) edge: serving/dicom/pacs.py raises these; their messages name the endpoint by its
@@ -120,20 +85,9 @@ class PacsRefused(RuntimeError):
     the server's configuration or the PACS needs fixing, a retry will not help."""
 
 
-STATUS += [
-    (UnknownPacs, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidInstanceReference, grpc.StatusCode.INVALID_ARGUMENT),
-    (PacsInstanceNotFound, grpc.StatusCode.NOT_FOUND),
-    (PacsUnavailable, grpc.StatusCode.UNAVAILABLE),
-    (PacsRefused, grpc.StatusCode.FAILED_PRECONDITION),
-]
-
 
 # The DICOM SEG export (serving/dicom/seg.py).
 class SegmentationUnavailable(RuntimeError):
     """No DICOM Segmentation can be made of these rounds: the source lacks what a SEG must reference (a frame of
     reference and plane geometry for CT / MR / multi-frame images, its UIDs, its pixel spacing where it has a
     patient coordinate system) or no round has a mask. The rounds' PNG masks are unaffected."""
-
-
-STATUS.append((SegmentationUnavailable, grpc.StatusCode.FAILED_PRECONDITION))

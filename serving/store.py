@@ -24,7 +24,7 @@ do not; an image and what is derived from it live exactly as long as the last se
     mr:image:{key}:sessions    set     ids of the sessions using the image (its reference count)
     mr:image:{key}:encodings   set     the encoding keys derived from the image
     mr:encoding:{model}:{key}  string  the image encoder's shared tier: one model's encoding of one image
-                                       (``serving.steps.EncodedImage``); only for stored images
+                                       (``serving.replicas.steps.EncodedImage``); only for stored images
     mr:tenant:{name}:sessions  zset    session id -> expiry (unix time): the tenant's live sessions
 
 The image, its ``sessions`` set and its encodings expire with the longest-lived session using them, and

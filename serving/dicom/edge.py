@@ -20,14 +20,14 @@ import pydicom
 from PIL import Image
 
 from model.config import SHIPPED_TINY
-from serving.dialogue import Dialogue, RenderedSource
 from serving.dicom.pacs import PacsRegistry
 from serving.dicom.pixels import DicomImage, DicomLimits, is_dicom, read_dicom
 from serving.dicom.seg import Algorithm, SegExport, build_segmentation
 from serving.dicom.voi import VoiChoice
 from serving.errors import InvalidDicomOptions, SegmentationUnavailable, UnknownPacs
+from serving.front.dialogue import Dialogue, RenderedSource
+from serving.front.tenants import ANONYMOUS, Tenant
 from serving.messages import DicomSource, Round, Session
-from serving.tenants import ANONYMOUS, Tenant
 
 
 @dataclass(frozen=True)

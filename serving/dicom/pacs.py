@@ -18,7 +18,7 @@ directory) lists them:
 
 Relative paths are taken from the file's folder. The file and the secrets are read again when one of them
 changes (a rotated Secret takes effect without a restart; a version that does not load is refused with an
-error in the log, and the endpoints before it still apply), as ``serving.tenants`` does with tokens.
+error in the log, and the endpoints before it still apply), as ``serving.front.tenants`` does with tokens.
 
 The calls block (requests); from asyncio, await the ``*_async`` forms, which run them in a thread. Errors are
 ``serving.errors``' Pacs* kinds (and ``DicomTooLarge``): their messages name the endpoint and never its

@@ -4,7 +4,7 @@
     ...
     await gateway.stop()
 
-``mediround serve --http PORT`` starts one beside the gRPC server (``serving.service``).
+``mediround serve --http PORT`` starts one beside the gRPC server (``serving.runtime.service``).
 """
 
 from __future__ import annotations

@@ -322,7 +322,7 @@ def test_tenants_and_a_single_token_exclude_each_other(chart, render):
 
 
 @pytest.mark.parametrize("values, kinds", [
-    ({"metrics": {"serviceMonitor": {"enabled": True}}}, ["ServiceMonitor"]),
+    ({"metrics": {"serviceMonitor": {"enabled": True}}}, ["ServiceMonitor", "PodMonitor"]),
     ({"podDisruptionBudget": {"enabled": True}}, ["PodDisruptionBudget"]),
     ({"redis": {"dev": {"enabled": True}}}, ["Deployment", "Service", "Secret"]),
 ])
@@ -341,6 +341,25 @@ def test_service_monitor_scrapes_the_front_metrics_port(render):
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
     assert "metrics" in [p["name"] for p in service["spec"]["ports"]]
     assert monitor["metadata"]["labels"]["release"] == "prom"
+
+
+def test_pod_monitor_scrapes_the_ray_metrics_port_of_the_head_and_every_model_worker(render):
+    """The replicas' metrics are served by Ray's metrics agent on the Ray pods that run them, not by the front."""
+    objects = render({"metrics": {"serviceMonitor": {"enabled": True}}})
+    monitor = one(objects, "PodMonitor")
+    cluster = one(objects, "RayService")["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in cluster["workerGroupSpecs"]]
+
+    def scraped(pod) -> bool:
+        labels, wanted = pod["metadata"]["labels"], monitor["spec"]["selector"]
+        return (wanted["matchLabels"].items() <= labels.items()
+                and all(labels.get(e["key"]) in e["values"] for e in wanted["matchExpressions"]))
+
+    components = {p["metadata"]["labels"]["app.kubernetes.io/component"]: scraped(p) for p in pods}
+    assert components == {"ray-head": True, "ray-worker": True, "grpc-front": False}
+    for pod in filter(scraped, pods):
+        assert "ray-metrics" in [p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])]
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["ray-metrics"]
 
 
 def test_dev_redis_is_what_the_pods_are_pointed_at(render):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.server import ServerOptions
-from serving.service import BackgroundService, ServiceOptions
+from serving.front.server import ServerOptions
+from serving.runtime.service import BackgroundService, ServiceOptions
 
 RUN = Path(__file__).resolve().parents[2] / "loadtest" / "run.py"
 TOKEN = "l0ad"

@@ -11,7 +11,7 @@ import selectors
 
 import pytest
 
-from serving.batching import DialogueBatcher
+from serving.replicas.batching import DialogueBatcher
 
 WORK = 0.01  # the model's work per batch, in virtual seconds
 

@@ -82,7 +82,7 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
 
 
 def test_token_prints_a_new_token_once_and_the_entry_that_admits_it(tmp_path, capsys):
-    from serving.tenants import TenantRegistry
+    from serving.front.tenants import TenantRegistry
 
     assert main(["token", "st-marys-pacs", "--max-sessions", "5"]) == 0
     out, err = capsys.readouterr()

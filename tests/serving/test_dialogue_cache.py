@@ -12,10 +12,10 @@ from PIL import Image
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.predictor import MultiRoundPredictor
-from serving.dialogue import Dialogue
+from serving.front.dialogue import Dialogue
 from serving.messages import Encoding, PriorTurn, ReasonRequest
-from serving.settings import ReasonerSettings
-from serving.steps import ImageEncoderStep, LocalPipeline, ReasonerStep
+from serving.replicas.settings import ReasonerSettings
+from serving.replicas.steps import ImageEncoderStep, LocalPipeline, ReasonerStep
 from serving.store import Conflict, RedisSessionStore
 
 

@@ -10,7 +10,7 @@ import psutil
 import pytest
 import redis
 
-from serving.embedded_redis import DataDirectoryInUse, EmbeddedRedis
+from serving.runtime.embedded_redis import DataDirectoryInUse, EmbeddedRedis
 
 
 def _gone(pid: int, timeout: float = 10.0) -> bool:
@@ -40,7 +40,7 @@ def test_a_second_server_on_a_directory_in_use_fails_clearly(tmp_path):
 
 
 def test_kill_9_of_its_process_takes_redis_with_it_and_keeps_the_data(tmp_path):
-    code = ("import sys, time; from serving.embedded_redis import EmbeddedRedis; "
+    code = ("import sys, time; from serving.runtime.embedded_redis import EmbeddedRedis; "
             "r = EmbeddedRedis(sys.argv[1]); print(r.pid, r.url, flush=True); time.sleep(120)")
     owner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     pid, url = owner.stdout.readline().split()

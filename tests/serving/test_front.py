@@ -14,10 +14,10 @@ from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
-from serving.dialogue import Dialogue
-from serving.metrics import serve_metrics
-from serving.server import ServerOptions, start_server
-from serving.steps import LocalPipeline
+from serving.front.dialogue import Dialogue
+from serving.front.metrics import serve_metrics
+from serving.front.server import ServerOptions, start_server
+from serving.replicas.steps import LocalPipeline
 from serving.store import RedisSessionStore
 
 IMAGE = (REAL_SLICES / load(REAL_DIALOGUES)[0].image).read_bytes()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving.dialogue import Limits, decode_image
 from serving.errors import ImageTooLarge, InvalidImage
+from serving.front.dialogue import Limits, decode_image
 
 
 def _encode(array, fmt, **kw):

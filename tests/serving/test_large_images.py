@@ -10,7 +10,7 @@ from PIL import Image
 from model.config import SHIPPED_TINY
 from model.data.real import REAL_SLICES
 from serving.messages import Encoding, ReasonRequest, decode_mask
-from serving.steps import ImageEncoderStep, ReasonerStep, SegmenterStep
+from serving.replicas.steps import ImageEncoderStep, ReasonerStep, SegmenterStep
 
 
 @pytest.fixture(scope="module")

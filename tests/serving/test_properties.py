@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
-from serving.dialogue import Limits, check_session_id, decode_image
 from serving.errors import ImageTooLarge, InvalidImage, InvalidSessionId
+from serving.front.dialogue import Limits, check_session_id, decode_image
 from tests.model.data.test_images_properties import encode, encoded_images, mutated, png_header_only
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -154,9 +154,9 @@ class Service:
 
     async def _start(self):
         from model.config import SHIPPED_TINY
-        from serving.dialogue import Dialogue
-        from serving.server import ServerOptions, start_server
-        from serving.steps import LocalPipeline
+        from serving.front.dialogue import Dialogue
+        from serving.front.server import ServerOptions, start_server
+        from serving.replicas.steps import LocalPipeline
         from serving.store import RedisSessionStore
 
         self.store = RedisSessionStore(self.redis_url)

@@ -12,10 +12,10 @@ from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
-from serving.dialogue import Dialogue
-from serving.embedded_redis import EmbeddedRedis
-from serving.server import ServerOptions, start_server
-from serving.steps import LocalPipeline
+from serving.front.dialogue import Dialogue
+from serving.front.server import ServerOptions, start_server
+from serving.replicas.steps import LocalPipeline
+from serving.runtime.embedded_redis import EmbeddedRedis
 from serving.store import RedisSessionStore
 
 

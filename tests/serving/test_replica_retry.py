@@ -10,9 +10,9 @@ import pytest
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
-from serving.dialogue import Dialogue, Limits
 from serving.errors import StepUnavailable
-from serving.steps import LocalPipeline
+from serving.front.dialogue import Dialogue, Limits
+from serving.replicas.steps import LocalPipeline
 from serving.store import RedisSessionStore
 
 IMAGE = (REAL_SLICES / load(REAL_DIALOGUES)[0].image).read_bytes()

@@ -11,7 +11,7 @@ import pytest
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, RequestMetadata, RunningReplicaInfo
 from ray.serve.request_router import PendingRequest, ReplicaID, RunningReplica
 
-from serving.routing import SessionAffinityRouter, rank_replicas
+from serving.replicas.routing import SessionAffinityRouter, rank_replicas
 
 REPLICAS = [f"replica-{k}" for k in range(4)]
 SESSIONS = [f"session-{k}" for k in range(4000)]

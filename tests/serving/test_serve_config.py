@@ -4,7 +4,7 @@ import pytest
 from ray.serve.schema import ServeDeploySchema
 
 from serving.pipeline import APPS, CONFIGS, load_serve_config
-from serving.settings import SETTINGS, ReasonerSettings
+from serving.replicas.settings import SETTINGS, ReasonerSettings
 
 
 @pytest.mark.parametrize("name", ["cpu-tiny.yaml", "gpu-full.yaml"])
@@ -23,7 +23,7 @@ def test_serve_configs_validate_and_fill_in_the_model(name):
 
 
 def test_the_shipped_cpu_config_says_what_the_settings_dataclasses_say():
-    """One home for the defaults: the YAML's args, user_config and options equal ``serving.settings``."""
+    """One home for the defaults: the YAML's args, user_config and options equal ``serving.replicas.settings``."""
     config = load_serve_config(CONFIGS / "cpu-tiny.yaml")
     assert [app["name"] for app in config["applications"]] == list(SETTINGS)
     for app in config["applications"]:

@@ -16,14 +16,17 @@ from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
 from model.predictor import MultiRoundPredictor
 from serving.client import MediRoundClient
-from serving.server import ServerOptions
-from serving.service import BackgroundService, ServiceOptions
+from serving.front.server import ServerOptions
+from serving.runtime.service import BackgroundService, ServiceOptions
+from tests.serving.dicom.orthanc import free_port
 
 
 @pytest.fixture(scope="module")
 def service():
-    """A running service (two Reasoner replicas) on a free loopback port."""
-    options = ServiceOptions(replicas={"Reasoner": 2}, server=ServerOptions(address="127.0.0.1:0"))
+    """A running service (two Reasoner replicas) on a free loopback port, its front's and its Ray node's
+    metrics served on free ports."""
+    options = ServiceOptions(replicas={"Reasoner": 2}, server=ServerOptions(address="127.0.0.1:0"),
+                             metrics_port=free_port(), ray_metrics_port=free_port())
     with BackgroundService(options) as svc:
         yield svc.address, svc
 
@@ -69,7 +72,7 @@ def test_a_served_dialogue_equals_the_in_process_predictor(client, predictor):
 def test_each_dialogue_keeps_to_the_reasoner_replica_chosen_for_it(client, predictor, phantom_root):
     import ray
 
-    from serving.routing import rank_replicas
+    from serving.replicas.routing import rank_replicas
 
     replicas = [a["name"].rsplit("#", 1)[-1] for a in ray.util.list_named_actors(all_namespaces=True)
                 if a["name"].startswith("SERVE_REPLICA::reasoner#")]
@@ -278,3 +281,34 @@ def test_an_attached_front_serves_the_running_apps_and_stopping_it_leaves_them_r
         assert proc.wait(timeout=120) == 0
     second = client.ask(session.id, "Segment the lesion inside it.")  # the applications still run
     assert second.index == 2 and second.reference_round == 1
+
+
+def test_every_series_is_scraped_where_a_prometheus_would_scrape_it(service, client):
+    """The front's series from its metrics port; the replicas' from the Ray node's metrics export port, where
+    Ray's metrics agent serves them (each replica process records into Ray, not into a registry of its own)."""
+    import time
+    import urllib.request
+
+    options = service[1].options
+    session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
+    client.ask(session.id, "Segment the liver.")
+    client.ask(session.id, "Segment the lesion inside it.")
+    with pytest.raises(grpc.RpcError):
+        client.ask(session.id, "Segment the lesion inside the output of round 9.")
+
+    def scrape(port: int) -> str:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+
+    front = scrape(options.metrics_port)
+    for series in ('mediround_stage_seconds_count{stage="round"}', 'mediround_stage_seconds_count{stage="encode"}',
+                   'mediround_stage_seconds_count{stage="reason"}', 'mediround_stage_seconds_count{stage="decode"}',
+                   "mediround_rounds_total", "mediround_round_index_bucket",
+                   'mediround_errors_total{code="FAILED_PRECONDITION",method="CreateRound"}'):
+        assert series in front, series
+    replicas = ["ray_mediround_batch_size_bucket", "ray_mediround_encoder_cache_total",
+                "ray_mediround_encoder_computed_total", "ray_mediround_dialogue_cache_total"]
+    deadline = time.monotonic() + 60  # the agent gathers what replicas record every few seconds
+    while [s for s in replicas if s not in (ray := scrape(options.ray_metrics_port))] and time.monotonic() < deadline:
+        time.sleep(2)
+    assert [s for s in replicas if s not in ray] == []
+    assert 'stage="reason"' in ray and 'tier="' in ray and 'outcome="' in ray

@@ -11,10 +11,11 @@ import pytest
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
-from serving.dialogue import Dialogue
-from serving.errors import DeadlinePassed, status_of
-from serving.servicer import MediRoundServicer
-from serving.steps import LocalPipeline
+from serving.errors import DeadlinePassed
+from serving.front.dialogue import Dialogue
+from serving.front.servicer import MediRoundServicer
+from serving.front.status import status_of
+from serving.replicas.steps import LocalPipeline
 from serving.store import RedisSessionStore
 
 
@@ -68,7 +69,7 @@ def test_a_round_finished_after_its_deadline_is_not_appended(redis_url):
 
 
 def test_an_internal_error_is_logged_by_kind_and_place_never_by_its_message(caplog):
-    from serving.servicer import _abort
+    from serving.front.servicer import _abort
 
     class Aborted(Exception):
         pass

@@ -17,11 +17,11 @@ from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
-from serving.dialogue import Dialogue
-from serving.server import ServerOptions, start_server
-from serving.steps import LocalPipeline
+from serving.front.dialogue import Dialogue
+from serving.front.server import ServerOptions, start_server
+from serving.front.tenants import TenantRegistry, parse_tokens_file, token_hash
+from serving.replicas.steps import LocalPipeline
 from serving.store import RedisSessionStore
-from serving.tenants import TenantRegistry, parse_tokens_file, token_hash
 
 IMAGE = (REAL_SLICES / load(REAL_DIALOGUES)[0].image).read_bytes()
 QUESTION = "Segment the liver of patient Jane Roe."
@@ -74,7 +74,7 @@ def test_a_rotated_tokens_file_takes_effect_without_a_restart(tmp_path, caplog):
     path.write_text("tenants: [oops")  # a broken edit: refused, logged, and the tenants before it still apply
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
     time.sleep(2.1)
-    with caplog.at_level(logging.ERROR, logger="serving.tenants"):
+    with caplog.at_level(logging.ERROR, logger="serving.front.tenants"):
         assert registry.authenticate("Bearer new").name == "clinic-a"
     assert "tokens file was refused" in caplog.text
     assert registry.authenticate("Bearer ") is None

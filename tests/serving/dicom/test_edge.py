@@ -20,10 +20,10 @@ from pydicom.uid import generate_uid
 from mediround.v1 import mediround_pb2 as pb
 from model.config import SHIPPED_TINY
 from serving.client import MediRoundClient
-from serving.dialogue import Dialogue
 from serving.dicom.pacs import PacsClient
-from serving.server import ServerOptions, start_server
-from serving.steps import LocalPipeline
+from serving.front.dialogue import Dialogue
+from serving.front.server import ServerOptions, start_server
+from serving.replicas.steps import LocalPipeline
 from serving.store import RedisSessionStore
 from tests.serving.dicom.test_seg import dciodvfy
 
@@ -240,7 +240,7 @@ def test_the_demos_dicom_dialogue_writes_a_seg_of_its_rounds(serve, tmp_path, ca
 
 
 def test_a_tenant_uses_only_the_pacs_its_entry_names(serve, orthanc, tmp_path):
-    from serving.tenants import token_hash
+    from serving.front.tenants import token_hash
 
     ct = _instance(CT)
     PacsClient(orthanc.endpoint()).store(ct)

@@ -28,8 +28,8 @@ from serving.errors import (
     PacsRefused,
     PacsUnavailable,
     UnknownPacs,
-    status_of,
 )
+from serving.front.status import status_of
 from tests.conftest import require_system_file
 from tests.serving.dicom.orthanc import free_port
 

@@ -17,7 +17,8 @@ from pydicom.sr._concepts_dict import concepts as pydicom_concepts
 
 from serving.dicom.codes import CONCEPTS, GENERIC, LOCAL_SCHEME, SCT, concept_for, normalise
 from serving.dicom.seg import MAX_STACK_PIXELS, Algorithm, SkippedRound, build_segmentation
-from serving.errors import SegmentationUnavailable, status_of
+from serving.errors import SegmentationUnavailable
+from serving.front.status import status_of
 from serving.messages import Round, encode_mask
 from tests.conftest import require_system_file
 

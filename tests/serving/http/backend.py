@@ -14,9 +14,9 @@ from PIL import Image, ImageDraw
 
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
+from serving.front.server import _Front
+from serving.front.tenants import TenantRegistry
 from serving.http.server import Gateway, HttpOptions
-from serving.server import _Front
-from serving.tenants import TenantRegistry
 
 TOKEN = "s3cret-token"
 SESSION = "0123456789abcdef0123456789abcdef"

@@ -21,7 +21,8 @@ injected liveness probe (the raylet's health) still restarts a front whose node 
 {{- $mounts := or .Values.tls.enabled .Values.model.volume $tenants $pacs }}
 {{- /* --checkpoint: the front names the replicas' checkpoint in the DICOM SEGs it writes */}}
 {{- $args := list "--address" (printf "0.0.0.0:%d" $port) "--ray-address" "auto" "--attach"
-      "--metrics-port" (toString (int .Values.front.metricsPort)) "--checkpoint" .Values.model.checkpoint }}
+      "--metrics-port" (toString (int .Values.front.metricsPort)) "--metrics-address" "0.0.0.0"
+      "--checkpoint" .Values.model.checkpoint }}
 {{- if .Values.tls.enabled }}
 {{- $args = concat $args (list "--tls-cert" "/etc/mediround/tls/tls.crt" "--tls-key" "/etc/mediround/tls/tls.key") }}
 {{- end }}

@@ -1,8 +1,8 @@
 """The grpcio servicer of ``mediround.v1.MediRound``: convert proto <-> messages and call the ``Dialogue``.
 
-Nothing else happens here: validation, state and the model live behind ``serving.dialogue``;
+Nothing else happens here: validation, state and the model live behind ``serving.front.dialogue``;
 errors become status codes through ``serving.errors``; the caller's tenant comes from the server's
-interceptor (``serving.tenants.current_tenant``) and goes with every call.
+interceptor (``serving.front.tenants.current_tenant``) and goes with every call.
 """
 
 from __future__ import annotations
@@ -21,13 +21,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
-from serving import metrics
-from serving.dialogue import Dialogue
 from serving.dicom.edge import DicomEdge, DicomOptions, InstanceRef, Segmentation
 from serving.dicom.voi import VoiChoice
-from serving.errors import DeadlinePassed, Overloaded, status_of
+from serving.errors import DeadlinePassed, Overloaded
+from serving.front import metrics
+from serving.front.dialogue import Dialogue
+from serving.front.status import status_of
+from serving.front.tenants import current_tenant
 from serving.messages import Round, Session
-from serving.tenants import current_tenant
 
 log = logging.getLogger(__name__)
 

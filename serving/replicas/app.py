@@ -1,18 +1,18 @@
 """The Ray Serve applications' builders: what each application's ``import_path`` in a Serve config
-names (``serving.app:encoder_app`` ...). They run where Serve builds the applications, never in the
+names (``serving.replicas.app:encoder_app`` ...). They run where Serve builds the applications, never in the
 gRPC front (which deploys and reaches the applications through ``serving.pipeline``).
 
 Each builder reads its application's ``args``: ``checkpoint``, ``redis_url`` where the step reads
 the dialogue store (else the replica's ``REDIS_URL``, how a cluster passes a secret) and the
-settings fields of ``serving.settings``.
+settings fields of ``serving.replicas.settings``.
 """
 
 from __future__ import annotations
 
 import os
 
-from serving.deployments import ImageEncoder, Reasoner, Segmenter
-from serving.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
+from serving.replicas.deployments import ImageEncoder, Reasoner, Segmenter
+from serving.replicas.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
 
 
 def _redis_url(args: dict) -> str | None:

@@ -8,7 +8,7 @@ closes without a stop word (the service process died), it sends SIGTERM to those
 SIGKILL. It only ever touches processes descended from the service process, so an external Ray cluster
 (``--ray-address``) and other users' Ray are never touched.
 
-    python -m serving.watchdog PID     (stdin: the pipe, 'stop' on it ends the watch quietly;
+    python -m serving.runtime.watchdog PID     (stdin: the pipe, 'stop' on it ends the watch quietly;
                                         stdout: 'ready' once it knows what ran before it)
 """
 
@@ -27,7 +27,7 @@ class Watchdog:
     """Start it before the processes it should reap; ``stop()`` on a graceful shutdown."""
 
     def __init__(self):
-        self._process = subprocess.Popen([sys.executable, "-m", "serving.watchdog", str(os.getpid())],
+        self._process = subprocess.Popen([sys.executable, "-m", "serving.runtime.watchdog", str(os.getpid())],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         # start_new_session: a Ctrl-C or SIGTERM sent to our process group leaves it to watch our shutdown
         if self._process.stdout.readline().strip() != b"ready":

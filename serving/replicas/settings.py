@@ -75,7 +75,7 @@ class EncoderSettings(DeploymentSettings):
 
 @dataclass(frozen=True)
 class ReasonerSettings(DeploymentSettings):
-    """The ``Reasoner``: the language step, batched across dialogues (``serving.batching``)."""
+    """The ``Reasoner``: the language step, batched across dialogues (``serving.replicas.batching``)."""
 
     NAME: ClassVar[str] = "Reasoner"
     ARGS: ClassVar[tuple[str, ...]] = ("dialogue_cache_size",)

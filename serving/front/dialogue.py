@@ -2,7 +2,7 @@
 dialogue's stored state, and all the gRPC servicer talks to.
 
 No Ray, no gRPC and no torch here: the three model steps come through a ``Pipeline`` (the Ray Serve
-handles in production, ``serving.steps.LocalPipeline`` in one process) and the state through the
+handles in production, ``serving.replicas.steps.LocalPipeline`` in one process) and the state through the
 ``RedisSessionStore``.
 """
 
@@ -32,6 +32,7 @@ from serving.errors import (
     RequestIdReused,
     StepUnavailable,
 )
+from serving.front.tenants import ANONYMOUS, Tenant
 from serving.messages import (
     DecodedMask,
     DicomSource,
@@ -44,7 +45,6 @@ from serving.messages import (
     Session,
 )
 from serving.store import RedisSessionStore, SessionNotFound, StoreUnavailable, content_key
-from serving.tenants import ANONYMOUS, Tenant
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff"}
 ACCEPTED_FORMATS = set(MEDIA_TYPES)

@@ -1,9 +1,9 @@
-"""The three Ray Serve deployments: thin shells around ``serving.steps``.
+"""The three Ray Serve deployments: thin shells around ``serving.replicas.steps``.
 
 What a shell adds is Ray's part only: batching across requests (``serve.batch``, or the Reasoner's
 ``DialogueBatcher``), encodings put once in the object store and passed on by reference, fetching
 those references where they are used, and the replica's id for routing and tracing. Options and
-defaults come from ``serving.settings``.
+defaults come from ``serving.replicas.settings``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from collections import OrderedDict
 import ray
 from ray import serve
 
-from serving import metrics
-from serving.batching import DialogueBatcher
 from serving.messages import (
     DecodedMask,
     EncoderStats,
@@ -25,8 +23,10 @@ from serving.messages import (
     ReasonerStats,
     ReasonRequest,
 )
-from serving.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
-from serving.steps import EncodedImage, ImageEncoderStep, ReasonerStep, SegmenterStep
+from serving.replicas import metrics
+from serving.replicas.batching import DialogueBatcher
+from serving.replicas.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
+from serving.replicas.steps import EncodedImage, ImageEncoderStep, ReasonerStep, SegmenterStep
 
 ENCODER, REASONER, SEGMENTER = EncoderSettings(), ReasonerSettings(), SegmenterSettings()
 
@@ -48,7 +48,7 @@ class ImageEncoder:
         from the store."""
         if sha256 in self.refs:
             self.refs.move_to_end(sha256)
-            metrics.ENCODER_CACHE.labels(tier="replica").inc()
+            metrics.ENCODER_CACHE.inc(tags={"tier": "replica"})
             return Encoding(self.refs[sha256], True)
         encoded, tier = self.step.lookup(sha256)
         if encoded is None:
@@ -59,7 +59,7 @@ class ImageEncoder:
                 self.computing[sha256] = asyncio.ensure_future(self._compute((sha256, image)))
                 self.computing[sha256].add_done_callback(lambda _: self.computing.pop(sha256, None))
             encoded = await asyncio.shield(self.computing[sha256])
-        metrics.ENCODER_CACHE.labels(tier=tier).inc()
+        metrics.ENCODER_CACHE.inc(tags={"tier": tier})
         if sha256 not in self.refs:
             self.refs[sha256] = ray.put(encoded)
             while len(self.refs) > self.step.settings.cache_size:
@@ -73,7 +73,7 @@ class ImageEncoder:
 
     @serve.batch(max_batch_size=ENCODER.max_batch_size, batch_wait_timeout_s=ENCODER.batch_wait_timeout_s)
     async def _compute(self, items: list[tuple[str, bytes]]) -> list[EncodedImage]:
-        metrics.BATCH_SIZE.labels(stage="encode").observe(len(items))
+        metrics.BATCH_SIZE.observe(len(items), tags={"stage": "encode"})
         return await asyncio.to_thread(self.step.compute, items)
 
     def stats(self) -> EncoderStats:
@@ -81,7 +81,7 @@ class ImageEncoder:
 
 
 @serve.deployment(**REASONER.deployment_options(),
-                  request_router_config={"request_router_class": "serving.routing:SessionAffinityRouter"})
+                  request_router_config={"request_router_class": "serving.replicas.routing:SessionAffinityRouter"})
 class Reasoner:
     """Rounds wait for the dialogues that are due: see ``DialogueBatcher``."""
 
@@ -132,7 +132,7 @@ class Segmenter:
 
     @serve.batch(max_batch_size=SEGMENTER.max_batch_size, batch_wait_timeout_s=SEGMENTER.batch_wait_timeout_s)
     async def decode(self, requests: list[MaskRequest]) -> list[DecodedMask]:
-        metrics.BATCH_SIZE.labels(stage="decode").observe(len(requests))
+        metrics.BATCH_SIZE.observe(len(requests), tags={"stage": "decode"})
 
         def run():
             return self.step.decode([(self._encoding(r.encoding.ref), r.seg_vector) for r in requests])

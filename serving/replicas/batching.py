@@ -14,7 +14,7 @@ import statistics
 from collections import deque
 from collections.abc import Callable
 
-from serving import metrics
+from serving.replicas import metrics
 
 
 class DialogueBatcher:
@@ -75,7 +75,7 @@ class DialogueBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.arrived.wait(), min(until, first + self.max_wait_s) - loop.time())
             batch, self.queue = self.queue[:self.max_batch_size], self.queue[self.max_batch_size:]
-            metrics.BATCH_SIZE.labels(stage="reason").observe(len(batch))
+            metrics.BATCH_SIZE.observe(len(batch), tags={"stage": "reason"})
             self.batches += 1
             try:
                 results = await asyncio.to_thread(self.run, [item for _, item, _ in batch])

@@ -2,8 +2,8 @@
 applications and the gRPC front. ``mediround serve``, ``mediround demo`` and the tests use it.
 
 What the service starts goes when it stops, and also when its process is killed: the embedded Redis
-by the kernel's parent-death signal (``serving/embedded_redis.py``), a local Ray by the watchdog
-(``serving/watchdog.py``). An external Redis or Ray cluster is never stopped.
+by the kernel's parent-death signal (``serving/runtime/embedded_redis.py``), a local Ray by the watchdog
+(``serving/runtime/watchdog.py``). An external Redis or Ray cluster is never stopped.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from serving.dialogue import Dialogue, Limits
-from serving.server import ServerOptions, start_server
+from serving.front.dialogue import Dialogue, Limits
+from serving.front.server import ServerOptions, start_server
 from serving.store import RedisSessionStore
 
 if TYPE_CHECKING:
@@ -35,6 +35,12 @@ class ServiceOptions:
     server: ServerOptions = field(default_factory=ServerOptions)
     limits: Limits = field(default_factory=Limits)
     metrics_port: int | None = None
+    """Serve the front's Prometheus metrics on this port (``serving.front.metrics``); None: not served."""
+    metrics_address: str = "127.0.0.1"
+    """The address the front's metrics listen on (a pod gives ``0.0.0.0`` so Prometheus can reach it)."""
+    ray_metrics_port: int | None = None
+    """The local Ray node's metrics export port, where Ray's metrics agent serves the replicas' metrics
+    (``serving.replicas.metrics``); None lets Ray pick one. A Ray cluster's own ports are set where it starts."""
     ray_address: str | None = None
     """Connect to this Ray cluster instead of starting a local one."""
     attach: bool = False
@@ -67,17 +73,18 @@ class Service:
                                    max_message_bytes=o.server.max_message_bytes).bind()  # a port in use fails now
         url = o.redis_url or os.environ.get("REDIS_URL")
         if url is None:
-            from serving.embedded_redis import EmbeddedRedis
+            from serving.runtime.embedded_redis import EmbeddedRedis
 
             self.redis = EmbeddedRedis(os.path.join(o.data_dir, "redis") if o.data_dir else None)
             url = self.redis.url
         if not ray.is_initialized():
             if o.ray_address is None:  # a local Ray, ours to take down if this process dies
-                from serving.watchdog import Watchdog
+                from serving.runtime.watchdog import Watchdog
 
                 self.watchdog = Watchdog()
             ray.init(address=o.ray_address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+                     configure_logging=False,
+                     **({"_metrics_export_port": o.ray_metrics_port} if o.ray_address is None else {}))
         if o.attach:
             pipeline = attach_pipeline()
         else:
@@ -90,9 +97,9 @@ class Service:
         if self.gateway is not None:
             await self.gateway.start(self.address)
         if o.metrics_port:
-            from serving.metrics import serve_metrics
+            from serving.front.metrics import serve_metrics
 
-            serve_metrics(o.metrics_port)
+            serve_metrics(o.metrics_port, o.metrics_address)
         return self
 
     async def stop(self) -> None:

@@ -23,11 +23,11 @@ from grpc_reflection.v1alpha import reflection
 
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
-from serving.dialogue import SESSION_ID, Dialogue
 from serving.dicom.edge import DicomEdge, algorithm_of
 from serving.dicom.pacs import PacsRegistry
-from serving.servicer import MediRoundServicer
-from serving.tenants import ANONYMOUS, TenantRegistry, current_tenant
+from serving.front.dialogue import SESSION_ID, Dialogue
+from serving.front.servicer import MediRoundServicer
+from serving.front.tenants import ANONYMOUS, TenantRegistry, current_tenant
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MediRound"].full_name
 OPEN_METHODS = ("/grpc.health.v1.Health/",)
@@ -46,7 +46,7 @@ class ServerOptions:
     token: str | None = None
     """Require ``authorization: Bearer <token>`` metadata: one tenant, "default"."""
     tokens_file: str | None = None
-    """Tenants and the hashes of their tokens (``serving.tenants``); instead of ``token``."""
+    """Tenants and the hashes of their tokens (``serving.front.tenants``); instead of ``token``."""
     tls_cert: str | None = None
     tls_key: str | None = None
     max_inflight: int = 64

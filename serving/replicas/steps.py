@@ -1,5 +1,5 @@
 """The model's three serving steps as plain classes (no Ray), and ``LocalPipeline``, which runs them in
-one process. ``serving.deployments`` wraps the same classes as Ray Serve deployments.
+one process. ``serving.replicas.deployments`` wraps the same classes as Ray Serve deployments.
 
 - ``ImageEncoderStep``: both image encoders, content-addressed by the image's SHA-256 with a bounded
   in-process LRU and a shared tier in Redis, so an image is encoded once however many rounds and
@@ -33,7 +33,6 @@ from model.checkpoint import load_checkpoint
 from model.data.images import load_image, mask_box
 from model.mediround import ImageEncoding
 from model.predictor import MultiRoundPredictor, RoundResult, judge_and_decode, reason_together
-from serving import metrics
 from serving.messages import (
     DecodedMask,
     Encoding,
@@ -45,7 +44,8 @@ from serving.messages import (
     decode_mask,
     encode_mask,
 )
-from serving.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
+from serving.replicas import metrics
+from serving.replicas.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
 from serving.store import Conflict, StoreReader
 
 
@@ -138,7 +138,8 @@ class ImageEncoderStep:
                 self.store.put_encoding(self.model_id, sha, enc.to_bytes(), self.settings.shared_ttl_s)
             out.append(enc)
         self.computed += len(items)
-        metrics.ENCODER_COMPUTED.inc(len(items))
+        if items:  # Ray's counters take positive increments only
+            metrics.ENCODER_COMPUTED.inc(len(items))
         return out
 
 
@@ -248,12 +249,12 @@ class ReasonerStep:
         if p is not None and slot.history == request.history:
             p.rounds += [_held_round(k, prior) for k, prior in enumerate(request.history) if k >= len(p.rounds)]
             self.reused += 1
-            metrics.DIALOGUE_CACHE.labels(outcome="reused").inc()
+            metrics.DIALOGUE_CACHE.inc(tags={"outcome": "reused"})
         else:
             p = slot.predictor = self._rebuilt(request)
             slot.history = list(request.history)
             self.rebuilt += 1
-            metrics.DIALOGUE_CACHE.labels(outcome="rebuilt" if request.history else "new").inc()
+            metrics.DIALOGUE_CACHE.inc(tags={"outcome": "rebuilt" if request.history else "new"})
         if request.reference_round is not None:
             referenced = p.rounds[request.reference_round - 1]
             referenced.mask = decode_mask(request.reference_mask_png) if request.reference_mask_png else None
@@ -290,13 +291,14 @@ class SegmenterStep:
             prompt = torch.tensor([vector], dtype=self.model.dtype)
             masks, q, corrected = judge_and_decode(self.model, encoded.encoding, prompt, self.settings.use_jcm,
                                                   encoded.picture)
-            metrics.JCM_CORRECTIONS.inc(int(corrected.sum()))
+            if corrected.any():
+                metrics.JCM_CORRECTIONS.inc(int(corrected.sum()))
             out.append(DecodedMask(encode_mask(masks[0]), mask_box(masks[0]), float(q[0]), bool(corrected[0])))
         return out
 
 
 class LocalPipeline:
-    """All three steps in this process (the ``Pipeline`` of ``serving.dialogue``); ``redis_url`` is
+    """All three steps in this process (the ``Pipeline`` of ``serving.front.dialogue``); ``redis_url`` is
     the dialogue store, which the steps read images and stored rounds from."""
 
     def __init__(self, checkpoint: str, *, redis_url: str | None = None):
