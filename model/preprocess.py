@@ -2,7 +2,9 @@
 
 SAM branch: resize the longest side to ``img_size``, normalise with ImageNet mean/std in 0..255
 units, zero-pad bottom/right to a square. CLIP branch: pad to a square with the mean colour (as
-LLaVA does), resize to the tower's size, scale to 0..1 and normalise with CLIP mean/std.
+LLaVA does), resize to the tower's size, scale to 0..1 and normalise with CLIP mean/std. LiteMedSAM
+(reference notes §13): resize the longest side to 256 as OpenCV's INTER_AREA does, min-max to 0..1,
+zero-pad.
 
 An image larger than an encoder needs is first shrunk in uint8 (``shrink``, to the larger of the encoder's
 input side and ``WORKING_SIDE``): float copies of a 16M-pixel image would cost more than the model. The
@@ -72,3 +74,29 @@ def clip_input(image: torch.Tensor, side: int) -> torch.Tensor:
         x = square
     x = _resize(x, (side, side))
     return (x - x.new_tensor(CLIP_MEAN)[:, None, None]) / x.new_tensor(CLIP_STD)[:, None, None]
+
+
+
+def _area_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) weights of OpenCV's ``INTER_AREA`` along one axis: the share of each output pixel's span
+    (in input pixels) that each input pixel covers. Averaging when shrinking, and when enlarging a copy of the
+    nearest pixel blended only across the input pixel edges (OpenCV computes the same fractions)."""
+    edges = torch.arange(n_out + 1, dtype=torch.float64) * (n_in / n_out)  # output pixel i spans edges[i:i + 2]
+    j = torch.arange(n_in, dtype=torch.float64)
+    overlap = (torch.minimum(edges[1:, None], j + 1) - torch.maximum(edges[:-1, None], j)).clamp(min=0)
+    return (overlap / (n_in / n_out)).float()
+
+
+def litemedsam_input(image: torch.Tensor, side: int = 256) -> tuple[torch.Tensor, tuple[int, int]]:
+    """uint8 (3, H, W) -> float (3, side, side) in 0..1 as LiteMedSAM's inference makes it, and the resized (h, w).
+
+    Its inference resizes the uint8 image with OpenCV's ``INTER_AREA`` (rounded back to uint8), min-max scales
+    the resized image over all channels, then zero-pads bottom/right.
+    """
+    size = longest_side_size(tuple(image.shape[-2:]), side)  # of the original: the masks are mapped back by it
+    x = shrink(image, max(side, WORKING_SIDE)).float()
+    wy, wx = _area_weights(x.shape[-2], size[0]), _area_weights(x.shape[-1], size[1])
+    x = (wy.to(x.device) @ x @ wx.to(x.device).T + 0.5).floor()  # (3, h, w), rounded half up as OpenCV does
+    lo, hi = x.min(), x.max()
+    x = (x - lo) / (hi - lo).clamp(min=1e-8)
+    return F.pad(x, (0, side - size[1], 0, side - size[0])), size
