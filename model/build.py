@@ -17,8 +17,9 @@ from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGener
 
 from model.config import MLLMConfig, ModelConfig, SegConfig
 from model.jcm import JCM
+from model.litemedsam import WEIGHTS_SHA256, build_litemedsam, litemedsam_weights_path
 from model.mediround import MediRound
-from model.preprocess import SAM_MEAN, SAM_STD
+from model.preprocess import SAM_MEAN, SAM_STD, litemedsam_input, sam_input
 from model.sam_parts import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from model.tokenizer import token_ids
 from model.weights import WeightsMismatch, load_strict
@@ -50,7 +51,12 @@ def build_mllm(cfg: MLLMConfig, tokenizer, *, load_pretrained: bool = True) -> L
 
 
 def build_sam(cfg: SegConfig, *, load_pretrained: bool = True) -> Sam:
-    """A segment-anything ``Sam`` of the configured size, as ``build_sam_vit_b`` builds ViT-B."""
+    """A segment-anything ``Sam`` of the configured size, as ``build_sam_vit_b`` builds ViT-B; LiteMedSAM always
+    with its pretrained weights (its frozen encoder is in no checkpoint of ours)."""
+    if cfg.encoder == "litemedsam":
+        if cfg.checkpoint:
+            return build_litemedsam(checkpoint=Path(cfg.checkpoint), sha256=None)
+        return build_litemedsam(checkpoint=litemedsam_weights_path())
     sam = Sam(
         image_encoder=ImageEncoderViT(
             depth=cfg.encoder_depth, embed_dim=cfg.encoder_dim, img_size=cfg.img_size, mlp_ratio=4,
@@ -92,7 +98,16 @@ def build_model(cfg: ModelConfig, tokenizer, *, load_pretrained: bool = True) ->
         token_ids=token_ids(tokenizer),
         vision_feature_layer=cfg.mllm.vision_feature_layer,
         guided_filter_eps=cfg.seg.guided_filter_eps,
+        sam_input=litemedsam_input if cfg.seg.encoder == "litemedsam" else sam_input,
+        pretrained_sam_encoder=pretrained_sam_encoder(cfg.seg),
     )
+
+
+def pretrained_sam_encoder(cfg: SegConfig) -> str:
+    """A name for the frozen pretrained SAM encoder ``cfg`` builds ("" for one trained here)."""
+    if cfg.encoder != "litemedsam":
+        return ""
+    return f"litemedsam-{WEIGHTS_SHA256[:12]}" if not cfg.checkpoint else f"litemedsam-{Path(cfg.checkpoint).stem}"
 
 
 def apply_lora(model: MediRound, *, r: int = 8, alpha: int = 16, dropout: float = 0.05):

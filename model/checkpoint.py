@@ -1,7 +1,8 @@
 """MediRound checkpoints: directories in the transformers/peft way, round-tripping bit-exactly.
 
     <dir>/config.json        ModelConfig
-    <dir>/model.safetensors  the MediRound state dict (any dtype; fp16 for the shipped tiny model)
+    <dir>/model.safetensors  the MediRound state dict (any dtype; fp16 for the shipped tiny model), less a
+                             LiteMedSAM's frozen image encoder, which is always loaded from its installed weights
     <dir>/tokenizer/         the tokenizer (transformers ``save_pretrained``)
     <dir>/adapter/           peft LoRA adapter (adapter_config.json + adapter_model.safetensors), if any
     <dir>/manifest.json      optional: how the checkpoint was made and what it scored
@@ -21,6 +22,11 @@ from model.mediround import MediRound
 from model.tokenizer import load_tokenizer
 
 
+def external_weights(cfg: ModelConfig) -> str:
+    """The prefix of the weights a checkpoint leaves out because the builder loads them itself ("" for none)."""
+    return "sam.image_encoder." if cfg.seg.encoder == "litemedsam" else ""
+
+
 def save_checkpoint(model: MediRound, tokenizer, cfg: ModelConfig, out: str | Path, *,
                     dtype: torch.dtype | None = None, manifest: dict | None = None) -> Path:
     """Write ``model`` (cast to ``dtype`` if given) with its config and tokenizer to ``out``."""
@@ -28,8 +34,9 @@ def save_checkpoint(model: MediRound, tokenizer, cfg: ModelConfig, out: str | Pa
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.json")
     tokenizer.save_pretrained(out / "tokenizer")
+    external = external_weights(cfg)
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-             for k, v in model.state_dict().items()}
+             for k, v in model.state_dict().items() if not (external and k.startswith(external))}
     save_file(state, out / "model.safetensors", metadata={"format": "pt", "model": cfg.name})
     if has_lora(model):
         from peft import get_peft_model_state_dict
@@ -60,6 +67,8 @@ def load_checkpoint(path: str | Path, *, dtype: torch.dtype = torch.float32,
         inject_adapter_in_model(LoraConfig.from_pretrained(path / "adapter"), model.mllm)
     state = load_file(path / "model.safetensors")
     missing, unexpected = model.load_state_dict(state, strict=False)
+    external = external_weights(cfg)
+    missing = [k for k in missing if not (external and k.startswith(external))]
     if missing or unexpected:
         raise WeightsMismatch(f"checkpoint {path}", sorted(missing), sorted(unexpected))
     return model.to(device=device, dtype=dtype).eval(), tokenizer, cfg

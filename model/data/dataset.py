@@ -131,12 +131,13 @@ class ImageMaskDataset(Dataset):
         names = [re.sub(r"_\d+$", "", Path(m).stem.removeprefix(stem + "_")).replace("_", " ") for m in entry["masks"]]
         image = load_image(self.root / image_file)
         masks = np.stack([load_mask(self.root / m) for m in entry["masks"]])
+        variant = 0
         if self.augment is not None and entry["orientation"] is not None:
-            _, view, image, masks = training_view(self.augment, image_file, self._variants, image, masks,
-                                                  entry["orientation"])
+            variant, view, image, masks = training_view(self.augment, image_file, self._variants, image, masks,
+                                                        entry["orientation"])
             names = view_names(view, names)
         return {
-            "image_file": image_file,
+            "image_file": cache_key(image_file, variant),
             "image": torch.from_numpy(image).permute(2, 0, 1),
             "masks": torch.from_numpy(masks),
             "names": names,

@@ -58,10 +58,12 @@ class StageSettings:
 
 
 def mark_trainable(model: MediRound, stage: Stage) -> list[torch.nn.Parameter]:
-    """Set ``requires_grad`` by the stage's rule; returns the parameters that learn."""
+    """Set ``requires_grad`` by the stage's rule (a pretrained SAM encoder never learns); returns the parameters
+    that learn."""
     params = []
+    frozen = "sam.image_encoder." if model.pretrained_sam_encoder else None
     for name, p in model.named_parameters():
-        p.requires_grad_(stage.trainable(name))
+        p.requires_grad_(stage.trainable(name) and not (frozen and name.startswith(frozen)))
         if p.requires_grad:
             params.append(p)
     if not params:

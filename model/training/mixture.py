@@ -64,11 +64,16 @@ class TrainingData:
     text: TextAugment | None = None
     """Rewording of the questions, for the stages that read dialogues; None keeps the generators' wording."""
     split: str = "train"
+    embeddings: Path | None = None
+    """Where a pretrained (frozen) SAM encoder's embeddings of the training views are kept on disk, computed
+    once across stages and reruns (``model.training.embeddings``); None keeps them in memory for one stage."""
 
     def __post_init__(self):
         if self.dialogue_views is not None and self.dialogue_views < 1:
             raise ValueError(f"dialogue_views must be >= 1, got {self.dialogue_views}")
         object.__setattr__(self, "phantoms", Path(self.phantoms))
+        if self.embeddings is not None:
+            object.__setattr__(self, "embeddings", Path(self.embeddings))
         if self.brain is not None:
             object.__setattr__(self, "brain", Path(self.brain))
             if not 0 < self.brain_share < 1:
@@ -102,6 +107,7 @@ class TrainingData:
         """Plain values (for a Ray worker's config and the manifest); :meth:`from_dict` reads them back."""
         d = asdict(self)
         d["phantoms"], d["brain"] = str(self.phantoms), str(self.brain) if self.brain else None
+        d["embeddings"] = str(self.embeddings) if self.embeddings else None
         return d
 
     @classmethod
@@ -111,4 +117,4 @@ class TrainingData:
             augment[key] = tuple(augment[key])
         return cls(Path(d["phantoms"]), Path(d["brain"]) if d["brain"] else None, d["brain_share"],
                    BrainAugment(**augment), d["dialogue_views"], TextAugment(**d["text"]) if d["text"] else None,
-                   d["split"])
+                   d["split"], Path(d["embeddings"]) if d.get("embeddings") else None)

@@ -5,7 +5,8 @@ real-brain data (Colin27 + AAL, ``model.data.brain``) if absent, a BPE tokenizer
 sets' dialogues, then box-prompted SAM pretraining, image-text alignment, MediRound stage 1 and
 JCM stage 2, every stage on phantoms with the brain mixed in at a fixed share of its items (brain
 items through augmented training views, the dialogue stages' questions reworded). Each finished
-stage leaves ``out/<stage>/checkpoint``; a rerun skips finished stages and resumes the interrupted
+stage leaves ``out/<stage>/checkpoint``, and a pretrained SAM encoder's embedding of each training view is
+kept in ``out/embeddings`` (computed once); a rerun skips finished stages and resumes the interrupted
 one from its ``state.pt``. Each stage records its training time summed over the runs that made it
 (``seconds.json``; the data and tokenizer likewise), so the manifest's total is the from-scratch
 time even across reruns.
@@ -77,20 +78,18 @@ class Recipe:
             check_stage_name(name)  # here, not in a Ray worker halfway through the run
 
 
-# The phantom-only recipe ran 1300 / 900 / 5000 / 2000 steps in 3289 s (plus ~1 min of data). Now a quarter of
-# every batch comes from the brain. SAM, alignment and stage 1 get ~12-15% more steps, so the phantoms keep
-# 83-87% of what they had there; JCM drops to 1400 steps (its effect on phantoms was within +-0.5 Dice points at
-# 2000) to pay for the brain's extra cost (views cached in stage 1 and JCM, longer captions). Measured from nothing
-# on 2 cores (2026-12-01): 8692 s (data 124, sam 1735, align 819, stage 1 4845, JCM 1169), not the ~68 min
-# estimated from the phantom-only run's per-step costs: over the 75-minute bound, and not yet shipped. Since then
-# alignment captions name at most 12 entities, drawn anew each time (``stages.CAPTION_ENTITIES``): on the mixed
-# batches that cuts the padded length from ~264 to ~182 tokens and a step from 0.60 to 0.49 s (idle machine).
+# The tiny model stands on LiteMedSAM: its encoder is frozen, so every training view is encoded once (~0.8 s on
+# 2 cores) and cached in out/embeddings; 4 views per brain slice in every stage (1,500 phantom images + 301 x 4
+# brain views, ~36 min of encoding once). The SAM stage fine-tunes the pretrained mask decoder box-prompted (a low
+# lr: it starts from MedSAM's weights, not from nothing). The earlier recipe over a SAM trained from nothing
+# (model "tiny-scratch": sam 1500 steps at lr 1e-3, 8 views per slice) measured 8692 s from nothing on 2 cores
+# (data 124, sam 1735, align 819, stage 1 4845, JCM 1169).
 TINY = Recipe(
     name="tiny",
-    brain=BrainData(),
+    brain=BrainData(augment=BrainAugment(variants=4)),
     text=TextAugment(),
     stages=[
-        ("sam", StageSettings(steps=1500, batch_size=8, lr=1e-3, warmup=50, weight_decay=0.01)),
+        ("sam", StageSettings(steps=1000, batch_size=8, lr=1e-4, warmup=50, weight_decay=0.01)),
         ("align", StageSettings(steps=1000, batch_size=16, lr=1e-3, warmup=50, weight_decay=0.01)),
         ("mediround", StageSettings(steps=5750, batch_size=8, lr=3e-4, warmup=100)),
         ("jcm", StageSettings(steps=1400, batch_size=8, lr=1e-3, warmup=50)),
@@ -147,12 +146,13 @@ def prepare_tokenizer(recipe: Recipe, data: Path, out: Path, brain: Path | None 
     return tokenizer
 
 
-def training_data(recipe: Recipe, data: Path, brain: Path | None) -> TrainingData:
-    """What every stage of ``recipe`` reads."""
+def training_data(recipe: Recipe, data: Path, brain: Path | None, embeddings: Path | None = None) -> TrainingData:
+    """What every stage of ``recipe`` reads; a pretrained SAM encoder's embeddings of its views kept in
+    ``embeddings``."""
     if recipe.brain is None:
-        return TrainingData(data, text=recipe.text)
+        return TrainingData(data, text=recipe.text, embeddings=embeddings)
     b = recipe.brain
-    return TrainingData(data, brain, b.share, b.augment, b.dialogue_views, recipe.text)
+    return TrainingData(data, brain, b.share, b.augment, b.dialogue_views, recipe.text, embeddings=embeddings)
 
 
 def git_commit() -> str:
@@ -186,7 +186,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
             prepare_brain(recipe, brain)
     tokenizer = prepare_tokenizer(recipe, data, out, brain)
     timings = {"data+tokenizer": _add_seconds(out / "data+tokenizer.seconds.json", time.perf_counter() - t)}
-    train = training_data(recipe, data, brain)
+    train = training_data(recipe, data, brain, out / "embeddings")
     cfg = ModelConfig.named(recipe.model)
     cfg.mllm.text["vocab_size"] = len(tokenizer)
     seed_everything(recipe.data_seed)

@@ -1,6 +1,7 @@
 """Training stages: for each, which parameters learn, what data it reads and what its loss is.
 
-- ``SamPretraining``   box-prompted SAM, as MedSAM was trained (tiny model only: it has no MedSAM);
+- ``SamPretraining``   box-prompted SAM, as MedSAM was trained: the whole small SAM of ``tiny-scratch``, or
+                       LiteMedSAM's mask decoder on its frozen encoder's cached embeddings (``tiny``);
 - ``Alignment``        image -> grounded caption, LLaVA-style (tiny model only: no pretrained LLaVA);
 - ``MediRoundTraining`` stage 1 of the paper: teacher forcing, 1.0 CE + 2.0 BCE + 0.5 Dice (§6);
 - ``JCMTraining``      stage 2: only the judge and the corrector learn (§5).
@@ -13,6 +14,7 @@ of them with one loop; ``registry.py`` names them for the recipes.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +24,7 @@ from model.build import is_lora_parameter
 from model.data.dataset import collate
 from model.data.template import IGNORE_INDEX, IMAGE_TOKEN
 from model.mediround import ImageEncoding, MediRound
+from model.training.embeddings import SamEmbeddings
 from model.training.losses import mask_loss, soft_iou, text_ce
 from model.training.mixture import TrainingData
 
@@ -53,7 +56,8 @@ def _weighted(terms: list[tuple[dict, int]]) -> dict[str, torch.Tensor]:
 
 
 class SamPretraining(Stage):
-    """Box-prompted segmentation of every labelled instance; the whole tiny SAM learns.
+    """Box-prompted segmentation of every labelled instance; the SAM learns (a pretrained encoder excepted,
+    whose embeddings are then computed once per view, ``SamEmbeddings``).
 
     Boxes are the tight mask box with each side moved by up to ``jitter`` of the box size, as
     MedSAM perturbs its training boxes.
@@ -63,6 +67,7 @@ class SamPretraining(Stage):
 
     def __init__(self, data, *, masks_per_image: int = 6, jitter: float = 0.1):
         self.data, self.masks_per_image, self.jitter = TrainingData.of(data), masks_per_image, jitter
+        self.embeddings: SamEmbeddings | None = None
 
     def trainable(self, name: str) -> bool:
         return name.startswith("sam.")
@@ -81,8 +86,16 @@ class SamPretraining(Stage):
             boxes.append(box.clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32)))
         return torch.stack(boxes)
 
+    def _embed(self, model: MediRound, batch) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        if not model.pretrained_sam_encoder:  # the encoder learns: nothing to keep
+            return model.sam_embed([item["image"] for item in batch])
+        if self.embeddings is None:
+            self.embeddings = SamEmbeddings(self.data.embeddings, model.pretrained_sam_encoder)
+        pairs = [self.embeddings.get(model, item["image_file"], item["image"]) for item in batch]
+        return torch.cat([e for e, _ in pairs]), [size for _, size in pairs]
+
     def loss(self, model, batch):
-        emb, sizes = model.sam_embed([item["image"] for item in batch])
+        emb, sizes = self._embed(model, batch)
         terms = []
         for k, item in enumerate(batch):
             keep = [i for i in range(len(item["masks"])) if item["masks"][i].any()]
@@ -159,18 +172,26 @@ class Alignment(Stage):
 
 
 class FrozenEncodings:
-    """Per-image encodings and per-mask crop tokens, computed once: valid while those encoders are frozen."""
+    """Per-image encodings and per-mask crop tokens, computed once: valid while those encoders are frozen. A
+    pretrained SAM encoder's embeddings go to ``embeddings_root`` on disk (``SamEmbeddings``), to outlive the
+    stage; the rest stays in memory."""
 
-    def __init__(self):
-        self.images: dict[str, ImageEncoding] = {}
+    def __init__(self, embeddings_root: Path | None = None):
+        self.embeddings_root = embeddings_root
+        self.sam: SamEmbeddings | None = None
+        self.features: dict[str, torch.Tensor] = {}
         self.crops: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def image(self, model: MediRound, item: dict) -> ImageEncoding:
         key = item["image_file"]
-        if key not in self.images:
-            self.images[key] = model.encode_image(item["image"])
-        return self.images[key]
+        if self.sam is None:
+            root = self.embeddings_root if model.pretrained_sam_encoder else None
+            self.sam = SamEmbeddings(root, model.pretrained_sam_encoder or "trained-here")
+        embedding, size = self.sam.get(model, key, item["image"])
+        if key not in self.features:
+            self.features[key] = model.image_features([item["image"]])[0]
+        return ImageEncoding(embedding, self.features[key], size, tuple(item["image"].shape[-2:]))
 
     @torch.no_grad()
     def crop_tokens(self, model: MediRound, item: dict, rounds: list[int]) -> torch.Tensor:
@@ -198,7 +219,7 @@ class MediRoundTraining(Stage):
                  bce_weight: float = 2.0, dice_weight: float = 0.5):
         self.data, self.tokenizer, self.image_tokens, self.lora = TrainingData.of(data), tokenizer, image_tokens, lora
         self.weights = (ce_weight, bce_weight, dice_weight)
-        self.frozen = FrozenEncodings()
+        self.frozen = FrozenEncodings(self.data.embeddings)
 
     def trainable(self, name: str) -> bool:
         if name.startswith(self.LEARNS):

@@ -54,4 +54,4 @@ def test_stage_one_trains_on_the_mixture_with_reworded_questions(mixed, tiny_mod
     stage = MediRoundTraining(replace(mixed, brain_share=0.9), phantom_tokenizer, cfg.mllm.image_tokens)
     last = fit(model, stage, StageSettings(steps=1, batch_size=3, warmup=1, seed=1), tmp_path, progress=False)
     assert torch.isfinite(torch.tensor(last["loss"]))
-    assert any(key.startswith("images/brain_") for key in stage.frozen.images)
+    assert any(key.startswith("images/brain_") for key in stage.frozen.features)
