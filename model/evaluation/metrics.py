@@ -9,6 +9,10 @@ Per predicted mask P and ground truth G: I = |P and G|, U = |P| + |G| - I.
 ``SegmentationMetric`` accumulates batch after batch and ``aggregate()`` reports overall and per
 round index (1-based, as the paper's tables: round #1..#8); ``MetricsBySplit`` keeps one per split.
 ``paired_dice_difference`` compares two runs over the same dialogues, with a bootstrap interval.
+
+Beyond the paper: ``QualityCalibration`` (does the JCM's quality predict the mask's IoU: expected calibration
+error and Spearman's rank correlation) and ``AbstentionMetric`` (rounds about what the image does not show:
+precision and recall of "not found", and false refusals of structures that are there).
 """
 
 from __future__ import annotations
@@ -153,3 +157,80 @@ class MetricsBySplit:
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text + "\n")
         return text
+
+
+class QualityCalibration:
+    """How well a predicted quality q in [0, 1] predicts the IoU the mask really has.
+
+    ``ece``: the expected calibration error, sum over ``bins`` equal-width bins of q of
+    (share of masks in the bin) x |mean q - mean IoU|; ``spearman``: the rank correlation of q and IoU.
+    """
+
+    def __init__(self, bins: int = 10) -> None:
+        if bins < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        self.bins = bins
+        self.quality: list[float] = []
+        self.iou: list[float] = []
+
+    def __call__(self, quality: ArrayLike | list[float], iou: ArrayLike | list[float]) -> None:
+        q, v = (np.asarray(x, dtype=np.float64).reshape(-1) for x in (quality, iou))
+        if len(q) != len(v):
+            raise ValueError(f"got {len(q)} qualities for {len(v)} IoUs")
+        if ((q < 0) | (q > 1)).any():
+            raise ValueError("qualities must lie in [0, 1]")
+        self.quality += q.tolist()
+        self.iou += v.tolist()
+
+    def aggregate(self) -> dict:
+        """{"n", "ece", "spearman", "bins": [{"lo", "hi", "n", "quality", "iou"}, ...]}."""
+        q, v = np.asarray(self.quality), np.asarray(self.iou)
+        if len(q) == 0:
+            return {"n": 0, "ece": None, "spearman": None, "bins": []}
+        which = np.minimum((q * self.bins).astype(int), self.bins - 1)
+        bins, ece = [], 0.0
+        for b in range(self.bins):
+            sel = which == b
+            if sel.any():
+                ece += sel.mean() * abs(q[sel].mean() - v[sel].mean())
+                bins.append({"lo": b / self.bins, "hi": (b + 1) / self.bins, "n": int(sel.sum()),
+                             "quality": float(q[sel].mean()), "iou": float(v[sel].mean())})
+        return {"n": len(q), "ece": float(ece), "spearman": _spearman(q, v), "bins": bins}
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks from 1; tied values share their mean rank."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)  # the rank of the last of each group of equal values
+    return (ends - (counts - 1) / 2)[inverse]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation (None when either side is constant)."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+class AbstentionMetric:
+    """Rounds that ask about a structure: did the model answer "not in this image" exactly when it is absent?
+
+    Each round adds (``present``: the structure is in the image; ``answered_mask``: the model gave a mask).
+    ``precision``: of the refusals, the share about absent structures; ``recall``: of the absent structures, the
+    share refused; ``false_refusals``: of the present structures, the share refused.
+    """
+
+    def __init__(self) -> None:
+        self.counts = {"refused_absent": 0, "refused_present": 0, "masked_absent": 0, "masked_present": 0}
+
+    def __call__(self, present: bool, answered_mask: bool) -> None:
+        self.counts[f"{'masked' if answered_mask else 'refused'}_{'present' if present else 'absent'}"] += 1
+
+    def aggregate(self) -> dict:
+        c = self.counts
+        refused, absent = c["refused_absent"] + c["refused_present"], c["refused_absent"] + c["masked_absent"]
+        present = c["refused_present"] + c["masked_present"]
+        return {**c, "precision": c["refused_absent"] / refused if refused else None,
+                "recall": c["refused_absent"] / absent if absent else None,
+                "false_refusals": c["refused_present"] / present if present else None}

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from model.evaluation.metrics import MetricsBySplit, SegmentationMetric, intersection_and_union, paired_dice_difference
+from model.evaluation.metrics import (
+    AbstentionMetric,
+    MetricsBySplit,
+    QualityCalibration,
+    SegmentationMetric,
+    intersection_and_union,
+    paired_dice_difference,
+)
 
 # 2x2: P has 2 pixels, G has 3, they share 2 -> I=2, U=3, Dice=4/5, IoU=2/3.
 P = np.array([[[1, 1], [0, 0]]], bool)
@@ -126,3 +133,34 @@ def test_splits_write_json(tmp_path):
     data = json.loads((tmp_path / "m.json").read_text())
     assert data["val"]["overall"]["dice"] == pytest.approx(0.8)
     assert data["test_hard"]["per_round"]["4"]["n"] == 1
+
+
+def test_quality_calibration_by_hand():
+    """Two bins of two masks: q 0.9 / 0.9 against IoU 0.8 / 0.6 (gap 0.2), q 0.2 / 0.2 against 0.2 / 0.2 (gap 0):
+    ECE = 0.5 * 0.2 + 0.5 * 0 = 0.1. Ranks (ties share their mean): q 3.5 3.5 1.5 1.5, IoU 4 3 1.5 1.5, so
+    Spearman = 4 / (2 x 4.5 ** 0.5) = 0.943."""
+    metric = QualityCalibration(bins=2)
+    metric([0.9, 0.9], [0.8, 0.6])
+    metric(np.array([0.2, 0.2]), torch.tensor([0.2, 0.2]))
+    result = metric.aggregate()
+    assert result["n"] == 4 and result["ece"] == pytest.approx(0.1)
+    assert [b["n"] for b in result["bins"]] == [2, 2] and result["bins"][1]["iou"] == pytest.approx(0.7)
+    assert result["spearman"] == pytest.approx(4 / (2 * 4.5**0.5))
+    perfect = QualityCalibration()
+    perfect([0.05, 0.55, 0.95], [0.05, 0.55, 0.95])
+    assert perfect.aggregate()["ece"] == pytest.approx(0.0) and perfect.aggregate()["spearman"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"qualities must lie in \[0, 1\]"):
+        metric([1.5], [0.5])
+    assert QualityCalibration().aggregate() == {"n": 0, "ece": None, "spearman": None, "bins": []}
+
+
+def test_abstention_precision_recall_and_false_refusals_by_hand():
+    metric = AbstentionMetric()
+    for present, masked in [(False, False), (False, False), (False, True), (True, False), (True, True),
+                            (True, True), (True, True)]:
+        metric(present=present, answered_mask=masked)
+    result = metric.aggregate()
+    assert result["precision"] == pytest.approx(2 / 3)  # 3 refusals, 2 of them right
+    assert result["recall"] == pytest.approx(2 / 3)  # 3 absent structures, 2 refused
+    assert result["false_refusals"] == pytest.approx(1 / 4)  # 4 present structures, 1 refused
+    assert AbstentionMetric().aggregate()["precision"] is None
