@@ -89,6 +89,9 @@ def build_model(cfg: ModelConfig, tokenizer, *, load_pretrained: bool = True) ->
     """The whole model. ``load_pretrained=False`` skips the base weights (a full checkpoint follows)."""
     mllm = build_mllm(cfg.mllm, tokenizer, load_pretrained=load_pretrained)
     d, p = mllm.config.text_config.hidden_size, cfg.seg.prompt_dim
+    sam_projector = None
+    if cfg.mllm.image_source == "sam":  # LLaVA's mlp2x_gelu projector, from the SAM embedding's width
+        sam_projector = nn.Sequential(nn.LayerNorm(p), nn.Linear(p, d), nn.GELU(), nn.Linear(d, d))
     return MediRound(
         mllm=mllm,
         sam=build_sam(cfg.seg, load_pretrained=load_pretrained),
@@ -96,6 +99,8 @@ def build_model(cfg: ModelConfig, tokenizer, *, load_pretrained: bool = True) ->
         bbox_encoder=nn.Linear(4, d),
         jcm=JCM(dim=p, hidden=cfg.jcm.hidden, beta=cfg.jcm.beta),
         token_ids=token_ids(tokenizer),
+        sam_projector=sam_projector,
+        sam_pool=cfg.mllm.sam_pool,
         vision_feature_layer=cfg.mllm.vision_feature_layer,
         guided_filter_eps=cfg.seg.guided_filter_eps,
         sam_input=litemedsam_input if cfg.seg.encoder == "litemedsam" else sam_input,

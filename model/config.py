@@ -16,6 +16,9 @@ SHIPPED_TINY = Path(__file__).resolve().parent / "checkpoints" / "tiny"
 """The tiny checkpoint that ships with the package (made by ``mediround train recipe tiny``)."""
 
 
+IMAGE_SOURCES = ("clip", "sam")
+
+
 @dataclass
 class MLLMConfig:
     """The LLaVA part: vision tower, projector and language model (transformers classes)."""
@@ -30,10 +33,25 @@ class MLLMConfig:
     """Longest dialogue sequence (image tokens included) the model accepts."""
     pretrained: str | None = None
     """Local directory of a transformers-format LLaVA checkpoint (LLaVA-Med for ``full``)."""
+    image_source: str = "clip"
+    """What the language model sees of the image. ``clip``: LLaVA's vision tower (patch tokens; the CLS of each
+    masked reference crop). ``sam``: the SAM image embedding, average-pooled to ``sam_pool`` x ``sam_pool``
+    tokens (each reference: the embedding pooled inside its mask), through a projector of its own; the image is
+    then encoded once, by the SAM encoder alone."""
+    sam_pool: int = 8
+    """Side of the pooled SAM token grid (``image_source="sam"``)."""
+
+    def __post_init__(self):
+        if self.image_source not in IMAGE_SOURCES:
+            raise ValueError(f"image_source must be one of {IMAGE_SOURCES}, got {self.image_source!r}")
+        if self.sam_pool < 1:
+            raise ValueError(f"sam_pool must be >= 1, got {self.sam_pool}")
 
     @property
     def image_tokens(self) -> int:
-        """How many ``<image>`` positions one image fills (patch tokens, CLS dropped)."""
+        """How many ``<image>`` positions one image fills (patch tokens, CLS dropped; or pooled SAM cells)."""
+        if self.image_source == "sam":
+            return self.sam_pool**2
         return (self.vision["image_size"] // self.vision["patch_size"]) ** 2
 
 
@@ -128,7 +146,28 @@ class ModelConfig:
 
     @classmethod
     def tiny(cls) -> ModelConfig:
-        """The CPU-sized model: LiteMedSAM (pretrained, encoder frozen) under an MLLM trained here (notes §9, §13)."""
+        """The CPU-sized model: LiteMedSAM (pretrained, encoder frozen) under an MLLM trained here that sees the
+        image through LiteMedSAM's embedding, pooled to 8 x 8 tokens (notes §9, §13): one encoder pass an image.
+        LLaVA's class still holds a vision tower; with ``image_source="sam"`` it is a minimal one, never used."""
+        return cls(
+            name="tiny",
+            mllm=MLLMConfig(
+                text=dict(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=6,
+                          num_key_value_heads=2, head_dim=32, max_position_embeddings=1024, rms_norm_eps=1e-5,
+                          sliding_window=None, tie_word_embeddings=False),
+                vision=dict(hidden_size=8, intermediate_size=8, num_hidden_layers=1, num_attention_heads=1,
+                            image_size=8, patch_size=8, projection_dim=8),
+                max_length=1024,
+                image_source="sam",
+                sam_pool=8,
+            ),
+            seg=SegConfig.litemedsam(),
+            jcm=JCMConfig(hidden=128),
+        )
+
+    @classmethod
+    def tiny_scratch(cls) -> ModelConfig:
+        """The earlier CPU model: a small SAM trained from nothing here, and a small CLIP tower as LLaVA's eyes."""
         return cls(
             name="tiny",
             mllm=MLLMConfig(
@@ -139,19 +178,12 @@ class ModelConfig:
                             image_size=96, patch_size=12, projection_dim=128),
                 max_length=1024,
             ),
-            seg=SegConfig.litemedsam(),
+            seg=SegConfig(img_size=192, patch_size=8, encoder_dim=96, encoder_depth=4, encoder_heads=4,
+                          encoder_global_attn=(1, 3), window_size=12, prompt_dim=64, mask_in_chans=16,
+                          decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64,
+                          guided_filter_eps=1e-3),
             jcm=JCMConfig(hidden=128),
         )
-
-    @classmethod
-    def tiny_scratch(cls) -> ModelConfig:
-        """The earlier CPU model: the same MLLM over a small SAM trained from nothing on phantoms and the brain."""
-        cfg = cls.tiny()
-        cfg.seg = SegConfig(img_size=192, patch_size=8, encoder_dim=96, encoder_depth=4, encoder_heads=4,
-                            encoder_global_attn=(1, 3), window_size=12, prompt_dim=64, mask_in_chans=16,
-                            decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64,
-                            guided_filter_eps=1e-3)
-        return cfg
 
     @classmethod
     def full(cls, llava: str | None = None, medsam: str | None = None) -> ModelConfig:

@@ -4,7 +4,8 @@ The module exposes the model's steps one by one, so that training (teacher forci
 multi-round predictor (generation with a key/value cache) and the serving deployments (which run
 the steps on different replicas) share one code path:
 
-    encode_image      -> SAM image embedding + LLaVA patch features (once per image)
+    encode_image      -> SAM image embedding + the language model's image tokens (once per image): LLaVA patch
+                         features, or the SAM embedding pooled and projected (``sam_projector``)
     reference_tokens  -> the [CROPPEDIMAGE] and [BBOXINPUT] embeddings of a referenced mask (§4)
     embed             -> input embeddings with image / crop / box positions filled in
     language          -> last hidden states and logits of the language model (with a cache)
@@ -15,6 +16,7 @@ the steps on different replicas) share one code path:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,17 +41,35 @@ class ImageEncoding:
     original_size: tuple[int, int]  # (H, W)
 
 
+def masked_mean(embedding: torch.Tensor, mask: np.ndarray | None, input_size: tuple[int, int]) -> torch.Tensor:
+    """The (P,) mean of a (P, g, g) SAM embedding over the cells a (H, W) mask covers (weighted by how much), on
+    the image's part of the padded grid; the whole image for a mask of <= 9 pixels."""
+    grid = embedding.shape[-1]
+    h, w = (min(grid, math.ceil(n * grid / max(input_size))) for n in input_size)  # the cells the image covers
+    if mask is None or int(np.count_nonzero(mask)) <= 9:
+        weights = torch.ones(h, w)
+    else:
+        m = torch.from_numpy(np.ascontiguousarray(mask)).float()[None, None]
+        weights = F.adaptive_avg_pool2d(m, (h, w))[0, 0]  # share of each cell inside the mask
+    weights = weights.to(embedding.device, embedding.dtype)
+    region = embedding[:, :h, :w]
+    return (region * weights).sum((-2, -1)) / weights.sum().clamp(min=1e-6)
+
+
 class MediRound(nn.Module):
     """Composition of the parts built by ``model.build``; holds no sizes of its own."""
 
     def __init__(self, *, mllm: nn.Module, sam: nn.Module, text_hidden_fcs: nn.Module, bbox_encoder: nn.Module,
-                 jcm: JCM, token_ids: dict[str, int], vision_feature_layer: int = -2,
+                 jcm: JCM, token_ids: dict[str, int], sam_projector: nn.Module | None = None, sam_pool: int = 8,
+                 vision_feature_layer: int = -2,
                  guided_filter_eps: float | None = None,
                  sam_input: Callable[[torch.Tensor, int], tuple[torch.Tensor, tuple[int, int]]] = sam_input,
                  pretrained_sam_encoder: str = ""):
         super().__init__()
         self.mllm, self.sam = mllm, sam  # LlavaForConditionalGeneration, segment-anything Sam
         self.text_hidden_fcs, self.bbox_encoder, self.jcm = text_hidden_fcs, bbox_encoder, jcm
+        # with a SAM projector the language model sees the SAM embedding (pooled), not the LLaVA vision tower
+        self.sam_projector, self.sam_pool = sam_projector, sam_pool
         self.token_ids = dict(token_ids)
         self.vision_feature_layer = vision_feature_layer
         self.guided_filter_eps = guided_filter_eps
@@ -89,32 +109,45 @@ class MediRound(nn.Module):
         out = self.llava.vision_tower(x, output_hidden_states=True)
         return out.hidden_states[self.vision_feature_layer]
 
-    def image_features(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """Projected patch features (N, T, d) that fill the ``<image>`` positions."""
-        return self.llava.multi_modal_projector(self.vision_layer(images)[:, 1:])
+    def image_features(self, images: list[torch.Tensor], sam_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """The image tokens (N, T, d) that fill the ``<image>`` positions: projected LLaVA patch features, or with
+        a SAM projector the SAM embeddings (N, P, g, g) (computed unless given) average-pooled and projected."""
+        if self.sam_projector is None:
+            return self.llava.multi_modal_projector(self.vision_layer(images)[:, 1:])
+        if sam_embeddings is None:
+            sam_embeddings, _ = self.sam_embed(images)
+        pooled = F.adaptive_avg_pool2d(sam_embeddings, self.sam_pool)  # (N, P, s, s)
+        return self.sam_projector(pooled.flatten(2).transpose(1, 2).to(self.dtype))  # (N, s * s, d)
 
     def encode_image(self, image: torch.Tensor) -> ImageEncoding:
-        """Both encoders on one uint8 (3, H, W) image."""
+        """Both encodings of one uint8 (3, H, W) image (the SAM encoder runs once)."""
         emb, sizes = self.sam_embed([image])
-        return ImageEncoding(emb, self.image_features([image])[0], sizes[0], tuple(image.shape[-2:]))
+        return ImageEncoding(emb, self.image_features([image], emb)[0], sizes[0], tuple(image.shape[-2:]))
 
-    def crop_tokens(self, image: torch.Tensor | list[torch.Tensor], masks: list[np.ndarray | None]) -> torch.Tensor:
-        """``[CROPPEDIMAGE]`` embeddings (N, d): each masked object cut out of the uint8 (3, H, W) image
-        (one for all masks, or one per mask), square-padded, vision CLS of the selected layer, projected.
-        Masks of <= 9 pixels: the whole image."""
+    def crop_tokens(self, image: torch.Tensor | list[torch.Tensor], masks: list[np.ndarray | None],
+                    encodings: list[ImageEncoding] | None = None) -> torch.Tensor:
+        """``[CROPPEDIMAGE]`` embeddings (N, d) of each mask on the uint8 (3, H, W) image (one for all masks, or
+        one per mask): the masked object cut out, square-padded, vision CLS of the selected layer, projected;
+        with a SAM projector, the image's SAM embedding (from ``encodings``, one per mask) averaged inside the
+        mask, projected. Masks of <= 9 pixels: the whole image."""
         images = image if isinstance(image, list) else [image] * len(masks)
+        if self.sam_projector is not None:
+            if encodings is None:
+                encodings = [self.encode_image(im) for im in images]
+            pooled = [masked_mean(e.sam_embedding[0], m, e.input_size) for e, m in zip(encodings, masks, strict=True)]
+            return self.sam_projector(torch.stack(pooled).to(self.dtype))  # (N, d)
         crops = [torch.from_numpy(reference_crop(im.permute(1, 2, 0).cpu().numpy(), m)).permute(2, 0, 1)
                  for im, m in zip(images, masks, strict=True)]
         return self.llava.multi_modal_projector(self.vision_layer(crops)[:, 0])  # (N, d)
 
-    def reference_tokens(self, image: torch.Tensor | list[torch.Tensor],
-                         masks: list[np.ndarray | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    def reference_tokens(self, image: torch.Tensor | list[torch.Tensor], masks: list[np.ndarray | None],
+                         encodings: list[ImageEncoding] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``[CROPPEDIMAGE]`` and ``[BBOXINPUT]`` embeddings (N, d) of each referenced mask (H, W) (§4),
-        on one image or one image per mask."""
+        on one image or one image per mask (``encodings``: theirs, one per mask, saves a SAM pass)."""
         images = image if isinstance(image, list) else [image] * len(masks)
         boxes = torch.from_numpy(np.stack([reference_box(m, tuple(im.shape[-2:]))
                                            for im, m in zip(images, masks, strict=True)]))
-        return self.crop_tokens(images, masks), self.bbox_encoder(boxes.to(self.device, self.dtype))
+        return self.crop_tokens(images, masks, encodings), self.bbox_encoder(boxes.to(self.device, self.dtype))
 
     # -- language ------------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, *, image_features: torch.Tensor | None = None,

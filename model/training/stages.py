@@ -67,7 +67,7 @@ class SamPretraining(Stage):
 
     def __init__(self, data, *, masks_per_image: int = 6, jitter: float = 0.1):
         self.data, self.masks_per_image, self.jitter = TrainingData.of(data), masks_per_image, jitter
-        self.embeddings: SamEmbeddings | None = None
+        self.embeddings = SamEmbeddings(self.data.embeddings)
 
     def trainable(self, name: str) -> bool:
         return name.startswith("sam.")
@@ -86,16 +86,12 @@ class SamPretraining(Stage):
             boxes.append(box.clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32)))
         return torch.stack(boxes)
 
-    def _embed(self, model: MediRound, batch) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        if not model.pretrained_sam_encoder:  # the encoder learns: nothing to keep
-            return model.sam_embed([item["image"] for item in batch])
-        if self.embeddings is None:
-            self.embeddings = SamEmbeddings(self.data.embeddings, model.pretrained_sam_encoder)
-        pairs = [self.embeddings.get(model, item["image_file"], item["image"]) for item in batch]
-        return torch.cat([e for e, _ in pairs]), [size for _, size in pairs]
-
     def loss(self, model, batch):
-        emb, sizes = self._embed(model, batch)
+        images = [item["image"] for item in batch]
+        if model.pretrained_sam_encoder:
+            emb, sizes = self.embeddings.batch(model, [item["image_file"] for item in batch], images)
+        else:  # the encoder learns here: nothing to keep
+            emb, sizes = model.sam_embed(images)
         terms = []
         for k, item in enumerate(batch):
             keep = [i for i in range(len(item["masks"])) if item["masks"][i].any()]
@@ -137,16 +133,18 @@ def grounded_caption(names: list[str], masks: torch.Tensor, modality: str, most:
 
 
 class Alignment(Stage):
-    """Image -> grounded caption (which entities, where): vision tower, projector and language model learn."""
+    """Image -> grounded caption (which entities, where): the vision tower (or the SAM projector, when the
+    language model sees the SAM embedding), the projector and the language model learn."""
 
     name = "align"
     prompt = "Describe the image."
 
     def __init__(self, data, tokenizer, image_tokens: int):
         self.data, self.tokenizer, self.image_tokens = TrainingData.of(data), tokenizer, image_tokens
+        self.embeddings = SamEmbeddings(self.data.embeddings)
 
     def trainable(self, name: str) -> bool:
-        return name.startswith("mllm.")
+        return name.startswith(("mllm.", "sam_projector."))
 
     def dataset(self) -> Dataset:
         return self.data.images()
@@ -160,12 +158,16 @@ class Alignment(Stage):
             caption = grounded_caption(item["names"], item["masks"], item["modality"])
             answer = tok(f" {caption} {tok.eos_token}", add_special_tokens=False)["input_ids"]
             ids = [tok.bos_token_id] + prompt + answer
-            rows.append({"input_ids": torch.tensor(ids),
-                         "labels": torch.tensor([IGNORE_INDEX] * (1 + len(prompt)) + answer), "image": item["image"]})
+            labels = [IGNORE_INDEX] * (1 + len(prompt)) + answer
+            rows.append({"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "image": item["image"],
+                         "image_file": item["image_file"]})
         return collate(rows, tok.pad_token_id)
 
     def loss(self, model, batch):
-        x = model.embed(batch["input_ids"], image_features=model.image_features(batch["image"]))
+        embeddings = None
+        if model.sam_projector is not None:  # the frozen SAM encoder's, once per view
+            embeddings, _ = self.embeddings.batch(model, batch["image_file"], batch["image"])
+        x = model.embed(batch["input_ids"], image_features=model.image_features(batch["image"], embeddings))
         _, logits, _ = model.language(x, attention_mask=batch["attention_mask"])
         ce = text_ce(logits, batch["labels"])
         return {"loss": ce, "ce": ce}
@@ -177,20 +179,16 @@ class FrozenEncodings:
     stage; the rest stays in memory."""
 
     def __init__(self, embeddings_root: Path | None = None):
-        self.embeddings_root = embeddings_root
-        self.sam: SamEmbeddings | None = None
+        self.sam = SamEmbeddings(embeddings_root)
         self.features: dict[str, torch.Tensor] = {}
         self.crops: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
     def image(self, model: MediRound, item: dict) -> ImageEncoding:
         key = item["image_file"]
-        if self.sam is None:
-            root = self.embeddings_root if model.pretrained_sam_encoder else None
-            self.sam = SamEmbeddings(root, model.pretrained_sam_encoder or "trained-here")
         embedding, size = self.sam.get(model, key, item["image"])
         if key not in self.features:
-            self.features[key] = model.image_features([item["image"]])[0]
+            self.features[key] = model.image_features([item["image"]], embedding)[0]
         return ImageEncoding(embedding, self.features[key], size, tuple(item["image"].shape[-2:]))
 
     @torch.no_grad()
@@ -198,7 +196,8 @@ class FrozenEncodings:
         """[CROPPEDIMAGE] embeddings (n, d) of the ground-truth referenced masks of ``rounds``."""
         todo = [k for k in rounds if item["reference_files"][k] not in self.crops]
         if todo:
-            tokens = model.crop_tokens(item["image"], [item["reference_masks"][k].numpy() for k in todo])
+            encodings = [self.image(model, item)] * len(todo)
+            tokens = model.crop_tokens(item["image"], [item["reference_masks"][k].numpy() for k in todo], encodings)
             for k, token in zip(todo, tokens, strict=True):
                 self.crops[item["reference_files"][k]] = token
         return torch.stack([self.crops[item["reference_files"][k]] for k in rounds])
