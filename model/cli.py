@@ -33,7 +33,8 @@ def _data_phantoms(args) -> int:
     images = sum(s["images"] for s in stats["splits"].values())
     print(f"wrote {images} images to {args.out} in {took:.1f} s ({images / took:.1f} images/s)")
     for split, s in stats["statistics"].items():
-        print(f"  {split:<12} {s['conversations']:>5} conversations  rounds {s['rounds']}")
+        print(f"  {split:<12} {s['conversations']:>5} conversations  rounds {s['rounds']}  "
+              f"not in the image {s['absent_share']:.1%}")
     return 0
 
 
@@ -47,7 +48,8 @@ def _data_brain(args) -> int:
     slices = sum(stats["slices"].values())
     print(f"wrote {slices} brain slices to {args.out} in {took:.1f} s ({stats['slices']})")
     for split, s in stats["statistics"].items():
-        print(f"  {split:<12} {s['conversations']:>5} conversations  rounds {s['rounds']}")
+        print(f"  {split:<12} {s['conversations']:>5} conversations  rounds {s['rounds']}  "
+              f"not in the image {s['absent_share']:.1%}")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 One item is one conversation: the image, each round's ground-truth mask, the referenced round's
 ground-truth mask and box (teacher forcing), and, given a tokenizer, the templated token ids with
-answer-only labels. Images keep their own sizes; ``collate`` pads tokens and lists the rest.
+answer-only labels. Images keep their own sizes; ``collate`` pads tokens and lists the rest. A round
+about a structure the image does not show (``Round.has_mask`` False) has an all-False mask and
+``has_mask`` False: its answer is words without ``[SEG]``, so it carries text loss and no mask loss.
 
 ``augment=BrainAugment()`` shows real-brain records (``model.data.brain``) through a drawn training
 view (intensity, rotation, scale, left-right flip with its words); other records are untouched. An
@@ -61,12 +63,16 @@ class MRMedSegDataset(Dataset):
         rounds = conv.rounds[: self.max_rounds] if self.max_rounds else conv.rounds
         image = load_image(self.root / conv.image)  # (H, W, 3) uint8
         h, w = image.shape[:2]
-        masks = np.stack([load_mask(self.root / r.mask) for r in rounds])  # (R, H, W)
+        found = [k for k, r in enumerate(rounds) if r.has_mask]  # rounds about a structure the image shows
+        shown = np.stack([load_mask(self.root / rounds[k].mask) for k in found]) if found \
+            else np.zeros((0, h, w), dtype=bool)  # (P, H, W)
         variant = 0
         if self.augment is not None and is_brain(conv):
-            variant, view, image, masks = training_view(self.augment, conv.image, self._variants, image, masks,
+            variant, view, image, shown = training_view(self.augment, conv.image, self._variants, image, shown,
                                                         conv.extra["orientation"])
             rounds = view_rounds(view, rounds)
+        masks = np.zeros((len(rounds), h, w), dtype=bool)  # (R, H, W): all False where nothing is there
+        masks[found] = shown
         if self.text_augment is not None:
             rounds = self._reworded(conv, rounds)
         ref_masks = np.zeros_like(masks)
@@ -81,7 +87,8 @@ class MRMedSegDataset(Dataset):
             "reference_files": [cache_key(rounds[r.reference].mask, variant) if r.reference is not None else ""
                                 for r in rounds],
             "image": torch.from_numpy(image).permute(2, 0, 1),  # (3, H, W) uint8
-            "masks": torch.from_numpy(masks),  # (R, H, W) bool
+            "masks": torch.from_numpy(masks),  # (R, H, W) bool, all False for a round without a mask
+            "has_mask": torch.tensor([r.has_mask for r in rounds]),  # (R,) False: "not in this image", no [SEG]
             "reference_masks": torch.from_numpy(ref_masks),  # (R, H, W) bool, all False without reference
             "reference_boxes": torch.from_numpy(boxes),  # (R, 4) normalised xyxy
             "references": torch.tensor([-1 if r.reference is None else r.reference for r in rounds]),
@@ -117,7 +124,7 @@ class ImageMaskDataset(Dataset):
             brain = conv.extra.get("orientation") if is_brain(conv) else None  # a real-brain slice's orientation
             entry = by_image.setdefault(conv.image, {"masks": [], "modality": conv.extra.get("modality", ""),
                                                      "orientation": brain})
-            for mask in [r.mask for r in conv.rounds]:
+            for mask in [r.mask for r in conv.rounds if r.has_mask]:
                 if mask not in entry["masks"]:
                     entry["masks"].append(mask)
         self.images = sorted(by_image.items())

@@ -4,6 +4,13 @@ One record is ``{"task": "segmentation", "base": "[null]", "conversations": [...
 alternating human / gpt turns (reference notes §1). Files may hold a JSON list, a single
 object or JSON Lines. Everything about the *text* of the format lives here; pixels are checked
 by :mod:`model.data.validate`.
+
+This project's extension of the official format: "not in this image". A gpt turn with no bracket
+token at all (0 tokens, where the official format has 1 or 2) answers a question about a structure
+the image does not show; its text says so in words ("There is no left kidney in this image.") and
+is kept whole as the round's ``answer``; the round has no mask (``Round.mask`` is None) and no
+mask file. No later round may refer to it (``ind``): there is no output to refer to. Readers of
+the official data never meet such a turn; a gpt turn with 3 or more tokens stays an error.
 """
 
 from __future__ import annotations
@@ -47,15 +54,29 @@ class Round:
     to (the official ``ind``), or None. ``reference_mask`` / ``reference_box`` are the
     MASK-ENCODE / BOX-ENCODE paths (relative to the dataset root), ``mask`` the MASK-DECODE
     target. ``answer`` is the gpt phrase without its bracket tokens ("" when there is none).
+    A round whose structure is not in the image has no mask (``mask`` None) and its whole
+    sentence as ``answer`` (the module docstring's extension).
     """
 
     question: str
     answer: str
-    mask: str
+    mask: str | None
     reference: int | None = None
     reference_mask: str | None = None
     reference_box: str | None = None
     answer_reference_mask: str | None = None  # REF-DECODE: carried, never trained on
+
+    def __post_init__(self):
+        if self.mask is None and self.answer_reference_mask is not None:
+            raise ValueError("a round without a mask has no gpt tokens, so no REF-DECODE either")
+        if self.mask is None and not any(c.isalnum() for c in self.answer):
+            raise ValueError(f"a round without a mask must say in words that the structure is not in the image, "
+                             f"got answer {self.answer!r}")
+
+    @property
+    def has_mask(self) -> bool:
+        """False for a round about a structure the image does not show (answered in words only)."""
+        return self.mask is not None
 
 
 @dataclass
@@ -80,6 +101,9 @@ class Conversation:
             human = {"from": "human", "value": f"{prefix} {r.question}" if prefix else r.question}
             if r.reference is not None:
                 human["ind"] = r.reference
+            if r.mask is None:  # not in this image: the sentence alone, no token
+                turns += [human, {"from": "gpt", "value": r.answer}]
+                continue
             tokens = f"[REF-DECODE:{r.answer_reference_mask}]" if r.answer_reference_mask else ""
             tokens += f"[MASK-DECODE:{r.mask}]"
             answer = f"{r.answer} {tokens}." if r.answer else f"{tokens}."
@@ -153,6 +177,9 @@ def parse_record(record: dict, *, file: str | None = None, index: int | None = N
                 fail(f"'ind' must be an integer round index, got {ind!r}", t)
             if not 0 <= ind < k:
                 fail(f"'ind' = {ind} must point at an earlier round (0..{k - 1}) of round {k}", t)
+            if not rounds[ind].has_mask:
+                fail(f"'ind' = {ind} points at a round that found nothing (its gpt turn has no [MASK-DECODE]): "
+                     "a question may refer only to a round with a mask", t)
             if not has_ref:
                 fail("'ind' given but the turn has no [MASK-ENCODE:...] token", t)
         if not question.strip():
@@ -164,14 +191,17 @@ def parse_record(record: dict, *, file: str | None = None, index: int | None = N
         found_g, answer = _tokens(gpt["value"])
         _check_tokens(found_g, answer, GPT_TOKENS, fail_g)
         names_g = [n for n, _ in found_g]
-        if names_g not in (["MASK-DECODE"], ["REF-DECODE", "MASK-DECODE"]):
-            fail(f"a gpt turn holds [MASK-DECODE:...] optionally preceded by [REF-DECODE:...], got "
-                 f"{names_g or 'no tokens'}", t + 1)
+        if names_g not in ([], ["MASK-DECODE"], ["REF-DECODE", "MASK-DECODE"]):
+            fail(f"a gpt turn holds [MASK-DECODE:...] optionally preceded by [REF-DECODE:...] (or, when the "
+                 f"structure is not in the image, no token at all), got {names_g}", t + 1)
+        if not names_g and not any(c.isalnum() for c in answer):
+            fail(f"a gpt turn without [MASK-DECODE:...] must say in words that the structure is not in the "
+                 f"image, got {gpt['value']!r:.80}", t + 1)
         paths_g = dict(found_g)
         rounds.append(Round(
             question=question.strip(),
-            answer=answer.strip().removesuffix(".").strip(),
-            mask=paths_g["MASK-DECODE"],
+            answer=answer.strip().removesuffix(".").strip() if names_g else answer.strip(),
+            mask=paths_g.get("MASK-DECODE"),
             reference=ind,
             reference_mask=paths.get("MASK-ENCODE"),
             reference_box=paths.get("BOX-ENCODE"),

@@ -2,7 +2,8 @@
 
 The referenced round's mask is outlined in a second colour, so a reader can check each reference; a
 legend under the title names both colours.
-Also used for predicted masks (pass ``masks=`` to override the ground truth). Real-brain slices
+Also used for predicted masks (pass ``masks=`` to override the ground truth); a round about a
+structure the image does not show gets no tint, only its answer. Real-brain slices
 (records with an ``orientation``) get the patient's directions at the panel edges (R/L, A/P, S/I).
 """
 
@@ -61,7 +62,7 @@ def render_conversation(conv: Conversation, root: str | Path, out: str | Path,
     """Write the picture of ``conv`` (dataset files under ``root``) to ``out``; returns the path."""
     root = Path(root)
     image = load_image(root / conv.image)
-    truth = [load_mask(root / r.mask) for r in conv.rounds]
+    truth = [load_mask(root / r.mask) if r.has_mask else None for r in conv.rounds]  # None: not in the image
     shown = masks if masks is not None else truth
     font = ImageFont.load_default(size=12)
     n = len(conv.rounds)
@@ -83,7 +84,8 @@ def render_conversation(conv: Conversation, root: str | Path, out: str | Path,
         if orientation in EDGE_LABELS:
             _mark_edges(draw, x, y, EDGE_LABELS[orientation], font)
         label = f"round {k + 1}" + (f" (refers to round {r.reference + 1})" if r.reference is not None else "")
-        lines = [label, *textwrap.wrap(r.question, 40)[:4], f"-> {r.answer or '(mask)'}"]
+        said = f"{r.answer} [mask]".strip() if r.has_mask else r.answer  # where the answer's [SEG] stands
+        lines = [label, *textwrap.wrap(r.question, 40)[:3], *textwrap.wrap(f"-> {said}", 40)[:2]]
         draw.multiline_text((x + 4, y + PANEL + 2), "\n".join(lines), fill="black", font=font, spacing=2)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
     [INST] <image>\\n Q1 [/INST] [SEG]. </s>[INST] [CROPPEDIMAGE][BBOXINPUT] Q2 [/INST] A2 [SEG]. </s>...
 
 The whole dialogue is one append-only sequence; the loss covers only each round's answer and its
-end-of-turn token (reference notes §2).
+end-of-turn token (reference notes §2). Answers name what they segment ("Sure, the right putamen
+is [SEG]."); a round about a structure the image does not show has no mask and answers in words
+alone, without ``[SEG]`` ("There is no left kidney in this image.").
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ def human_text(question: str, index: int, has_reference: bool) -> str:
     return f"{CROP_TOKEN}{BOX_TOKEN} {question}" if has_reference else question
 
 
-def answer_text(answer: str) -> str:
-    """The gpt side: the answer phrase (possibly empty) followed by ``[SEG].``"""
+def answer_text(answer: str, *, has_mask: bool = True) -> str:
+    """The gpt side: the answer phrase (possibly empty) followed by ``[SEG].``; without a mask (the structure is
+    not in the image), the answer's sentence as it is, with no ``[SEG]``."""
+    if not has_mask:
+        if SEG_TOKEN in answer or not any(c.isalnum() for c in answer):
+            raise ValueError(f"an answer without a mask says in words that the structure is not there, without "
+                             f"{SEG_TOKEN}; got {answer!r}")
+        return answer
     return f"{answer} {SEG_TOKEN}." if answer else f"{SEG_TOKEN}."
 
 
@@ -35,7 +43,7 @@ def round_segments(rounds: list[Round], eos: str = "</s>") -> list[tuple[str, bo
     pieces = []
     for k, r in enumerate(rounds):
         pieces.append((f"[INST] {human_text(r.question, k, r.reference is not None)} [/INST]", False))
-        pieces.append((f" {answer_text(r.answer)} {eos}", True))
+        pieces.append((f" {answer_text(r.answer, has_mask=r.has_mask)} {eos}", True))
     return pieces
 
 

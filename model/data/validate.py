@@ -26,6 +26,8 @@ class Report:
 
     conversations: Counter = field(default_factory=Counter)
     rounds: Counter = field(default_factory=Counter)
+    absent: Counter = field(default_factory=Counter)
+    """Rounds per split about a structure the image does not show (no mask; ``model.data.mrmedseg``)."""
     rounds_per_conversation: Counter = field(default_factory=Counter)
     images: set = field(default_factory=set)
     masks: set = field(default_factory=set)
@@ -36,9 +38,10 @@ class Report:
         return not self.problems
 
     def summary(self) -> str:
-        lines = [f"{'split':<24}{'conversations':>14}{'rounds':>9}"]
+        lines = [f"{'split':<24}{'conversations':>14}{'rounds':>9}{'not in image':>14}"]
         for split in sorted(self.conversations):
-            lines.append(f"{split:<24}{self.conversations[split]:>14}{self.rounds[split]:>9}")
+            lines.append(f"{split:<24}{self.conversations[split]:>14}{self.rounds[split]:>9}"
+                         f"{self.absent[split]:>14}")
         hist = " ".join(f"{k}:{v}" for k, v in sorted(self.rounds_per_conversation.items()))
         lines += [f"rounds per conversation: {hist}",
                   f"distinct images: {len(self.images)}, distinct masks: {len(self.masks)}",
@@ -115,7 +118,8 @@ def validate_split(path: Path, report: Report, checker: _FileChecker) -> None:
         report.rounds[split] += len(parsed.rounds)
         report.rounds_per_conversation[len(parsed.rounds)] += 1
         report.images.add(parsed.image)
-        report.masks.update(r.mask for r in parsed.rounds)
+        report.absent[split] += sum(not r.has_mask for r in parsed.rounds)
+        report.masks.update(r.mask for r in parsed.rounds if r.has_mask)
         report.problems += check_files(parsed, checker, file=str(path), index=i)
 
 

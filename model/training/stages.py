@@ -6,6 +6,10 @@
 - ``MediRoundTraining`` stage 1 of the paper: teacher forcing, 1.0 CE + 2.0 BCE + 0.5 Dice (§6);
 - ``JCMTraining``      stage 2: only the judge and the corrector learn (§5).
 
+A round about a structure the image does not show ("not in this image", ``Round.has_mask`` False) answers in
+words without ``[SEG]``: the dialogue stages train its text (CE) and give it no mask loss; mask and judge terms
+average over the rounds that have a mask.
+
 Each reads a :class:`~model.training.mixture.TrainingData` (or just the phantom root): the
 phantoms and, in a fixed share, the real brain through its training views. ``loop.fit`` runs any
 of them with one loop; ``registry.py`` names them for the recipes.
@@ -234,7 +238,7 @@ class MediRoundTraining(Stage):
         return collate(items, self.tokenizer.pad_token_id)
 
     def seg_states(self, model: MediRound, batch) -> tuple[list[ImageEncoding], torch.Tensor, torch.Tensor]:
-        """Encodings per conversation, h_c (N, d) of every round in order, and the logits (B, L, V)."""
+        """Encodings per conversation, h_c (N, d) of every round with a mask in order, and the logits (B, L, V)."""
         encodings, crops, boxes = [], [], []
         for item in self._items(batch):
             encodings.append(self.frozen.image(model, item))
@@ -246,32 +250,45 @@ class MediRoundTraining(Stage):
                         crop_tokens=torch.cat(crops) if crops else None, box_tokens=torch.cat(boxes) if boxes else None)
         hidden, logits, _ = model.language(x, attention_mask=batch["attention_mask"])
         seg = model.seg_positions(batch["input_ids"]) & batch["attention_mask"].bool()
-        expected = sum(len(r) for r in batch["references"])
+        expected = sum(int(found.sum()) for found in batch["has_mask"])
         if int(seg.sum()) != expected:
-            raise ValueError(f"{int(seg.sum())} [SEG] tokens for {expected} rounds: one answer per round must hold one")
-        return encodings, hidden[seg], logits
+            raise ValueError(f"{int(seg.sum())} [SEG] tokens for {expected} rounds with a mask: each answer with a "
+                             "mask must hold one, an answer without (not in this image) none")
+        return encodings, hidden[seg], logits  # (N, d): N rounds with a mask, in order
 
     @staticmethod
     def _items(batch) -> list[dict]:
-        keys = ("image", "image_file", "references", "reference_masks", "reference_boxes", "reference_files", "masks")
+        keys = ("image", "image_file", "references", "reference_masks", "reference_boxes", "reference_files", "masks",
+                "has_mask")
         return [dict(zip(keys, values, strict=True)) for values in zip(*(batch[k] for k in keys), strict=True)]
 
     def decode_each(self, model, encodings, prompts, batch):
-        """Mask logits per conversation, paired with its ground-truth masks."""
+        """Mask logits per conversation with a mask to find, paired with its ground-truth masks (rounds with a
+        mask only: ``prompts`` holds one per such round, in order)."""
         out, start = [], 0
-        for enc, target in zip(encodings, batch["masks"], strict=True):
+        for enc, masks, found in zip(encodings, batch["masks"], batch["has_mask"], strict=True):
+            target = masks[found]  # (n, H, W)
             n = len(target)
-            out.append((model.decode_masks(enc.sam_embedding, prompts[start:start + n], enc.input_size,
-                                           enc.original_size), target))
+            if n:
+                out.append((model.decode_masks(enc.sam_embedding, prompts[start:start + n], enc.input_size,
+                                               enc.original_size), target))
             start += n
         return out
+
+    @staticmethod
+    def mask_terms(decoded, bce_w: float, dice_w: float, anchor: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mask loss averaged over the decoded rounds; zeros (tied to ``anchor``'s graph) when none has a mask."""
+        if not decoded:
+            zero = anchor.sum() * 0.0
+            return {"mask": zero, "bce": zero.detach(), "dice": zero.detach()}
+        return _weighted([(mask_loss(logits, t, bce_weight=bce_w, dice_weight=dice_w), len(t))
+                          for logits, t in decoded])
 
     def loss(self, model, batch):
         ce_w, bce_w, dice_w = self.weights
         encodings, h, logits = self.seg_states(model, batch)
         decoded = self.decode_each(model, encodings, model.seg_prompts(h), batch)
-        masks = _weighted([(mask_loss(logits, t, bce_weight=bce_w, dice_weight=dice_w), len(t))
-                           for logits, t in decoded])
+        masks = self.mask_terms(decoded, bce_w, dice_w, h)
         ce = text_ce(logits, batch["labels"])
         return {"loss": ce_w * ce + masks["mask"], "ce": ce, "bce": masks["bce"], "dice": masks["dice"]}
 
@@ -288,15 +305,18 @@ class JCMTraining(MediRoundTraining):
         _, bce_w, dice_w = self.weights
         with torch.no_grad():
             encodings, h, _ = self.seg_states(model, batch)
-            prompts = model.seg_prompts(h)
+            prompts = model.seg_prompts(h)  # (N, P): rounds with a mask only
             uncorrected = self.decode_each(model, encodings, prompts, batch)
-            quality = torch.cat([soft_iou(logits, t) for logits, t in uncorrected])
-        decoded = self.decode_each(model, encodings, model.jcm.corrector(prompts), batch)
-        masks = _weighted([(mask_loss(logits, t, bce_weight=bce_w, dice_weight=dice_w), len(t))
-                           for logits, t in decoded])
-        judge = torch.nn.functional.binary_cross_entropy_with_logits(model.jcm.judge(prompts), quality)
+            quality = torch.cat([soft_iou(logits, t) for logits, t in uncorrected]) if uncorrected \
+                else prompts.new_zeros(0)
+        corrected = model.jcm.corrector(prompts)
+        decoded = self.decode_each(model, encodings, corrected, batch)
+        masks = self.mask_terms(decoded, bce_w, dice_w, corrected)
+        scores = model.jcm.judge(prompts)
+        judge = torch.nn.functional.binary_cross_entropy_with_logits(scores, quality) if len(quality) \
+            else scores.sum() * 0.0
         return {"loss": masks["mask"] + judge, "bce": masks["bce"], "dice": masks["dice"], "judge": judge,
-                "q_target": quality.mean()}
+                "q_target": quality.mean() if len(quality) else quality.new_zeros(())}
 
 
 def seed_everything(seed: int) -> None:

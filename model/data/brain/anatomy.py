@@ -136,6 +136,7 @@ class Fact:
     phrases: tuple[str, ...]
     held_out: tuple[str, ...]
     its: tuple[str, ...] = ()
+    answers: tuple[str, ...] = ()  # how an answer says the link, with {ref}: "forming the striatum with {ref}"
 
 
 def _both_ways(a: str, b: str) -> dict[str, str]:
@@ -146,31 +147,35 @@ FACTS = (
     Fact("striatum_partner", _both_ways("caudate nucleus", "putamen"),
          ("the nucleus that forms the striatum with {ref}", "the nucleus that together with {ref} makes up the "
           "striatum", "the striatal partner of {ref}"),
-         ("the other nucleus of the striatum besides {ref}",), its=("its partner in the striatum",)),
+         ("the other nucleus of the striatum besides {ref}",), its=("its partner in the striatum",),
+         answers=("forming the striatum with {ref}", "in the striatum with {ref}")),
     Fact("lentiform_partner", _both_ways("putamen", "globus pallidus"),
          ("the nucleus that forms the lentiform nucleus with {ref}", "the nucleus that together with {ref} makes "
           "up the lentiform nucleus", "the lentiform partner of {ref}"),
-         ("the other part of the lentiform nucleus besides {ref}",), its=("its partner in the lentiform nucleus",)),
+         ("the other part of the lentiform nucleus besides {ref}",), its=("its partner in the lentiform nucleus",),
+         answers=("forming the lentiform nucleus with {ref}",)),
     Fact("central_sulcus", _both_ways("precentral gyrus", "postcentral gyrus"),
          ("the gyrus across the central sulcus from {ref}", "the gyrus on the other bank of the central sulcus "
           "from {ref}", "the gyrus that faces {ref} across the central sulcus"),
-         ("the gyrus separated from {ref} by the central sulcus",), its=("its partner across the central sulcus",)),
+         ("the gyrus separated from {ref} by the central sulcus",), its=("its partner across the central sulcus",),
+         answers=("across the central sulcus from {ref}",)),
     Fact("calcarine_banks", _both_ways("cuneus", "lingual gyrus"),
          ("the gyrus across the calcarine sulcus from {ref}", "the gyrus on the other bank of the calcarine sulcus "
           "from {ref}", "the gyrus that faces {ref} across the calcarine sulcus"),
-         ("the gyrus separated from {ref} by the calcarine sulcus",), its=("its partner across the calcarine sulcus",)),
+         ("the gyrus separated from {ref} by the calcarine sulcus",), its=("its partner across the calcarine sulcus",),
+         answers=("across the calcarine sulcus from {ref}",)),
     Fact("amygdala_of", {"hippocampus": "amygdala"},
          ("the almond-shaped nucleus at the front of {ref}", "the nucleus just anterior to {ref} in the medial "
           "temporal lobe", "the amygdaloid nucleus in front of {ref}"),
-         ("the nucleus capping the front end of {ref}",)),
+         ("the nucleus capping the front end of {ref}",), answers=("in front of {ref}", "anterior to {ref}")),
     Fact("hippocampus_of", {"amygdala": "hippocampus"},
          ("the seahorse-shaped structure behind {ref}", "the structure just posterior to {ref} in the medial "
           "temporal lobe", "the memory structure behind {ref}"),
-         ("the curved memory structure lying behind {ref}",)),
+         ("the curved memory structure lying behind {ref}",), answers=("behind {ref}", "posterior to {ref}")),
     Fact("auditory_bearer", {"transverse temporal gyrus": "superior temporal gyrus"},
          ("the gyrus on whose upper surface {ref} lies", "the gyrus that carries {ref} on the upper surface",
           "the temporal gyrus bearing {ref}"),
-         ("the gyrus whose top surface holds {ref}",)),
+         ("the gyrus whose top surface holds {ref}",), answers=("bearing {ref}", "carrying {ref}")),
 )
 
 

@@ -161,7 +161,7 @@ def training_view(config: BrainAugment, image_file: str, rng: np.random.Generato
     variant = int(rng.integers(config.variants))
     view = draw_view(config, image_file, variant)
     seen, seen_masks = apply_view(view, image, masks, orientation)
-    if variant and not seen_masks.reshape(len(seen_masks), -1).any(axis=1).all():
+    if variant and not seen_masks.any(axis=(1, 2)).all():
         return 0, View(), image, masks
     return variant, view, seen, seen_masks
 

@@ -6,7 +6,9 @@ held-out phrasings only). Images come from the volume's slabs (``splits.py``): t
 training slices, val from the val slabs, the three test splits from the test slabs (they share
 those slices, never a training one). Dialogues are planned and phrased by the phantoms' own
 planner over the brain's relations. Output is a pure function of the seed, the sizes and the
-template files, whatever the number of workers.
+template files, whatever the number of workers. ``BrainSplitSpec.absent`` puts "not in this image"
+rounds into a split's dialogues (a structure the slice does not cut, a lesion, an organ of another
+region; ``knowledge.absent_structures``), in every split of the defaults.
 """
 
 from __future__ import annotations
@@ -21,16 +23,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.data.brain import splits as slabs
-from model.data.brain.knowledge import BrainRelationTable
+from model.data.brain.knowledge import ABSENT_WEIGHTS, BrainRelationTable, absent_structures
 from model.data.brain.scene import MODALITY, SOURCE, brain_slice
 from model.data.brain.volume import ORIENTATIONS, TEMPLATES, load_brain
 from model.data.images import save_mask
 from model.data.mrmedseg import dump, parse_record
-from model.data.phantoms.dialogues import plan_dialogue, to_conversation
-from model.data.phantoms.generate import _Inline, dataset_statistics  # the same pool stand-in and counts
+from model.data.phantoms.dialogues import add_absent, plan_dialogue, to_conversation
+from model.data.phantoms.generate import ABSENT_SHARE, ABSENT_STREAM, _Inline, dataset_statistics  # as the phantoms
 from model.data.phantoms.knowledge import SCENARIOS
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: answers name what they found; "not in this image" rounds
 # Drawn among the scenarios a slice carries; the counterpart fits nearly every axial and coronal slice, the
 # others fewer (no organ-lesion: a healthy brain has no lesions).
 SCENARIO_WEIGHTS = {"anatomical stratification": 1.5, "attribute relationship": 1.0, "spatial relationship": 1.5,
@@ -39,16 +41,20 @@ SCENARIO_WEIGHTS = {"anatomical stratification": 1.5, "attribute relationship": 
 
 @dataclass(frozen=True)
 class BrainSplitSpec:
-    """``dialogues`` conversations on every slice of ``slab``; ``hard`` is the share of hard ones."""
+    """``dialogues`` conversations on every slice of ``slab``; ``hard`` is the share of hard ones; ``absent`` the
+    share of rounds (on average) about a structure the slice does not show, answered in words without a mask."""
 
     slab: str
     dialogues: int = 1
     hard: float = 0.3
     held_out: bool = False
+    absent: float = 0.0
 
     def __post_init__(self):
         if self.slab not in ("train", "val", "test"):
             raise ValueError(f"slab must be 'train', 'val' or 'test', got {self.slab!r}")
+        if not 0 <= self.absent <= 0.5:
+            raise ValueError(f"absent must be a share of rounds within [0, 0.5], got {self.absent}")
 
 
 def default_splits(scale: float = 1.0) -> dict[str, BrainSplitSpec]:
@@ -57,9 +63,11 @@ def default_splits(scale: float = 1.0) -> dict[str, BrainSplitSpec]:
     def n(x):
         return max(1, round(x * scale))
 
-    return {"train": BrainSplitSpec("train", n(6), 0.3), "val": BrainSplitSpec("val", n(3), 0.3),
-            "test": BrainSplitSpec("test", n(4), 0.0), "test_hard": BrainSplitSpec("test", n(4), 1.0),
-            "test_unseen": BrainSplitSpec("test", n(4), 0.0, held_out=True)}
+    a = ABSENT_SHARE
+    return {"train": BrainSplitSpec("train", n(6), 0.3, absent=a), "val": BrainSplitSpec("val", n(3), 0.3, absent=a),
+            "test": BrainSplitSpec("test", n(4), 0.0, absent=a),
+            "test_hard": BrainSplitSpec("test", n(4), 1.0, absent=a),
+            "test_unseen": BrainSplitSpec("test", n(4), 0.0, held_out=True, absent=a)}
 
 
 def _plan(table: BrainRelationTable, rng: np.random.Generator, hard: bool):
@@ -85,6 +93,7 @@ def _slice_job(args) -> dict[str, list[dict]]:
     out, seed, templates, orientation, index, size, uses = args
     scene = brain_slice(load_brain(templates), orientation, index, size)
     table = BrainRelationTable(scene)
+    absent = absent_structures(scene)
     image_id = scene.image_id
     used, results = {}, {}
 
@@ -94,18 +103,20 @@ def _slice_job(args) -> dict[str, list[dict]]:
 
     for split_idx, split, spec in uses:
         rng = np.random.default_rng([seed, split_idx, ORIENTATIONS.index(orientation), index])
+        absent_rng = np.random.default_rng([seed, split_idx, ORIENTATIONS.index(orientation), index, ABSENT_STREAM])
         records = []
         for d in range(spec.dialogues):
             hard = bool(rng.random() < spec.hard)
             plan, scenario = _plan(table, rng, hard)
             if plan is None:
                 continue
+            plan = add_absent(plan, absent, ABSENT_WEIGHTS, absent_rng, spec.absent)
             meta = {"id": f"{split}_{image_id}_{d}", "modality": MODALITY, "scenario": scenario,
                     "difficulty": "hard" if hard else "regular", "phrasing": "held-out" if spec.held_out else "train",
                     "source": SOURCE, "orientation": orientation, "slice": index,
                     "position_mm": scene.position_mm}
             conv = to_conversation(scene, plan, rng, image=f"images/{image_id}.png", mask_path=mask_path,
-                                   held_out=spec.held_out, meta=meta)
+                                   held_out=spec.held_out, meta=meta, absent_rng=absent_rng)
             records.append(conv.to_record())
         results[split] = records
     if used:

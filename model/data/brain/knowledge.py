@@ -10,10 +10,12 @@ machinery: frames, reference phrasings, held-out variants), over four of the pap
   inferior, measured on the slice's masks, and the main neighbour (longest shared border);
 - strong inference: same-side pairs that anatomy knowledge links (``anatomy.FACTS``).
 
-A healthy brain has no lesions, so the organ-lesion scenario has nothing to carry. Spatial answers
-are kept only when unambiguous: the target touches the source, its centroid lies clearly in that
-direction (offset of at least ``MIN_OFFSET`` of the image, more along than across), and it borders
-the source at least ``CLEAR_WIN`` times more than any other candidate.
+A healthy brain has no lesions, so the organ-lesion scenario has nothing to carry; a lesion is one of
+the things a "not in this image" round asks for (``absent_structures``), with a structure the slice
+does not cut and an organ of another body region. Spatial answers are kept only when unambiguous:
+the target touches the source, its centroid lies clearly in that direction (offset of at least
+``MIN_OFFSET`` of the image, more along than across), and it borders the source at least
+``CLEAR_WIN`` times more than any other candidate.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from dataclasses import dataclass
 from model.data.brain.anatomy import BY_NAME, FACTS, GROUP_BY_NAME, GROUP_WORDS, GROUPS, container, descendants
 from model.data.brain.scene import GROUP, BrainSlice
 from model.data.phantoms.knowledge import RELATIONS as PHANTOM_RELATIONS
-from model.data.phantoms.knowledge import Relation, RelationTable
+from model.data.phantoms.knowledge import Absent, Relation, RelationTable
+from model.data.phantoms.knowledge import absent_structures as phantom_absent_structures
 from model.data.phantoms.scene import Entity
 
 MIN_OFFSET = 0.02  # about 4 px at 192 px: closer centroids are side by side, not one beyond the other
@@ -137,7 +140,7 @@ def _member_relation(category: str) -> Relation:
     return Relation(
         f"member:{category}", "anatomical stratification", _member(category),
         (f"the {category} within {{ref}}", f"the {category} inside {{ref}}", f"the {category} that is part of {{ref}}"),
-        (f"the {category} belonging to {{ref}}",), its=(f"its {category}",))
+        (f"the {category} belonging to {{ref}}",), its=(f"its {category}",), answers=("within {ref}", "inside {ref}"))
 
 
 def _container_relation(word: str) -> Relation:
@@ -145,7 +148,7 @@ def _container_relation(word: str) -> Relation:
         f"container:{word}", "anatomical stratification", _container(word),
         (f"the {word} that contains {{ref}}", f"the {word} that {{ref}} is part of",
          f"the {word} in which {{ref}} lies"),
-        (f"the {word} housing {{ref}}",), its=(f"its {word}",))
+        (f"the {word} housing {{ref}}",), its=(f"its {word}",), answers=("containing {ref}", "holding {ref}"))
 
 
 def _direction_relation(direction: str) -> Relation:
@@ -153,7 +156,8 @@ def _direction_relation(direction: str) -> Relation:
         direction, "spatial relationship", _in_direction(direction),
         (f"the structure immediately {direction} to {{ref}}", f"the nearest structure {direction} to {{ref}}",
          f"the neighbour just {direction} to {{ref}}"),
-        (f"the structure bordering {{ref}} on the {direction} side",), its=(f"its {direction} neighbour",))
+        (f"the structure bordering {{ref}} on the {direction} side",), its=(f"its {direction} neighbour",),
+        answers=(f"{direction} to {{ref}}", f"just {direction} to {{ref}}"))
 
 
 _MEMBERS = sorted({m for g in GROUPS for m in descendants(g.name)})
@@ -167,8 +171,9 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("main_neighbour", "spatial relationship", _main_neighbour,
              ("the structure sharing the longest border with {ref}", "the main neighbour of {ref}",
               "the structure that {ref} borders most"),
-             ("the structure with the longest common boundary with {ref}",), its=("its main neighbour",)),
-    *(Relation(f.name, "strong inference", _fact(f.pairs), f.phrases, f.held_out, f.its) for f in FACTS),
+             ("the structure with the longest common boundary with {ref}",), its=("its main neighbour",),
+             answers=("bordering {ref} most", "sharing the longest border with {ref}")),
+    *(Relation(f.name, "strong inference", _fact(f.pairs), f.phrases, f.held_out, f.its, f.answers) for f in FACTS),
 )
 BY_RELATION = {r.name: r for r in RELATIONS}
 assert all(m in BY_NAME or m in GROUP_BY_NAME for m in _MEMBERS)
@@ -179,3 +184,18 @@ class BrainRelationTable(RelationTable):
 
     def __init__(self, scene: BrainSlice):
         super().__init__(scene, RELATIONS)
+
+
+LESIONS = ("brain tumor", "tumor", "lesion")
+"""What a "not in this image" round may ask for on a healthy brain (the atlas brain has none)."""
+ABSENT_WEIGHTS = {"not in slice": 0.6, "healthy brain": 0.2, "other region": 0.2}
+"""How often each kind of absence is asked for on a brain slice."""
+
+
+def absent_structures(scene: BrainSlice) -> list[Absent]:
+    """What a brain slice does not show and a question may ask for: a structure or group the slice does not cut
+    (``BrainSlice.uncut``, named with its side), a lesion (the brain is healthy), an organ of another body region."""
+    out = [Absent(f"{side} {name}" if side else name, name, "not in slice", "slice") for name, side in
+           sorted(scene.uncut, key=lambda k: (k[0], k[1] or ""))]
+    out += [Absent(name, name, "healthy brain") for name in LESIONS]
+    return out + phantom_absent_structures(scene, region="head")

@@ -7,6 +7,8 @@ same mask twice). On sagittal slices only the slice's own hemisphere (and the ve
 few voxels the atlas puts across the midline are not what a reader sees there. ``contact`` counts,
 for every pair of structures, the pixel pairs closer than ``CONTACT_MM``: the basis of "neighbour"
 questions, since white matter (unlabelled in AAL) separates most structures by a few pixels.
+``uncut`` names the structures and groups the slice does not cut at all (no atlas voxel on its plane,
+before any resizing): what a "not in this slice" round may ask for.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class BrainSlice(Scene):
     position_mm: float = 0.0
     mm_per_pixel: float = 1.0
     contact: dict[tuple[str, str], int] = field(default_factory=dict)
+    uncut: frozenset[tuple[str, str | None]] = frozenset()
+    """(name, side) of every atlas structure and group with no voxel on this slice's plane."""
 
     @property
     def image_id(self) -> str:
@@ -74,9 +78,27 @@ def _contact(leaf_map: np.ndarray, radius: int) -> np.ndarray:
     return counts + counts.T
 
 
+def _uncut(volume: BrainVolume, plane_labels: np.ndarray) -> frozenset[tuple[str, str | None]]:
+    """(name, side) of the structures and groups with no voxel in ``plane_labels`` (a slice's atlas labels)."""
+    on_plane = set(np.unique(plane_labels).tolist())
+    cut, every = set(), set()
+    for label, aal in volume.names.items():
+        structure, side = parse_aal(aal)
+        every.add((structure.name, side))
+        if label in on_plane:
+            cut.add((structure.name, side))
+    for group in GROUPS:
+        for side in ("left", "right") if group.sided else (None,):
+            every.add((group.name, side))
+            if any(leaf == name and (side is None or s == side) for leaf in leaves(group.name) for name, s in cut):
+                cut.add((group.name, side))
+    return frozenset(every - cut)
+
+
 def brain_slice(volume: BrainVolume, orientation: str, index: int, size: int) -> BrainSlice:
     """The scene of slice ``index`` of ``orientation``, resized to ``size`` pixels square."""
     t1, labels = volume.plane(orientation, index)
+    uncut = _uncut(volume, labels)
     fov = volume.field_of_view
     image = np.round(to_square(t1, fov, size, labels=False) * 255).clip(0, 255).astype(np.uint8)
     labels = to_square(labels, fov, size, labels=True)
@@ -96,7 +118,8 @@ def brain_slice(volume: BrainVolume, orientation: str, index: int, size: int) ->
     leaf_map = lut[labels]  # (size, size)
     number_key = {i: entity_key(name, side) for (name, side), i in structures.items()}
 
-    scene = BrainSlice(MODALITY, image, orientation=orientation, index=index, position_mm=position, mm_per_pixel=mm)
+    scene = BrainSlice(MODALITY, image, orientation=orientation, index=index, position_mm=position, mm_per_pixel=mm,
+                       uncut=uncut)
     for (name, side), i in structures.items():
         mask = leaf_map == i
         if mask.sum() >= min_area:

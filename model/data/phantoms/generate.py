@@ -2,7 +2,9 @@
 
 Splits: ``train`` and ``val`` (regular and hard dialogues mixed), ``test`` (regular), ``test_hard``
 (hard) and ``test_unseen`` (regular, phrased only with held-out templates). Every image belongs to
-one split. Output is a pure function of the seed and the sizes.
+one split. Output is a pure function of the seed and the sizes. ``SplitSpec.absent`` puts "not in this
+image" rounds into a split's dialogues (the default splits: ``ABSENT_SHARE`` of the rounds in every
+split, so training teaches abstention and each held-out split measures it).
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from tqdm import tqdm
 from model.data.images import save_mask
 from model.data.mrmedseg import dump, parse_record
 from model.data.phantoms.ct import ct_abdomen, ct_chest
-from model.data.phantoms.dialogues import plan_dialogue, to_conversation
-from model.data.phantoms.knowledge import SCENARIOS, RelationTable
+from model.data.phantoms.dialogues import add_absent, plan_dialogue, to_conversation
+from model.data.phantoms.knowledge import ABSENT_WEIGHTS, SCENARIOS, RelationTable, absent_structures
 from model.data.phantoms.mr import mr_brain
 from model.data.phantoms.ultrasound import us_thyroid
 from model.data.phantoms.xray import xray_chest
 
 MODALITIES = {"ct_abdomen": ct_abdomen, "ct_chest": ct_chest, "mr_brain": mr_brain, "xray_chest": xray_chest,
               "us_thyroid": us_thyroid}
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: answers name what they found; "not in this image" rounds
+ABSENT_SHARE = 0.1
+"""Share of the rounds of the default splits that ask about a structure the image does not show."""
 # Spatial and attribute relations fit almost every scene, the others only some: draw those more often.
 SCENARIO_WEIGHTS = {"organ-lesion": 4.0, "anatomical stratification": 4.0, "attribute relationship": 1.0,
                     "spatial relationship": 1.0, "strong inference": 4.0}
@@ -36,12 +40,21 @@ SCENARIO_WEIGHTS = {"organ-lesion": 4.0, "anatomical stratification": 4.0, "attr
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """``images`` images with ``dialogues`` conversations each; ``hard`` is the share of hard ones."""
+    """``images`` images with ``dialogues`` conversations each; ``hard`` is the share of hard ones.
+
+    ``absent`` is the share of rounds (on average) that ask about a structure the image does not show and are
+    answered in words, without a mask; 0 gives none.
+    """
 
     images: int
     dialogues: int = 1
     hard: float = 0.3
     held_out: bool = False
+    absent: float = 0.0
+
+    def __post_init__(self):
+        if not 0 <= self.absent <= 0.5:
+            raise ValueError(f"absent must be a share of rounds within [0, 0.5], got {self.absent}")
 
 
 def default_splits(scale: float = 1.0) -> dict[str, SplitSpec]:
@@ -50,17 +63,29 @@ def default_splits(scale: float = 1.0) -> dict[str, SplitSpec]:
     def n(x):
         return max(1, round(x * scale))
 
-    return {"train": SplitSpec(n(1500), 2, 0.3), "val": SplitSpec(n(150), 1, 0.3),
-            "test": SplitSpec(n(200), 1, 0.0), "test_hard": SplitSpec(n(200), 1, 1.0),
-            "test_unseen": SplitSpec(n(200), 1, 0.0, held_out=True)}
+    a = ABSENT_SHARE
+    return {"train": SplitSpec(n(1500), 2, 0.3, absent=a), "val": SplitSpec(n(150), 1, 0.3, absent=a),
+            "test": SplitSpec(n(200), 1, 0.0, absent=a), "test_hard": SplitSpec(n(200), 1, 1.0, absent=a),
+            "test_unseen": SplitSpec(n(200), 1, 0.0, held_out=True, absent=a)}
+
+
+ABSENT_STREAM = 1  # the last seed word of an image's "not in this image" random stream
+
+
+def draw_scene(seed: int, split_idx: int, index: int, size: int):
+    """(rng, modality, scene) of image ``index`` of the ``split_idx``-th split: the same arguments, the same scene;
+    ``rng`` goes on to plan and phrase its dialogues."""
+    rng = np.random.default_rng([seed, split_idx, index])
+    modality = list(MODALITIES)[int(rng.integers(len(MODALITIES)))]
+    return rng, modality, MODALITIES[modality](size, rng)
 
 
 def _image_job(args) -> list[dict]:
     """Draw one image, plan its dialogues, write the files they need; returns the records."""
     out, seed, split_idx, split, spec, i, size = args
-    rng = np.random.default_rng([seed, split_idx, i])
-    modality = list(MODALITIES)[int(rng.integers(len(MODALITIES)))]
-    scene = MODALITIES[modality](size, rng)
+    rng, modality, scene = draw_scene(seed, split_idx, i, size)
+    absent_rng = np.random.default_rng([seed, split_idx, i, ABSENT_STREAM])  # its own: the rest draws as before
+    absent = absent_structures(scene)
     image_id = f"{split}_{i:05d}"
     records, used = [], {}
     table = RelationTable(scene)
@@ -79,6 +104,7 @@ def _image_job(args) -> list[dict]:
                     break
         if plan is None:
             continue
+        plan = add_absent(plan, absent, ABSENT_WEIGHTS, absent_rng, spec.absent)
 
         def mask_path(e, image_id=image_id):
             used[e.key] = e
@@ -87,7 +113,7 @@ def _image_job(args) -> list[dict]:
         meta = {"id": f"{image_id}_{d}", "modality": modality, "scenario": scenario,
                 "difficulty": "hard" if hard else "regular", "phrasing": "held-out" if spec.held_out else "train"}
         conv = to_conversation(scene, plan, rng, image=f"images/{image_id}.png", mask_path=mask_path,
-                               held_out=spec.held_out, meta=meta)
+                               held_out=spec.held_out, meta=meta, absent_rng=absent_rng)
         records.append(conv.to_record())
     if records:
         Image.fromarray(scene.image).save(Path(out) / "images" / f"{image_id}.png")
@@ -134,11 +160,12 @@ class _Inline:
 
 
 def dataset_statistics(results: dict[str, list[dict]]) -> dict:
-    """Counts per split of modalities, scenarios, difficulty, rounds, reference phrasing, categories."""
+    """Counts per split of modalities, scenarios, difficulty, rounds, reference phrasing, categories, and of the
+    rounds about a structure the image does not show (``absent``, by reason; ``absent_share`` of all rounds)."""
     stats = {}
     for split, records in results.items():
         c = {key: Counter() for key in ("modality", "scenario", "difficulty", "rounds", "round_scenario",
-                                        "ref_style", "category", "reference_distance")}
+                                        "ref_style", "category", "reference_distance", "absent")}
         for r in records:
             c["modality"][r["modality"]] += 1
             c["scenario"][r["scenario"]] += 1
@@ -146,11 +173,17 @@ def dataset_statistics(results: dict[str, list[dict]]) -> dict:
             c["rounds"][len(r["rounds_meta"])] += 1
             turns = r["conversations"][0::2]
             for k, (m, turn) in enumerate(zip(r["rounds_meta"], turns, strict=True)):
+                if m.get("absent"):
+                    c["round_scenario"]["not in the image"] += 1
+                    c["absent"][m["absent"]] += 1
+                    continue
                 c["round_scenario"][m["scenario"] or "named outright"] += 1
                 c["ref_style"][m["ref_style"] or "none"] += 1
                 c["category"][m["category"]] += 1
                 if "ind" in turn:
                     c["reference_distance"][k - turn["ind"]] += 1
-        stats[split] = {"conversations": len(records), **{k: dict(sorted(v.items())) for k, v in c.items()}}
+        rounds = sum(len(r["rounds_meta"]) for r in records)
+        stats[split] = {"conversations": len(records), **{k: dict(sorted(v.items())) for k, v in c.items()},
+                        "absent_share": round(sum(c["absent"].values()) / rounds, 4) if rounds else 0.0}
     return stats
 

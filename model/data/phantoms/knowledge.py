@@ -3,6 +3,13 @@
 A :class:`Relation` maps a source entity to a target entity of the same scene (or None). Questions
 are built from a request frame ("Segment {x}.") and a relation phrase ("the lesion inside {ref}");
 a few frames and phrases of every relation are held out of training for the unseen-phrasing split.
+
+Answers name what they found (``named_answers``, ``related_answers``: "Sure, the liver is",
+"Across the midline from round 2: the left kidney", rendered "... [SEG]."), of at most
+``MAX_ANSWER_CHARS`` characters where the names allow. Which categories each modality draws and
+where in the body each may show (``DRAWS``, ``SEEN_IN``) give the structures an image does not show
+(``absent_structures``), asked about in "not in this image" rounds and answered in words
+(``absent_answers``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ class Relation:
     phrases: tuple[str, ...]  # with {ref}; "its" forms are derived by replacing {ref} with "it"
     held_out: tuple[str, ...]
     its: tuple[str, ...] = ()  # extra possessive forms ("its lesion")
+    answers: tuple[str, ...] = ()  # how an answer says the relation, with {ref}: "across the midline from {ref}"
+
+    def __post_init__(self):
+        if not self.answers or not all("{ref}" in a for a in self.answers):
+            raise ValueError(f"relation {self.name}: answers must say how the target relates to {{ref}}, got "
+                             f"{self.answers}")
 
 
 def _dist(a: Entity, b: Entity) -> float:
@@ -140,65 +153,78 @@ RELATIONS = (
     Relation("lesion_in", "organ-lesion", _lesion_in,
              ("the lesion inside {ref}", "the lesion located in {ref}", "the abnormality within {ref}",
               "the largest lesion in {ref}"),
-             ("the pathological focus that {ref} harbours",), its=("its lesion", "its largest lesion")),
+             ("the pathological focus that {ref} harbours",), its=("its lesion", "its largest lesion"),
+             answers=("inside {ref}", "within {ref}")),
     Relation("host_organ", "organ-lesion", _host,
              ("the organ that contains {ref}", "the organ in which {ref} lies", "the structure hosting {ref}"),
-             ("the organ where {ref} was found",), its=("its host organ",)),
+             ("the organ where {ref} was found",), its=("its host organ",),
+             answers=("containing {ref}", "hosting {ref}")),
     Relation("substructure", "anatomical stratification", _substructure,
              ("the inner substructure of {ref}", "the structure nested inside {ref}",
               "the deeper compartment within {ref}"),
-             ("the finer structure inside {ref}",), its=("its inner substructure", "its inner compartment")),
+             ("the finer structure inside {ref}",), its=("its inner substructure", "its inner compartment"),
+             answers=("nested in {ref}", "inside {ref}")),
     Relation("enclosing", "anatomical stratification", _enclosing,
              ("the larger structure that encloses {ref}", "the structure that surrounds {ref}",
               "the parent structure of {ref}"),
-             ("the anatomy one level above {ref}",), its=("its enclosing structure",)),
+             ("the anatomy one level above {ref}",), its=("its enclosing structure",),
+             answers=("enclosing {ref}", "around {ref}")),
     Relation("counterpart", "attribute relationship", _counterpart,
              ("the paired structure on the other side of {ref}", "the contralateral counterpart of {ref}",
               "the mirror-image partner of {ref}"),
-             ("the same structure as {ref} on the opposite side",), its=("its contralateral twin",)),
+             ("the same structure as {ref} on the opposite side",), its=("its contralateral twin",),
+             answers=("across the midline from {ref}", "opposite {ref}")),
     Relation("companion_vessel", "attribute relationship", _companion,
              ("the vessel running alongside {ref}", "the companion vessel of {ref}",
               "the vessel that travels with {ref}"),
-             ("the vessel paired with {ref} in the same sheath",), its=("its companion vessel",)),
+             ("the vessel paired with {ref} in the same sheath",), its=("its companion vessel",),
+             answers=("alongside {ref}", "running with {ref}")),
     Relation("nearest_same", "spatial relationship", _nearest_same,
              ("the lesion of the same kind closest to {ref}", "the nearest similar lesion to {ref}",
               "the neighbouring lesion of the same type as {ref}"),
-             ("the like lesion lying nearest to {ref}",), its=("its nearest sibling lesion",)),
+             ("the like lesion lying nearest to {ref}",), its=("its nearest sibling lesion",),
+             answers=("nearest to {ref}", "closest to {ref}")),
     Relation("left_of", "spatial relationship", _direction(-1, 0),
              ("the structure immediately to the left of {ref} in the image",
               "the nearest structure on the image-left of {ref}", "the neighbour left of {ref} on the screen"),
-             ("what lies just left of {ref} as displayed",), its=("its left-hand neighbour in the image",)),
+             ("what lies just left of {ref} as displayed",), its=("its left-hand neighbour in the image",),
+             answers=("image-left of {ref}", "on the image-left of {ref}")),
     Relation("right_of", "spatial relationship", _direction(1, 0),
              ("the structure immediately to the right of {ref} in the image",
               "the nearest structure on the image-right of {ref}", "the neighbour right of {ref} on the screen"),
-             ("what lies just right of {ref} as displayed",), its=("its right-hand neighbour in the image",)),
+             ("what lies just right of {ref} as displayed",), its=("its right-hand neighbour in the image",),
+             answers=("image-right of {ref}", "on the image-right of {ref}")),
     Relation("above", "spatial relationship", _direction(0, -1),
              ("the structure directly above {ref} in the image", "the nearest structure over {ref} on the screen",
               "the neighbour just above {ref}"),
-             ("what sits just over {ref} as displayed",), its=("its upper neighbour in the image",)),
+             ("what sits just over {ref} as displayed",), its=("its upper neighbour in the image",),
+             answers=("above {ref}", "just above {ref}")),
     Relation("below", "spatial relationship", _direction(0, 1),
              ("the structure directly below {ref} in the image", "the nearest structure under {ref} on the screen",
               "the neighbour just below {ref}"),
-             ("what sits just under {ref} as displayed",), its=("its lower neighbour in the image",)),
+             ("what sits just under {ref} as displayed",), its=("its lower neighbour in the image",),
+             answers=("below {ref}", "just below {ref}")),
     Relation("compressed_ventricle", "strong inference", _same_side("lateral ventricle", ("brain tumor",)),
              ("the ventricle compressed by the mass effect of {ref}", "the fluid space that {ref} pushes on",
               "the ventricle most likely narrowed by {ref}"),
-             ("the CSF space deformed by {ref}",)),
+             ("the CSF space deformed by {ref}",), answers=("compressed by {ref}", "narrowed by {ref}")),
     Relation("compressed_lung", "strong inference", _same_side("lung", ("pleural effusion",)),
              ("the lung compressed by {ref}", "the lung that {ref} restricts", "the lung collapsing under {ref}"),
-             ("the lung whose expansion {ref} limits",)),
+             ("the lung whose expansion {ref} limits",), answers=("compressed by {ref}", "restricted by {ref}")),
     Relation("artery_at_risk", "strong inference", _same_side("carotid artery", ("thyroid nodule",)),
              ("the artery at risk if {ref} grew outwards", "the artery a surgeon must protect when removing {ref}",
               "the large artery next to which {ref} would spread"),
-             ("the artery endangered by lateral growth of {ref}",)),
+             ("the artery endangered by lateral growth of {ref}",),
+             answers=("at risk from {ref}", "endangered by {ref}")),
     Relation("resection", "strong inference", _resection,
              ("the organ that must be partly removed to resect {ref}", "the organ a surgeon operates on to take out "
               "{ref}", "the organ whose resection would cure {ref}"),
-             ("the organ partially excised to remove {ref}",)),
+             ("the organ partially excised to remove {ref}",),
+             answers=("to operate on for {ref}", "partly resected with {ref}")),
     Relation("viable_rim", "strong inference", _viable_rim,
              ("the viable tumour tissue surrounding {ref}", "the enhancing rim around {ref}",
               "the living tumour shell that walls off {ref}"),
-             ("the active tumour ring around {ref}",)),
+             ("the active tumour ring around {ref}",), answers=("surrounding {ref}", "walling off {ref}")),
 )
 
 
@@ -265,3 +291,123 @@ def absolute_questions(name: str, *, held_out: bool, first: bool = False) -> lis
     if first:
         frames = [f for f in frames if not f.startswith(("Now", "Next"))]
     return [f.format(x=f"the {name}") for f in frames]
+
+
+# -- answers -------------------------------------------------------------------------------------------------------
+# What the gpt turn says before its [SEG] (the template renders "<phrase> [SEG]."): the structure's name and, in a
+# relational round, how it relates to the round it refers to. "{How}" is the relation's answer phrase capitalised.
+MAX_ANSWER_CHARS = 64
+"""Longest answer phrase (before ``[SEG]``) drawn while a shorter wording exists: a generated answer must end, with its
+``[SEG]``, within the predictor's token budget (24 new tokens; 64 characters are at most about 23 tokens of the tiny
+model's BPE). Only a long name and a long relation together go over it, in their shortest wording."""
+NAMED_ANSWERS = ("Sure, the {x} is", "The {x} is", "Here is the {x}:", "This is the {x}:", "Sure, here is the {x}:")
+RELATED_ANSWERS = ("{How}: the {x}", "The {x} {how} is", "Sure, the {x} {how} is", "Here is the {x} {how}:")
+ANSWER_REFERENCES = ("round {n}", "the {ref} of round {n}")  # how an answer names the round it refers to
+ABSENT_ANSWERS = {
+    "image": ("There is no {x} in this image.", "No {x} is visible in this image.",
+              "I cannot find the {x} in this image.", "This image does not show the {x}."),
+    "slice": ("The {x} is not in this slice.", "This slice does not cut the {x}.", "There is no {x} in this slice."),
+}
+
+
+def _bounded(options: list[str]) -> list[str]:
+    """The options of at most ``MAX_ANSWER_CHARS`` characters, or the shortest one if none is that short."""
+    fit = [o for o in dict.fromkeys(options) if len(o) <= MAX_ANSWER_CHARS]
+    return fit or [min(options, key=len)]
+
+
+def named_answers(name: str) -> list[str]:
+    """Answer phrases for a structure named outright: "Sure, the left kidney is"."""
+    return _bounded([f.format(x=name) for f in NAMED_ANSWERS])
+
+
+def related_answers(relation: Relation, name: str, n: int, reference_name: str) -> list[str]:
+    """Answer phrases for ``name`` found through ``relation`` from round ``n`` (1-based) that showed
+    ``reference_name``: "Across the midline from round 2: the left caudate nucleus"."""
+    out = []
+    for frame in RELATED_ANSWERS:
+        for how in relation.answers:
+            for ref in ANSWER_REFERENCES:
+                h = how.format(ref=ref.format(n=n, ref=reference_name))
+                out.append(frame.format(x=name, how=h, How=h[0].upper() + h[1:]))
+    return _bounded(out)
+
+
+def absent_answers(name: str, where: str = "image") -> list[str]:
+    """Whole answers (no ``[SEG]``) saying that ``name`` is not in this image (``where="slice"``: this slice)."""
+    return [f.format(x=name) for f in ABSENT_ANSWERS[where]]
+
+
+# -- what an image does not show -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Absent:
+    """A structure an image does not show, as a "not in this image" round asks for it."""
+
+    name: str  # as the question and the answer say it: "left kidney"
+    category: str
+    reason: str  # why it is absent: "other region", "not drawn", "not in slice", "healthy brain"
+    where: str = "image"  # how the answer says it (``ABSENT_ANSWERS``): "image" or "slice"
+
+
+REGIONS = {"CT abdomen": "abdomen", "CT chest": "chest", "MR brain": "head", "X-ray chest": "chest",
+           "US thyroid": "neck"}
+"""The body region each phantom modality shows."""
+DRAWS = {
+    "CT abdomen": frozenset({"subcutaneous fat", "vertebra", "spinal canal", "psoas muscle", "liver", "spleen",
+                             "stomach", "gallbladder", "kidney", "renal pelvis", "kidney lesion", "liver lesion",
+                             "aorta", "inferior vena cava"}),
+    "CT chest": frozenset({"subcutaneous fat", "vertebra", "spinal canal", "heart", "lung", "aorta", "trachea",
+                           "pleural effusion", "lung nodule"}),
+    "MR brain": frozenset({"skull", "brain", "cerebral hemisphere", "brain tumor", "tumor core", "necrotic core",
+                           "lateral ventricle"}),
+    "X-ray chest": frozenset({"lung", "heart", "trachea", "clavicle", "pleural effusion", "lung nodule"}),
+    "US thyroid": frozenset({"trachea", "thyroid isthmus", "thyroid lobe", "carotid artery", "jugular vein",
+                             "thyroid nodule"}),
+}
+"""Every category each phantom modality may draw (a test checks the drawings against it)."""
+SEEN_IN = {
+    "brain": {"head"}, "cerebral hemisphere": {"head"}, "lateral ventricle": {"head"}, "brain tumor": {"head"},
+    "skull": {"head"},
+    "thyroid lobe": {"neck", "chest"}, "thyroid isthmus": {"neck", "chest"}, "thyroid nodule": {"neck", "chest"},
+    "carotid artery": {"head", "neck", "chest"}, "jugular vein": {"head", "neck", "chest"},
+    "trachea": {"neck", "chest"}, "clavicle": {"neck", "chest"},
+    "heart": {"chest", "abdomen"}, "lung": {"chest", "abdomen"}, "pleural effusion": {"chest", "abdomen"},
+    "lung nodule": {"chest", "abdomen"}, "aorta": {"chest", "abdomen"}, "inferior vena cava": {"chest", "abdomen"},
+    "liver": {"chest", "abdomen"}, "liver lesion": {"chest", "abdomen"}, "spleen": {"chest", "abdomen"},
+    "stomach": {"chest", "abdomen"},
+    "gallbladder": {"abdomen"}, "kidney": {"abdomen"}, "renal pelvis": {"abdomen"}, "kidney lesion": {"abdomen"},
+    "psoas muscle": {"abdomen"},
+}
+"""Where in the body a real image may show each category a "not in this image" round can ask for. Generous on
+purpose: a structure is asked for as absent from another region only when no image of that region shows it (the
+liver is not absent from the chest: low chest slices cut it). Never asked for: what is everywhere or generic
+(subcutaneous fat, vertebra, spinal canal, a tumour's core)."""
+PAIRED = frozenset({"kidney", "renal pelvis", "psoas muscle", "lung", "cerebral hemisphere", "lateral ventricle",
+                    "thyroid lobe", "carotid artery", "jugular vein", "clavicle"})
+"""Categories named with a side ("left kidney")."""
+ABSENT_WEIGHTS = {"other region": 0.6, "not drawn": 0.4}
+"""How often each kind of absence is asked for on a phantom, when the scene has both."""
+
+
+def absent_structures(scene: Scene, region: str | None = None) -> list[Absent]:
+    """What ``scene`` does not show and a question may ask for: categories of another body region, and categories
+    its own modality draws but did not draw here (no kidney on an upper abdominal slice, no lung nodule).
+
+    ``region`` is the scene's body region (default: its phantom modality's); a scene not drawn by a phantom
+    modality (the real brain) gets only the other regions' categories.
+    """
+    region = region or REGIONS[scene.modality]
+    own = DRAWS.get(scene.modality, frozenset())
+    out = []
+    for category, regions in SEEN_IN.items():
+        if category in scene.drawn or scene.of_category(category):
+            continue
+        if region not in regions:
+            reason = "other region"
+        elif category in own:
+            reason = "not drawn"
+        else:
+            continue  # another modality's structure that an image of this region might show
+        sides = ("left", "right") if category in PAIRED else (None,)
+        out += [Absent(f"{side} {category}" if side else category, category, reason) for side in sides]
+    return out

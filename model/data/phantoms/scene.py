@@ -42,11 +42,16 @@ class Entity:
 
 @dataclass
 class Scene:
-    """A rendered image (H, W) uint8 and its entities (in drawing order)."""
+    """A rendered image (H, W) uint8 and its entities (in drawing order).
+
+    ``drawn`` names every category the drawing tried to add, kept or not (too small, carved away):
+    a category outside it was never painted, so the image does not show it.
+    """
 
     modality: str
     image: np.ndarray
     entities: dict[str, Entity] = field(default_factory=dict)
+    drawn: frozenset[str] = frozenset()
 
     def of_category(self, category: str) -> list[Entity]:
         return [e for e in self.entities.values() if e.category == category]
@@ -71,10 +76,12 @@ class SceneBuilder:
         self.modality, self.size, self.min_area = modality, size, min_area
         self.entities: dict[str, Entity] = {}
         self._count: Counter = Counter()
+        self._tried: set[str] = set()
 
     def add(self, category: str, kind: str, mask: np.ndarray, *, side: str | None = None,
             parent: Entity | None = None, inside_parent: bool = True) -> Entity | None:
         """Add an instance; ``inside_parent`` clips it to its parent (a lesion to its organ)."""
+        self._tried.add(category)
         if parent is not None and inside_parent:
             mask = mask & parent.mask
         if mask.sum() < self.min_area:
@@ -99,7 +106,7 @@ class SceneBuilder:
         for e in kept.values():
             if e.parent not in kept:
                 e.parent = None
-        return Scene(self.modality, image, kept)
+        return Scene(self.modality, image, kept, frozenset(self._tried))
 
 
 def side_of(x: float) -> str:

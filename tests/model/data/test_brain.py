@@ -139,8 +139,9 @@ def test_hard_dialogues_are_long_chains_and_regular_ones_short(brain_root):
         for r in conv.rounds:
             depth.append(0 if r.reference is None else depth[r.reference] + 1)
         assert max(depth) >= 3
-    for split in ("test", "test_unseen"):
-        assert all(2 <= len(c.rounds) <= 5 for c in _records(brain_root, split))
+    for split in ("test", "test_unseen"):  # counting the rounds with a mask: "not in this image" ones come on top
+        assert all(2 <= sum(r.has_mask for r in c.rounds) <= 5 for c in _records(brain_root, split))
+    assert all(len(c.rounds) <= 8 for s in SPLITS for c in _records(brain_root, s))
 
 
 def test_every_question_resolves_to_its_reference_in_all_three_phrasings(brain_root):
@@ -262,7 +263,8 @@ def test_dialogues_cover_four_scenarios_and_name_structures_with_their_side(brai
     assert {c.extra["scenario"] for c in convs} == {"anatomical stratification", "attribute relationship",
                                                     "spatial relationship", "strong inference"}
     for conv in convs:
-        r, meta = conv.rounds[0], conv.extra["rounds_meta"][0]
+        k = next(k for k, r in enumerate(conv.rounds) if r.has_mask)  # the first round that names a structure
+        r, meta = conv.rounds[k], conv.extra["rounds_meta"][k]
         side = _side(meta["entity"])
         assert (f"the {side} {meta['category']}" if side else f"the {meta['category']}") in r.question
 
@@ -286,3 +288,69 @@ def test_cli_writes_a_brain_dataset_and_show_draws_it_with_the_patient_direction
     panel = sheet.shape[1] // min(4, len(convs[axial].rounds))
     middle = slice(HEADER + 100, HEADER + 160)  # the first panel's left and right edges, half way down
     assert yellow[middle, :20].any() and yellow[middle, panel - 20:panel].any()  # R ... L
+
+
+def test_answers_name_the_structure_with_its_side_and_say_how_it_relates(brain_root):
+    from model.data.phantoms.knowledge import MAX_ANSWER_CHARS, named_answers, related_answers
+    from model.data.template import answer_text
+
+    related = 0
+    for split in SPLITS:
+        for conv in _records(brain_root, split):
+            metas = conv.extra["rounds_meta"]
+            for r, meta in zip(conv.rounds, metas, strict=True):
+                if not r.has_mask:
+                    continue
+                side = _side(meta["entity"])
+                assert meta["name"] == (f"{side} {meta['category']}" if side else meta["category"])
+                assert f"the {meta['name']}" in r.answer or r.answer.startswith(f"The {meta['name']}"), r.answer
+                assert answer_text(r.answer).count("[SEG]") == 1
+                options = named_answers(meta["name"])
+                if r.reference is not None:
+                    relation = BY_RELATION[meta["relation"]]
+                    options = related_answers(relation, meta["name"], r.reference + 1, metas[r.reference]["name"])
+                    assert f"round {r.reference + 1}" in r.answer
+                    assert any(how.split("{ref}")[0].strip().lower() in r.answer.lower() for how in relation.answers)
+                    related += 1
+                # bounded: the drawn wording is short, or the shortest there is for these names
+                assert r.answer in options and (len(r.answer) <= MAX_ANSWER_CHARS or options == [r.answer]), r.answer
+    assert related > 100
+
+
+def _atlas_labels(volume, name: str, side: str | None) -> set[int]:
+    """AAL label numbers of a structure or group on one side (both sides for an unsided group)."""
+    wanted = anatomy.leaves(name)
+    return {label for label, aal in volume.names.items()
+            if (parse := anatomy.parse_aal(aal))[0].name in wanted and (side is None or parse[1] == side)}
+
+
+def test_what_a_round_says_is_not_in_the_slice_has_no_atlas_voxel_on_it(brain_root):
+    """Each "not in this image" round: no mask, no [SEG], nothing refers to it; a structure it names has no atlas
+    voxel on that slice's plane, a lesion is asked of a healthy brain, an organ belongs to another body region."""
+    from model.data.brain.knowledge import LESIONS
+    from model.data.phantoms.knowledge import SEEN_IN
+    from model.data.template import answer_text
+
+    volume, kinds = load_brain(), {}
+    for split in SPLITS:
+        for conv in _records(brain_root, split):
+            _, plane = volume.plane(conv.extra["orientation"], conv.extra["slice"])
+            on_plane = set(np.unique(plane).tolist())
+            for k, (r, meta) in enumerate(zip(conv.rounds, conv.extra["rounds_meta"], strict=True)):
+                if r.has_mask:
+                    continue
+                kinds[split] = kinds.get(split, set()) | {meta["absent"]}
+                assert r.mask is None and "[SEG]" not in answer_text(r.answer, has_mask=False)
+                assert all(later.reference != k for later in conv.rounds[k + 1:])
+                assert meta["name"] in r.question and meta["name"] in r.answer
+                if meta["absent"] == "not in slice":
+                    side = _side(meta["name"].replace(" ", "_"))
+                    labels = _atlas_labels(volume, meta["category"], side)
+                    assert labels and not labels & on_plane, (conv.extra["id"], meta["name"])
+                    assert "slice" in r.answer
+                elif meta["absent"] == "healthy brain":
+                    assert meta["category"] in LESIONS
+                else:
+                    assert meta["absent"] == "other region" and "head" not in SEEN_IN[meta["category"]]
+    assert set(kinds) == set(SPLITS), kinds  # training and every held-out split carry them
+    assert set().union(*kinds.values()) == {"not in slice", "healthy brain", "other region"}

@@ -55,3 +55,62 @@ def test_real_slices_load_through_the_same_dataset():
     ds = MRMedSegDataset(REAL_SLICES, "dialogues")
     item = ds[0]
     assert item["image"].shape[0] == 3 and item["masks"].shape[1:] == item["image"].shape[1:]
+
+
+def _dataset_with_a_round_not_in_the_image(root):
+    """A 8x6 image, two 2x2 masks; round 2 asks for a kidney the image does not show, round 3 refers to round 1."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    Image.fromarray(np.zeros((6, 8), np.uint8)).save(root / "images" / "a.png")
+    for name, (y, x) in (("liver", (1, 1)), ("lesion", (3, 5))):
+        m = np.zeros((6, 8), np.uint8)
+        m[y:y + 2, x:x + 2] = 255
+        Image.fromarray(m).save(root / "masks" / f"{name}.png")
+    record = {"task": "segmentation", "base": "[null]", "conversations": [
+        {"from": "human", "value": "[IMAGE256:images/a.png] Segment the liver."},
+        {"from": "gpt", "value": "Sure, the liver is [MASK-DECODE:masks/liver.png]."},
+        {"from": "human", "value": "Segment the left kidney."},
+        {"from": "gpt", "value": "There is no left kidney in this image."},
+        {"from": "human", "value": "[MASK-ENCODE:masks/liver.png][BOX-ENCODE:masks/liver.png] Segment its lesion.",
+         "ind": 0},
+        {"from": "gpt",
+         "value": "Inside round 1: the liver lesion [REF-DECODE:masks/liver.png][MASK-DECODE:masks/lesion.png]."}]}
+    (root / "train.json").write_text(json.dumps([record]))
+    return root
+
+
+def test_a_round_not_in_the_image_has_no_mask_no_seg_and_a_labelled_answer(tmp_path):
+    root = _dataset_with_a_round_not_in_the_image(tmp_path)
+    item = MRMedSegDataset(root, "train")[0]
+    assert item["has_mask"].tolist() == [True, False, True]
+    assert item["masks"].flatten(1).sum(1).tolist() == [4, 0, 4]  # the 2x2 masks, nothing for the kidney
+    assert torch.equal(item["reference_masks"][2], item["masks"][0]) and item["references"].tolist() == [-1, -1, 0]
+    assert item["text"] == ("[INST] <image>\n Segment the liver. [/INST] Sure, the liver is [SEG]. </s>"
+                            "[INST] Segment the left kidney. [/INST] There is no left kidney in this image. </s>"
+                            "[INST] [CROPPEDIMAGE][BBOXINPUT] Segment its lesion. [/INST] Inside round 1: the liver "
+                            "lesion [SEG]. </s>")
+    tok = tiny_tokenizer([item["text"]])
+    item = MRMedSegDataset(root, "train", tokenizer=tok, image_tokens=4)[0]
+    labelled = tok.decode([t for t in item["labels"].tolist() if t != IGNORE_INDEX])
+    assert "There is no left kidney in this image. </s>" in labelled  # its words are trained, as any answer
+    assert "Segment" not in labelled  # the questions are not
+    assert (item["labels"] == tok.convert_tokens_to_ids("[SEG]")).sum() == 2  # one [SEG] per round with a mask
+
+
+def test_answer_text_puts_seg_after_a_named_answer_and_none_in_one_without_a_mask():
+    import pytest
+
+    from model.data.template import answer_text
+
+    assert answer_text("Sure, the right putamen is") == "Sure, the right putamen is [SEG]."
+    assert answer_text("") == "[SEG]."  # the official bare answer
+    assert answer_text("The hippocampus is not in this slice.", has_mask=False) == \
+        "The hippocampus is not in this slice."
+    for bad in ("[SEG].", " . "):
+        with pytest.raises(ValueError, match="without \\[SEG\\]"):
+            answer_text(bad, has_mask=False)

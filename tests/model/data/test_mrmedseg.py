@@ -51,6 +51,46 @@ def test_extra_keys_survive_a_round_trip():
     assert parse_record(record).to_record() == record
 
 
+NOT_THERE = "There is no left kidney in this image."
+
+
+def test_a_gpt_turn_without_tokens_is_a_round_about_a_structure_not_in_the_image():
+    """The project's extension: 0 bracket tokens means "not present": no mask, the sentence kept whole."""
+    record = sample_record()
+    record["conversations"][19]["value"] = NOT_THERE  # the last round, which no round refers to
+    conv = parse_record(record)
+    last = conv.rounds[9]
+    assert (last.mask, last.answer, last.has_mask, last.reference) == (None, NOT_THERE, False, 8)
+    assert all(r.has_mask for r in conv.rounds[:9])
+    assert parse_record(record).to_record() == record
+
+
+def test_a_later_round_may_not_refer_to_a_round_that_found_nothing():
+    record = sample_record()
+    record["conversations"][3]["value"] = NOT_THERE  # round 1 finds nothing, and round 2 refers to it (ind 1)
+    with pytest.raises(FormatError, match="a question may refer only to a round with a mask") as err:
+        parse_record(record)
+    assert err.value.turn == 4
+
+
+@pytest.mark.parametrize("value", ["", ".", " .. "])
+def test_a_gpt_turn_without_tokens_must_say_something(value):
+    record = sample_record()
+    record["conversations"][19]["value"] = value
+    with pytest.raises(FormatError, match="must say in words") as err:
+        parse_record(record)
+    assert err.value.turn == 19
+
+
+def test_a_round_without_a_mask_checks_itself():
+    from model.data.mrmedseg import Round
+
+    with pytest.raises(ValueError, match="must say in words"):
+        Round(question="Segment the liver.", answer="", mask=None)
+    with pytest.raises(ValueError, match="no REF-DECODE"):
+        Round(question="Segment the liver.", answer=NOT_THERE, mask=None, answer_reference_mask="m.png")
+
+
 def broken(mutate):
     record = sample_record()
     mutate(record)
@@ -71,6 +111,9 @@ CASES = {
     "token in wrong turn": (set_value(1, "[MASK-ENCODE:a.png]."), 1, "may not appear in this turn"),
     "three gpt tokens": (set_value(3, "[REF-DECODE:a.png][REF-DECODE:a.png][MASK-DECODE:b.png]."), 3,
                          "optionally preceded"),
+    "three different gpt tokens": (set_value(3, "It is [REF-DECODE:a.png][MASK-DECODE:b.png][MASK-DECODE:c.png]."),
+                                   3, "optionally preceded"),
+    "ref-decode alone": (set_value(3, "It is [REF-DECODE:a.png]."), 3, "optionally preceded"),
     "ind missing": (lambda r: r["conversations"][2].pop("ind"), 2, "'ind' (the referenced round, 0-based) is missing"),
     "ind current": (lambda r: r["conversations"][2].update(ind=1), 2, "must point at an earlier round"),
     "ind later": (lambda r: r["conversations"][4].update(ind=5), 4, "must point at an earlier round"),

@@ -88,15 +88,24 @@ questions = st.text(phrase_chars, min_size=1, max_size=40).map(str.strip).filter
 answers = st.text(phrase_chars, max_size=40).map(str.strip)
 
 
+# A round about a structure the image does not show says so in words (the project's extension of the format).
+sentences = answers.filter(lambda a: any(c.isalnum() for c in a))
+
+
 @st.composite
 def conversations(draw) -> Conversation:
     rounds = []
     for k in range(draw(st.integers(1, 6))):
-        reference = draw(st.none() | st.integers(0, k - 1)) if k else None
+        found = [j for j in range(k) if rounds[j].has_mask]  # a question refers only to a round with a mask
+        reference = draw(st.none() | st.sampled_from(found)) if found else None
         reference_mask = reference_box = None
         if reference is not None:
             reference_mask = draw(paths)
             reference_box = draw(st.none() | paths)
+        if draw(st.integers(0, 4)) == 0:  # not in this image: words, no mask, no gpt token
+            rounds.append(Round(question=draw(questions), answer=draw(sentences), mask=None, reference=reference,
+                                reference_mask=reference_mask, reference_box=reference_box))
+            continue
         rounds.append(Round(question=draw(questions), answer=draw(answers), mask=draw(paths), reference=reference,
                             reference_mask=reference_mask, reference_box=reference_box,
                             answer_reference_mask=draw(st.none() | paths)))

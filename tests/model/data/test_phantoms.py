@@ -138,3 +138,116 @@ def test_same_seed_same_bytes_other_seed_other_data(tmp_path):
 def test_image_size_outside_the_supported_range_is_refused(tmp_path):
     with pytest.raises(ValueError, match="128..256"):
         generate_dataset(tmp_path, image_size=512, splits={"train": SplitSpec(1)}, workers=1, progress=False)
+
+
+# -- answers that name what they found; rounds about what the image does not show ----------------------------------
+def _relation_named(relation, answer: str, n: int) -> bool:
+    """Whether ``answer`` says ``relation`` from round ``n``: one of its answer phrases, pointing at that round."""
+    return f"round {n}" in answer and any(how.split("{ref}")[0].strip().lower() in answer.lower()
+                                          for how in relation.answers)
+
+
+def test_answers_name_their_structure_with_one_seg_and_relational_ones_say_how_it_relates(phantom_root):
+    from model.data.phantoms.knowledge import MAX_ANSWER_CHARS, named_answers, related_answers
+    from model.data.template import answer_text
+
+    relations = {r.name: r for r in RELATIONS}
+    named = related = 0
+    for split in ("train", "val", "test", "test_hard", "test_unseen"):
+        for conv in load(phantom_root / f"{split}.json"):
+            metas = conv.extra["rounds_meta"]
+            for r, meta in zip(conv.rounds, metas, strict=True):
+                assert answer_text(r.answer).count("[SEG]") == 1 and "[SEG]" not in r.answer
+                assert meta["name"].endswith(meta["category"]) and f"the {meta['name']}" in r.answer.lower(), meta
+                if meta["relation"] is None:
+                    options = named_answers(meta["name"])
+                else:
+                    relation = relations[meta["relation"]]
+                    options = related_answers(relation, meta["name"], r.reference + 1, metas[r.reference]["name"])
+                    assert _relation_named(relation, r.answer, r.reference + 1), (r.answer, meta)
+                    related += 1
+                assert r.answer in options and len(r.answer) <= MAX_ANSWER_CHARS, r.answer
+                named += 1
+    assert related > 20 and named > related
+
+
+ABSENT_SPLITS = {"train": SplitSpec(10, 2, 0.3, absent=0.3), "test_unseen": SplitSpec(4, 1, 0.0, True, absent=0.3)}
+
+
+@pytest.fixture(scope="module")
+def absent_root(tmp_path_factory):
+    """Phantoms where about a third of the rounds ask for a structure the image does not show."""
+    root = tmp_path_factory.mktemp("absent")
+    generate_dataset(root, seed=4, splits=ABSENT_SPLITS, image_size=128, workers=1, progress=False)
+    return root
+
+
+def test_rounds_about_what_the_image_does_not_show_have_no_mask_and_no_seg(absent_root):
+    from model.data.mrmedseg import read_records
+    from model.data.template import answer_text
+
+    report = validate_dataset(absent_root)
+    assert report.ok, report.summary()
+    assert report.absent["train"] > 5 and report.absent["test_unseen"] > 0
+    for split in ABSENT_SPLITS:
+        records = read_records(absent_root / f"{split}.json")
+        for record, conv in zip(records, load(absent_root / f"{split}.json"), strict=True):
+            for k, (r, meta) in enumerate(zip(conv.rounds, conv.extra["rounds_meta"], strict=True)):
+                if r.has_mask:
+                    assert "absent" not in meta
+                    continue
+                gpt = record["conversations"][2 * k + 1]["value"]
+                assert "[" not in gpt and gpt == r.answer  # no MASK-DECODE, no mask file
+                assert "[SEG]" not in answer_text(r.answer, has_mask=False)
+                assert meta["absent"] in ("other region", "not drawn") and meta["entity"] is None
+                assert f"the {meta['name']}" in r.question and meta["name"] in r.answer
+                assert all(later.reference != k for later in conv.rounds[k + 1:])  # nothing refers to it
+
+
+def test_what_a_round_says_is_absent_is_really_absent_from_its_image(absent_root):
+    """Redraw each image's scene: the asked category was never drawn on it, and is of another body region or one its
+    modality could have drawn; the image's masks are all of other categories."""
+    from model.data.phantoms.generate import draw_scene
+    from model.data.phantoms.knowledge import DRAWS, REGIONS, SEEN_IN
+
+    checked = set()
+    for split_idx, split in enumerate(ABSENT_SPLITS):
+        for conv in load(absent_root / f"{split}.json"):
+            index = int(conv.extra["id"].split("_")[-2])
+            _, modality, scene = draw_scene(4, split_idx, index, 128)
+            assert modality == conv.extra["modality"]
+            for r, meta in zip(conv.rounds, conv.extra["rounds_meta"], strict=True):
+                if r.has_mask:
+                    assert scene.entities[meta["entity"]].category == meta["category"]
+                    continue
+                category = meta["category"]
+                assert category not in scene.drawn and not scene.of_category(category)
+                region_ok = REGIONS[scene.modality] not in SEEN_IN[category]
+                assert region_ok if meta["absent"] == "other region" else category in DRAWS[scene.modality]
+                checked.add(meta["absent"])
+    assert checked == {"other region", "not drawn"}
+
+
+def test_absent_rounds_leave_the_other_rounds_as_they_were(tmp_path):
+    """Adding them draws from their own stream: every other round keeps its target and reference."""
+    def targets(root):
+        return [[(r.mask, r.reference_mask) for r in c.rounds if r.has_mask] for c in load(root / "train.json")]
+
+    for name, share in (("none", 0.0), ("some", 0.3)):
+        generate_dataset(tmp_path / name, seed=2, splits={"train": SplitSpec(6, 1, 0.3, absent=share)},
+                         image_size=128, workers=1, progress=False)
+    some = load(tmp_path / "some" / "train.json")
+    assert any(not r.has_mask for c in some for r in c.rounds)
+    assert targets(tmp_path / "none") == targets(tmp_path / "some")
+
+
+def test_the_tables_of_what_each_modality_draws_hold():
+    from model.data.phantoms.generate import default_splits
+    from model.data.phantoms.knowledge import DRAWS, SEEN_IN
+
+    for i in range(6):
+        for draw in MODALITIES.values():
+            scene = draw(128, np.random.default_rng(i))
+            assert {e.category for e in scene.entities.values()} <= scene.drawn <= DRAWS[scene.modality]
+    assert set(SEEN_IN) <= set().union(*DRAWS.values())
+    assert all(spec.absent > 0 for spec in default_splits().values())  # every split, training and held out

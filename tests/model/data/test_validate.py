@@ -38,6 +38,29 @@ def test_a_good_dataset_validates(tmp_path):
     assert report.conversations["train"] == 1 and report.rounds["train"] == 2
 
 
+def test_a_round_not_in_the_image_validates_without_a_mask_file_and_is_counted(tmp_path):
+    root = write_dataset(tmp_path)
+    (record,) = json.loads((root / "train.json").read_text())
+    record["conversations"] += [{"from": "human", "value": "Segment the left kidney."},
+                                {"from": "gpt", "value": "There is no left kidney in this image."}]
+    (root / "train.json").write_text(json.dumps([record]))
+    report = validate_dataset(root)
+    assert report.ok, report.summary()
+    assert (report.rounds["train"], report.absent["train"]) == (3, 1)
+    assert report.masks == {"masks/m0.png", "masks/m1.png"}
+    assert "not in image" in report.summary()
+
+
+def test_a_gpt_turn_with_three_tokens_is_still_refused(tmp_path):
+    root = write_dataset(tmp_path)
+    (record,) = json.loads((root / "train.json").read_text())
+    three = "[REF-DECODE:masks/m0.png][MASK-DECODE:masks/m1.png][MASK-DECODE:masks/m0.png]"
+    record["conversations"][3]["value"] = f"It is {three}."
+    (root / "train.json").write_text(json.dumps([record]))
+    p = only_problem(root)
+    assert "optionally preceded" in str(p) and p.turn == 3
+
+
 def test_zero_one_mask_is_rejected_not_read_as_empty(tmp_path):
     m = np.zeros((6, 8), np.uint8)
     m[1:3, 1:3] = 1

@@ -1,0 +1,72 @@
+"""Stage 1 and the JCM on batches holding rounds about a structure the image does not show: text loss, no mask."""
+
+import json
+
+import pytest
+import torch
+
+from model.data.dataset import MRMedSegDataset
+from model.data.phantoms.generate import SplitSpec, generate_dataset
+from model.training.stages import JCMTraining, MediRoundTraining
+
+
+@pytest.fixture(scope="module")
+def absent_root(tmp_path_factory):
+    """Four phantom images whose dialogues ask, about half the time, for a structure the image does not show."""
+    root = tmp_path_factory.mktemp("absent_phantoms")
+    generate_dataset(root, seed=5, splits={"train": SplitSpec(4, 1, 0.0, absent=0.5)}, image_size=128, workers=1,
+                     progress=False)
+    return root
+
+
+def _batch(stage, root, split="train"):
+    """Two conversations, the first with a round not in the image, the second with none if there is one."""
+    ds = MRMedSegDataset(root, split, tokenizer=stage.tokenizer, image_tokens=stage.image_tokens)
+    items = [ds[i] for i in range(len(ds))]
+    absent = [x for x in items if not x["has_mask"].all()]
+    assert absent, "the fixture's dialogues hold a round not in the image"
+    rest = [x for x in items if x is not absent[0]]
+    return stage.collate([absent[0], rest[0]])
+
+
+def test_a_stage_one_step_on_a_batch_with_a_round_not_in_the_image(tiny_model, phantom_tokenizer, absent_root):
+    model, cfg = tiny_model
+    stage = MediRoundTraining(absent_root, phantom_tokenizer, cfg.mllm.image_tokens)
+    batch = _batch(stage, absent_root)
+    found = sum(int(m.sum()) for m in batch["has_mask"])
+    assert found < sum(len(m) for m in batch["has_mask"])
+    _, h, _ = stage.seg_states(model, batch)
+    assert h.shape[0] == found  # one [SEG] state per round with a mask, none for the others
+    losses = stage.loss(model, batch)
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["ce"] > 0 and losses["bce"] > 0
+    losses["loss"].backward()
+    head = model.mllm.lm_head.weight.grad
+    assert head is not None and torch.isfinite(head).all() and head.abs().sum() > 0
+
+
+def test_the_jcm_judges_only_rounds_with_a_mask(tiny_model, phantom_tokenizer, absent_root):
+    model, cfg = tiny_model
+    stage = JCMTraining(absent_root, phantom_tokenizer, cfg.mllm.image_tokens)
+    losses = stage.loss(model, _batch(stage, absent_root))
+    assert all(torch.isfinite(v) for v in losses.values()) and 0 <= losses["q_target"] <= 1
+    losses["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.jcm.parameters())
+
+
+def test_a_batch_where_nothing_is_in_the_image_trains_the_text_alone(tiny_model, phantom_tokenizer, absent_root):
+    """A hand-written dialogue of two "not in this image" rounds: the mask terms are zero, the step still runs."""
+    record = json.loads((absent_root / "train.json").read_text())[0]
+    image = record["conversations"][0]["value"].split("]")[0] + "]"  # [IMAGE256:images/...]
+    record["conversations"] = [
+        {"from": "human", "value": f"{image} Segment the left kidney."},
+        {"from": "gpt", "value": "There is no left kidney in this image."},
+        {"from": "human", "value": "Segment the brain tumor."},
+        {"from": "gpt", "value": "No brain tumor is visible in this image."}]
+    (absent_root / "nothing.json").write_text(json.dumps([record]))
+    model, cfg = tiny_model
+    for stage in (MediRoundTraining(absent_root, phantom_tokenizer, cfg.mllm.image_tokens),
+                  JCMTraining(absent_root, phantom_tokenizer, cfg.mllm.image_tokens)):
+        ds = MRMedSegDataset(absent_root, "nothing", tokenizer=phantom_tokenizer, image_tokens=cfg.mllm.image_tokens)
+        losses = stage.loss(model, stage.collate([ds[0]]))
+        assert losses["bce"] == 0 and losses["dice"] == 0 and torch.isfinite(losses["loss"])
+        losses["loss"].backward()
