@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -43,7 +44,8 @@ def save_checkpoint(model: MediRound, tokenizer, cfg: ModelConfig, out: str | Pa
 
         adapter = out / "adapter"
         adapter.mkdir(exist_ok=True)
-        model.mllm.peft_config["default"].save_pretrained(adapter)
+        mllm: Any = model.mllm  # a peft-injected module: torch types its attributes too loosely to check
+        mllm.peft_config["default"].save_pretrained(adapter)
         save_file({k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(model.mllm).items()},
                   adapter / "adapter_model.safetensors")
     if manifest is not None:
@@ -64,7 +66,7 @@ def load_checkpoint(path: str | Path, *, dtype: torch.dtype = torch.float32,
     if (path / "adapter").exists():
         from peft import LoraConfig, inject_adapter_in_model
 
-        inject_adapter_in_model(LoraConfig.from_pretrained(path / "adapter"), model.mllm)
+        inject_adapter_in_model(LoraConfig.from_pretrained(str(path / "adapter")), model.mllm)
     state = load_file(path / "model.safetensors")
     missing, unexpected = model.load_state_dict(state, strict=False)
     external = external_weights(cfg)

@@ -9,7 +9,7 @@ config into modules; everything else reads the built modules.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 SHIPPED_TINY = Path(__file__).resolve().parent / "checkpoints" / "tiny"
@@ -167,23 +167,17 @@ class ModelConfig:
 
     @classmethod
     def tiny_scratch(cls) -> ModelConfig:
-        """The earlier CPU model: a small SAM trained from nothing here, and a small CLIP tower as LLaVA's eyes."""
-        return cls(
-            name="tiny",
-            mllm=MLLMConfig(
-                text=dict(hidden_size=192, intermediate_size=512, num_hidden_layers=3, num_attention_heads=6,
-                          num_key_value_heads=2, head_dim=32, max_position_embeddings=1024, rms_norm_eps=1e-5,
-                          sliding_window=None, tie_word_embeddings=False),
-                vision=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-                            image_size=96, patch_size=12, projection_dim=128),
-                max_length=1024,
-            ),
-            seg=SegConfig(img_size=192, patch_size=8, encoder_dim=96, encoder_depth=4, encoder_heads=4,
-                          encoder_global_attn=(1, 3), window_size=12, prompt_dim=64, mask_in_chans=16,
-                          decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64,
-                          guided_filter_eps=1e-3),
-            jcm=JCMConfig(hidden=128),
-        )
+        """The earlier CPU model: the same language model, a small CLIP tower (96 px) as its eyes and a small SAM,
+        both trained here from nothing."""
+        cfg = cls.tiny()
+        cfg.mllm = replace(cfg.mllm, image_source="clip",
+                           vision=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                                       num_attention_heads=4, image_size=96, patch_size=12, projection_dim=128))
+        cfg.seg = SegConfig(img_size=192, patch_size=8, encoder_dim=96, encoder_depth=4, encoder_heads=4,
+                            encoder_global_attn=(1, 3), window_size=12, prompt_dim=64, mask_in_chans=16,
+                            decoder_depth=2, decoder_mlp_dim=256, decoder_heads=4, iou_head_hidden=64,
+                            guided_filter_eps=1e-3)
+        return cfg
 
     @classmethod
     def full(cls, llava: str | None = None, medsam: str | None = None) -> ModelConfig:

@@ -89,6 +89,13 @@ class MediRound(nn.Module):
         return self.llava.config.vision_config.image_size
 
     @property
+    def image_tokens(self) -> int:
+        """How many ``<image>`` positions one image fills: pooled SAM cells, or the vision tower's patches."""
+        if self.sam_projector is not None:
+            return self.sam_pool**2
+        return (self.clip_size // self.llava.config.vision_config.patch_size) ** 2
+
+    @property
     def device(self) -> torch.device:
         return self.bbox_encoder.weight.device
 

@@ -14,11 +14,17 @@ A round is two halves, ``reason`` (language: answer + [SEG] vector) and ``segmen
 so a service can run them on different workers; ``restore`` rebuilds a dialogue from its stored
 rounds, bit-identically, on a worker that has not seen it (``prefill`` does it in one pass, up to
 float rounding). ``reason_together`` runs the rounds of several dialogues as one batch.
+
+A question is normalised and its reference resolved once, into a ``Question`` (``resolve``; a service
+that has done it already builds the ``Question`` itself); ``reason`` and ``reason_together`` take it as
+it is. Round indexes here are 0-based (``index``, ``reference_index``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,7 +33,7 @@ from transformers import DynamicCache
 from model.data.images import ImageSource, load_image, mask_box
 from model.data.template import BOX_TOKEN, CROP_TOKEN, answer_text, human_text
 from model.mediround import ImageEncoding, MediRound
-from model.questions import QuestionError, ReferenceRoundError, normalize_question, round_reference
+from model.questions import Question, QuestionError, resolve_question
 
 REFERENCE_MODES = ("crop+box", "crop", "none")
 
@@ -37,14 +43,15 @@ class RoundResult:
     """What one round produced."""
 
     index: int  # 0-based round index
-    question: str
+    question: str  # normalised
     answer: str  # the generated (or given) answer text, ``[SEG]`` included when produced
-    mask: np.ndarray  # (H, W) bool at the image's original resolution; all False without [SEG]
+    mask: np.ndarray | None  # (H, W) bool at the image's original resolution; all False without [SEG]
+    # (None only in a round a service holds for its tokens: its mask comes with a round that refers to it)
     box: tuple[int, int, int, int] | None  # mask box (x0, y0, x1, y1) in pixels, inclusive; None if empty
     quality: float | None  # the judge's q; None without [SEG]
     corrected: bool  # the JCM replaced h_c by its correction
-    reference: int | None  # 0-based round whose mask fed the reference tokens
-    has_seg: bool  # the answer contained [SEG]
+    reference_index: int | None  # 0-based round whose mask fed the reference tokens
+    has_mask: bool  # the answer contained [SEG], so the round has a mask
     seg_vector: np.ndarray | None = field(default=None, repr=False)  # (P,) the uncorrected SAM prompt
     answer_ids: list[int] = field(default_factory=list, repr=False)  # the answer's tokens, EOS included
 
@@ -94,20 +101,26 @@ class DialogueState:
                                              padded([kv(s, i, "values") for s in states]))
                                             for i in range(n_layers)]), lengths
 
+    def next_logits(self) -> torch.Tensor:
+        """(V,) the logits after the last token in the cache."""
+        if self.logits is None:
+            raise RuntimeError("no token has gone into the dialogue's cache yet")
+        return self.logits
+
     def adopt(self, cache: DynamicCache, row: int, keep: torch.Tensor, ids: list[int], logits: torch.Tensor) -> None:
         """Take row ``row`` of a batched cache, only the positions ``keep`` (bool over the batch's length)."""
+        layers: list[Any] = list(cache.layers)  # transformers' typing allows layers without keys; ours have them
         own = DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, keep], layer.values[row:row + 1, :, keep])
-                                           for layer in cache.layers])
+                                           for layer in layers])
         self.extend(ids, own, logits)
 
 
 @dataclass
 class PreparedRound:
-    """A round checked and ready to prefill: its index, normalised question, reference and human turn."""
+    """A round checked and ready to prefill: its index, its question and the human turn built from it."""
 
     index: int
-    question: str
-    reference: int | None
+    question: Question
     prompt: list[int]  # the human turn's tokens (the dialogue's pending tokens go in before them)
 
 
@@ -117,7 +130,7 @@ class Turn:
 
     index: int
     question: str  # normalised
-    reference: int | None
+    reference_index: int | None
     answer_ids: list[int]
     answer: str
     seg_vector: torch.Tensor | None  # (P,) SAM prompt from h_c; None when no [SEG] was produced
@@ -139,8 +152,8 @@ class MultiRoundPredictor:
         self.model, self.tokenizer = model.eval(), tokenizer
         self.use_jcm, self.refine, self.reference_mode = use_jcm, refine, reference_mode
         self.max_new_tokens, self.max_question_tokens = max_new_tokens, max_question_tokens
-        self.max_length = max_length or model.mllm.config.text_config.max_position_embeddings
-        self.image_tokens = (model.clip_size // model.llava.config.vision_config.patch_size) ** 2
+        self.max_length: int = max_length or _text_config(model).max_position_embeddings
+        self.image_tokens = model.image_tokens
         self._image: torch.Tensor | None = None
         self.encoding: ImageEncoding | None = None
         self.rounds: list[RoundResult] = []
@@ -171,53 +184,70 @@ class MultiRoundPredictor:
         self.state = DialogueState(pending=[bos] if bos is not None else [])
 
     @property
+    def image_encoding(self) -> ImageEncoding:
+        if self.encoding is None:
+            raise RuntimeError("call set_image() before ask()")
+        return self.encoding
+
+    @property
     def image(self) -> torch.Tensor:
         if self._image is None:
             raise RuntimeError("call set_image() before ask()")
         return self._image
 
     # -- one round -----------------------------------------------------------------------------
-    def ask(self, question: str, reference: int | None = None, *, answer: str | None = None) -> RoundResult:
-        """Run one round. ``reference`` (0-based) overrides what the question says; ``answer`` forces
-        the answer text (teacher forcing, the paper's evaluation protocol) instead of generating it.
+    def ask(self, question: str, reference_index: int | None = None, *, answer: str | None = None,
+            answer_has_mask: bool = True) -> RoundResult:
+        """Run one round. ``reference_index`` (0-based) overrides what the question says; ``answer`` forces
+        the answer phrase (teacher forcing, the paper's evaluation protocol) instead of generating it, followed
+        by ``[SEG]`` unless ``answer_has_mask`` is False (a structure the image does not show).
         """
-        return self.segment(self.reason(question, reference, answer=answer))
+        return self.segment(self.reason(self.resolve(question, reference_index), answer=answer,
+                                        answer_has_mask=answer_has_mask))
+
+    def resolve(self, question: str, reference_index: int | None = None) -> Question:
+        """The next round's question normalised and its reference resolved (``reference_index`` when given,
+        checked; else what the question says)."""
+        if self._image is None:
+            raise RuntimeError("call set_image() before ask()")
+        return resolve_question(question, len(self.rounds), reference_index)
 
     @torch.inference_mode()
-    def reason(self, question: str, reference: int | None = None, *, answer: str | None = None) -> Turn:
-        """The language side of a round: validate, prefill, generate (or force) the answer, take h_c."""
-        prepared = self.prepare(question, reference)
-        hidden = self._open_round(prepared.prompt, prepared.reference)
+    def reason(self, question: Question, *, answer: str | None = None, answer_has_mask: bool = True) -> Turn:
+        """The language side of a round: prefill, generate (or force) the answer, take h_c."""
+        prepared = self.prepare(question)
+        hidden = self._open_round(prepared.prompt, question.reference_index)
         if answer is None:
             answer_ids, h_c = self._generate(hidden)
         else:
-            answer_ids, h_c = self._force(self._tokens(f" {answer_text(answer)} {self.tokenizer.eos_token}"), hidden)
+            forced = answer_text(answer, has_mask=answer_has_mask)
+            answer_ids, h_c = self._force(self._tokens(f" {forced} {self.tokenizer.eos_token}"), hidden)
         return self.finish(prepared, answer_ids, h_c)
 
-    def prepare(self, question: str, reference: int | None = None) -> PreparedRound:
-        """Check the next round's question and reference (0-based; None: from the question) and build
-        its human turn; nothing changes until the round is prefilled."""
+    def prepare(self, question: Question) -> PreparedRound:
+        """Check that the next round's resolved question fits the model and build its human turn; nothing
+        changes until the round is prefilled."""
         if self._image is None:
             raise RuntimeError("call set_image() before ask()")
-        question = normalize_question(question)
-        n_tokens = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
+        n_tokens = len(self.tokenizer(question.text, add_special_tokens=False)["input_ids"])
         if n_tokens > self.max_question_tokens:
             raise QuestionError(f"the question is {n_tokens} tokens long; at most {self.max_question_tokens} are "
                                 "accepted (long queries degrade the model): shorten it")
         index = len(self.rounds)
-        reference = round_reference(question, index, reference)
-        prompt = self._prompt(question, index, reference)
+        prompt = self._prompt(question.text, index, question.reference_index)
         if len(self.state.tokens) + len(self.state.pending) + len(prompt) + self.max_new_tokens > self.max_length:
             raise QuestionError(f"the dialogue would exceed the model's {self.max_length}-token context; "
                                 "start a new session on this image")
-        return PreparedRound(index, question, reference, prompt)
+        return PreparedRound(index=index, question=question, prompt=prompt)
 
     def finish(self, prepared: PreparedRound, answer_ids: list[int], h_c: torch.Tensor | None) -> Turn:
         """The ``Turn`` of a prepared round once its answer is in the cache (``h_c``: the [SEG] state or None)."""
         special = {self.tokenizer.eos_token_id}
         text = self.tokenizer.decode([t for t in answer_ids if t not in special]).strip()
         seg_vector = None if h_c is None else self.model.seg_prompts(h_c[None])[0]
-        return Turn(prepared.index, prepared.question, prepared.reference, answer_ids, text, seg_vector)
+        return Turn(index=prepared.index, question=prepared.question.text,
+                    reference_index=prepared.question.reference_index, answer_ids=answer_ids, answer=text,
+                    seg_vector=seg_vector)
 
     @torch.inference_mode()
     def segment(self, turn: Turn) -> RoundResult:
@@ -225,15 +255,15 @@ class MultiRoundPredictor:
         if turn.index != len(self.rounds):
             raise RuntimeError(f"turn {turn.index} does not follow the dialogue's {len(self.rounds)} rounds")
         h, w = self.image.shape[-2:]
-        if turn.seg_vector is None:
-            result = RoundResult(turn.index, turn.question, turn.answer, np.zeros((h, w), bool), None, None, False,
-                                 turn.reference, False, None, turn.answer_ids)
-        else:
-            mask, q, corrected = judge_and_decode(self.model, self.encoding, turn.seg_vector[None], self.use_jcm,
+        result = RoundResult(index=turn.index, question=turn.question, answer=turn.answer,
+                             mask=np.zeros((h, w), bool), box=None, quality=None, corrected=False,
+                             reference_index=turn.reference_index, has_mask=False, answer_ids=turn.answer_ids)
+        if turn.seg_vector is not None:
+            mask, q, corrected = judge_and_decode(self.model, self.image_encoding, turn.seg_vector[None], self.use_jcm,
                                                   self.image if self.refine else None)
-            result = RoundResult(turn.index, turn.question, turn.answer, mask[0], mask_box(mask[0]), float(q[0]),
-                                 bool(corrected[0]), turn.reference, True, turn.seg_vector.float().cpu().numpy(),
-                                 turn.answer_ids)
+            result = replace(result, mask=mask[0], box=mask_box(mask[0]), quality=float(q[0]),
+                             corrected=bool(corrected[0]), has_mask=True,
+                             seg_vector=turn.seg_vector.float().cpu().numpy())
         self.rounds.append(result)
         return result
 
@@ -249,7 +279,7 @@ class MultiRoundPredictor:
         if self.rounds:
             raise RuntimeError("restore() needs a fresh dialogue: call set_image() first")
         for r in rounds:
-            self._open_round(self._prompt(r.question, r.index, r.reference), r.reference)
+            self._open_round(self._prompt(r.question, r.index, r.reference_index), r.reference_index)
             for token in r.answer_ids:
                 self._step(token)
             self.rounds.append(r)
@@ -262,23 +292,23 @@ class MultiRoundPredictor:
             raise RuntimeError("prefill() needs a fresh dialogue: call set_image() first")
         ids, masks = [], []
         for r in rounds:
-            ids += self._prompt(r.question, r.index, r.reference) + r.answer_ids
-            masks += [] if r.reference is None else [rounds[r.reference].mask]
+            ids += self._prompt(r.question, r.index, r.reference_index) + r.answer_ids
+            masks += [] if r.reference_index is None else [rounds[r.reference_index].mask]
         if ids:
             self._prefill(ids, masks)
         self.rounds = list(rounds)
 
-    def _prompt(self, question: str, index: int, reference: int | None) -> list[int]:
-        text = human_text(question, index, reference is not None)
+    def _prompt(self, question: str, index: int, reference_index: int | None) -> list[int]:
+        text = human_text(question, index, reference_index is not None)
         if self.reference_mode != "crop+box":
             text = text.replace(BOX_TOKEN, "")
         if self.reference_mode == "none":
             text = text.replace(CROP_TOKEN, "")
         return self._tokens(f"[INST] {text} [/INST]")
 
-    def _open_round(self, prompt: list[int], reference: int | None) -> torch.Tensor:
+    def _open_round(self, prompt: list[int], reference_index: int | None) -> torch.Tensor:
         """Prefill the round's human turn (with the referenced round's mask); the last hidden state."""
-        return self._prefill(prompt, [] if reference is None else [self.rounds[reference].mask])
+        return self._prefill(prompt, [] if reference_index is None else [self.rounds[reference_index].mask])
 
     def _tokens(self, text: str) -> list[int]:
         """Tokenize a template piece as training does, expanding ``<image>`` to the patch-token count."""
@@ -286,17 +316,13 @@ class MultiRoundPredictor:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return [t for i in ids for t in ([image_id] * self.image_tokens if i == image_id else [i])]
 
-    def _prefill(self, ids: list[int], ref_masks: list[np.ndarray]) -> torch.Tensor:
+    def _prefill(self, ids: list[int], ref_masks: list[np.ndarray | None]) -> torch.Tensor:
         """Feed the pending tokens and ``ids`` (with one referenced mask per reference) through the cache;
         the last hidden state (d,)."""
         ids = self.state.pending + ids
         m, t = self.model, torch.tensor([ids], device=self.model.device)
-        crop = box = None
-        if (t == m.token_ids["crop"]).any() or (t == m.token_ids["box"]).any():
-            crop, box = m.reference_tokens(self.image, ref_masks)
-            crop = crop if (t == m.token_ids["crop"]).any() else None
-            box = box if (t == m.token_ids["box"]).any() else None
-        features = self.encoding.image_features if (t == m.token_ids["image"]).any() else None
+        crop, box = reference_embeddings(m, t, self.image, ref_masks, [self.image_encoding] * len(ref_masks))
+        features = self.image_encoding.image_features if (t == m.token_ids["image"]).any() else None
         x = m.embed(t, image_features=features, crop_tokens=crop, box_tokens=box)
         hidden, logits, cache = m.language(x, cache=self.state.cache)
         self.state.extend(ids, cache, logits[0, -1])
@@ -306,19 +332,14 @@ class MultiRoundPredictor:
         return self._prefill([token], [])
 
     def _generate(self, hidden: torch.Tensor) -> tuple[list[int], torch.Tensor | None]:
-        """Greedy decoding up to EOS; h_c is the state that produced [SEG] (the first one)."""
-        eos, seg = self.tokenizer.eos_token_id, self.model.token_ids["seg"]
-        out, h_c = [], None
-        for _ in range(self.max_new_tokens):
-            token = int(self.state.logits.argmax())
-            if token == seg and h_c is None:
-                h_c = hidden
-            out.append(token)
-            hidden = self._step(token)
-            if token == eos:
-                return out, h_c
-        hidden = self._step(eos)  # close the turn so the next round's template stays intact
-        return out + [eos], h_c
+        """Greedy decoding up to EOS, one token per step through the cache; h_c is the state that produced
+        the first [SEG]."""
+        def step(tokens: list[int], done: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._step(tokens[0])[None], self.state.next_logits()[None]
+
+        outs, h_cs = greedy_decode(self.state.next_logits()[None], hidden[None], step, eos=self.tokenizer.eos_token_id,
+                                   seg=self.model.token_ids["seg"], limit=self.max_new_tokens)
+        return outs[0], h_cs[0]
 
     def _force(self, ids: list[int], hidden: torch.Tensor) -> tuple[list[int], torch.Tensor | None]:
         """Feed a given answer; h_c is the state at the position before its [SEG]."""
@@ -336,33 +357,33 @@ class MultiRoundPredictor:
 
 
 @torch.inference_mode()
-def reason_together(predictors: list[MultiRoundPredictor], questions: list[tuple[str, int | None]],
-                    ) -> list[Turn | Exception]:
+def reason_together(predictors: list[MultiRoundPredictor], questions: list[Question]) -> list[Turn | Exception]:
     """One generated round for each of several dialogues (predictors sharing one model), as one batch.
 
     The dialogues' key/value caches are merged into one batch, each row left-padded and masked;
     the new human turns are prefilled together (each left-padded to the longest), then every greedy
     step runs all dialogues at once; afterwards each dialogue's state keeps its own tokens. Each
     dialogue gets the tokens it gets alone (equal up to float rounding). One dialogue alone takes
-    ``reason`` itself. A question the predictor refuses comes back as its exception, in its place.
+    ``reason`` itself. Each question is resolved already (``MultiRoundPredictor.resolve``, or by the
+    caller); one that does not fit the model comes back as its ``QuestionError``, in its place.
     """
     if len(predictors) == 1:
         try:
-            return [predictors[0].reason(*questions[0])]
-        except (QuestionError, ReferenceRoundError) as e:
+            return [predictors[0].reason(questions[0])]
+        except QuestionError as e:
             return [e]
     results: list[Turn | Exception | None] = [None] * len(predictors)
     opened: list[tuple[int, MultiRoundPredictor, PreparedRound]] = []
-    for k, (p, (question, reference)) in enumerate(zip(predictors, questions, strict=True)):
+    for k, (p, question) in enumerate(zip(predictors, questions, strict=True)):
         try:
-            opened.append((k, p, p.prepare(question, reference)))
-        except (QuestionError, ReferenceRoundError) as e:
+            opened.append((k, p, p.prepare(question)))
+        except QuestionError as e:
             results[k] = e
     if opened:
         answers = _round_together([p for _, p, _ in opened], [prepared for *_, prepared in opened])
         for (k, p, prepared), (answer_ids, h_c) in zip(opened, answers, strict=True):
             results[k] = p.finish(prepared, answer_ids, h_c)
-    return results
+    return cast(list[Turn | Exception], results)  # every dialogue got its turn or its error
 
 
 def _round_together(predictors: list[MultiRoundPredictor], rounds: list[PreparedRound],
@@ -372,7 +393,7 @@ def _round_together(predictors: list[MultiRoundPredictor], rounds: list[Prepared
     first = predictors[0]
     model, tokenizer, limit = first.model, first.tokenizer, first.max_new_tokens
     eos, seg, n = tokenizer.eos_token_id, model.token_ids["seg"], len(predictors)
-    text = model.mllm.config.text_config
+    text = _text_config(model)
     empty = torch.zeros(1, text.num_key_value_heads, 0, text.head_dim or text.hidden_size // text.num_attention_heads,
                         device=model.device, dtype=model.dtype)
     states = [p.state for p in predictors]
@@ -388,49 +409,88 @@ def _round_together(predictors: list[MultiRoundPredictor], rounds: list[Prepared
                           for w, row in zip(cache_pad, ids, strict=True)], device=model.device)
     positions = torch.tensor([[0] * (width - len(row)) + list(range(n0, n0 + len(row)))
                               for n0, row in zip(lengths, ids, strict=True)])
-    referenced = [(p.image, p.rounds[r.reference].mask) for p, r in zip(predictors, rounds, strict=True)
-                  if r.reference is not None]
-    crop = box = None
-    if referenced and ((new == model.token_ids["crop"]).any() or (new == model.token_ids["box"]).any()):
-        crop, box = model.reference_tokens([im for im, _ in referenced], [m for _, m in referenced])
-        crop = crop if (new == model.token_ids["crop"]).any() else None
-        box = box if (new == model.token_ids["box"]).any() else None
+    referenced = [(p, p.rounds[r.question.reference_index].mask) for p, r in zip(predictors, rounds, strict=True)
+                  if r.question.reference_index is not None]
+    crop, box = reference_embeddings(model, new, [p.image for p, _ in referenced], [m for _, m in referenced],
+                                     [p.image_encoding for p, _ in referenced])
     with_image = [(new[b] == model.token_ids["image"]).any() for b in range(n)]
-    features = torch.stack([p.encoding.image_features for p, has in zip(predictors, with_image, strict=True) if has]) \
-        if any(with_image) else None
+    seen = [p.image_encoding.image_features for p, has in zip(predictors, with_image, strict=True) if has]
+    features = torch.stack(seen) if seen else None
     x = model.embed(new, image_features=features, crop_tokens=crop, box_tokens=box)
     out, logits, cache = model.language(x, attention_mask=valid, cache=cache, position_ids=positions.to(model.device))
     hidden, logits = out[:, -1], logits[:, -1]
     ends = torch.tensor([n0 + len(row) for n0, row in zip(lengths, ids, strict=True)])
 
-    # greedy decoding in lockstep
-    outs: list[list[int]] = [[] for _ in predictors]
-    h_cs: list[torch.Tensor | None] = [None] * n
-    done = [False] * n
+    # greedy decoding in lockstep: a dialogue that is done is fed along, masked out, and keeps its last logits
     last_logits = list(logits)
-    for step in range(limit + 1):
-        tokens = logits.argmax(-1).tolist() if step < limit else [eos] * n
-        for b, token in enumerate(tokens):
-            if not done[b]:
-                if token == seg and h_cs[b] is None:
-                    h_cs[b] = hidden[b]
-                outs[b].append(token)
+    steps = 0
+
+    def step(tokens: list[int], done: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+        nonlocal valid, cache, steps
         valid = torch.cat([valid, torch.tensor([[0 if d else 1] for d in done], device=model.device)], dim=1)
         x = model.embed(torch.tensor(tokens, device=model.device)[:, None])
         out, step_logits, cache = model.language(x, attention_mask=valid, cache=cache,
-                                                 position_ids=(ends + step)[:, None].to(model.device))
-        for b, token in enumerate(tokens):
+                                                 position_ids=(ends + steps)[:, None].to(model.device))
+        steps += 1
+        for b in range(n):
             if not done[b]:
                 last_logits[b] = step_logits[b, -1]
-                done[b] = token == eos
-        hidden, logits = out[:, -1], step_logits[:, -1]
-        if all(done):
-            break
+        return out[:, -1], step_logits[:, -1]
+
+    outs, h_cs = greedy_decode(logits, hidden, step, eos=eos, seg=seg, limit=limit)
 
     # each dialogue keeps exactly its own tokens: no padding, nothing fed after its EOS
     for b, state in enumerate(states):
         state.adopt(cache, b, valid[b].bool(), ids[b] + outs[b], last_logits[b])
     return list(zip(outs, h_cs, strict=True))
+
+
+def _text_config(model: MediRound) -> Any:
+    """The language model's transformers config (torch types a module's attributes too loosely to check)."""
+    mllm: Any = model.mllm
+    return mllm.config.text_config
+
+
+def reference_embeddings(model: MediRound, ids: torch.Tensor, images: torch.Tensor | list[torch.Tensor],
+                         masks: list[np.ndarray | None], encodings: list[ImageEncoding]
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The ``[CROPPEDIMAGE]`` and ``[BBOXINPUT]`` embeddings (N, d) of the referenced ``masks`` (on one image, or
+    one image per mask, with its ``encodings``), each only when ``ids`` holds its token (the reference mode may
+    drop one or both)."""
+    has_crop, has_box = bool((ids == model.token_ids["crop"]).any()), bool((ids == model.token_ids["box"]).any())
+    if not masks or not (has_crop or has_box):
+        return None, None
+    crop, box = model.reference_tokens(images, masks, encodings)
+    return (crop if has_crop else None), (box if has_box else None)
+
+
+def greedy_decode(logits: torch.Tensor, hidden: torch.Tensor,
+                  step: Callable[[list[int], list[bool]], tuple[torch.Tensor, torch.Tensor]], *, eos: int, seg: int,
+                  limit: int) -> tuple[list[list[int]], list[torch.Tensor | None]]:
+    """Greedy decoding of B dialogues in lockstep: (answer tokens, h_c) of each.
+
+    ``logits`` (B, V) and ``hidden`` (B, d) follow each dialogue's last token; ``step(tokens, done)`` feeds one
+    token per dialogue (``done``: it had already ended) and returns the next hidden states (B, d) and logits
+    (B, V). A dialogue ends at EOS; past ``limit`` tokens EOS is fed anyway, closing the turn so that the next
+    round's template stays intact. h_c is the hidden state that produced the dialogue's first [SEG] (None
+    without one).
+    """
+    n = logits.shape[0]
+    outs: list[list[int]] = [[] for _ in range(n)]
+    h_cs: list[torch.Tensor | None] = [None] * n
+    done = [False] * n
+    for k in range(limit + 1):
+        tokens = logits.argmax(-1).tolist() if k < limit else [eos] * n
+        for b, token in enumerate(tokens):
+            if not done[b]:
+                if token == seg and h_cs[b] is None:
+                    h_cs[b] = hidden[b]
+                outs[b].append(token)
+        hidden, logits = step(tokens, done)
+        done = [d or token == eos for d, token in zip(done, tokens, strict=True)]
+        if all(done):
+            break
+    return outs, h_cs
 
 
 def judge_and_decode(model: MediRound, encoding: ImageEncoding, prompts: torch.Tensor, use_jcm: bool = True,

@@ -3,11 +3,18 @@ predictor and the service (this module imports no torch, so the gRPC front can u
 
 Rounds are counted two ways, and names say which: a round *number* is 1-based (what users say,
 "round 2", and what the API carries); a round *index* is 0-based (positions in a dialogue).
+``round_index`` / ``round_number`` are the one conversion between them.
+
+A question is checked once, where its dialogue is known: ``resolve_question`` (the predictor's
+``resolve`` in one process, the service's ``Dialogue`` in the front) gives a ``Question`` that the
+predictor builds its prompt from as it is.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import overload
 
 
 class QuestionError(ValueError):
@@ -16,6 +23,34 @@ class QuestionError(ValueError):
 
 class ReferenceRoundError(ValueError):
     """A question or request that refers to a round the dialogue does not have."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """A round's question once checked against its dialogue: what the prompt is built from."""
+
+    text: str
+    """Normalised (``normalize_question``)."""
+    reference_index: int | None
+    """0-based index of the earlier round it refers to, checked to exist; None: it refers to none."""
+
+
+@overload
+def round_index(number: int) -> int: ...
+@overload
+def round_index(number: int | None) -> int | None: ...
+def round_index(number: int | None) -> int | None:
+    """1-based round number -> 0-based round index (None stays None)."""
+    return None if number is None else number - 1
+
+
+@overload
+def round_number(index: int) -> int: ...
+@overload
+def round_number(index: int | None) -> int | None: ...
+def round_number(index: int | None) -> int | None:
+    """0-based round index -> 1-based round number (None stays None)."""
+    return None if index is None else index + 1
 
 
 def normalize_question(question: str) -> str:
@@ -73,3 +108,10 @@ def round_reference(question: str, rounds_so_far: int, reference: int | None = N
     if reference is None:
         return resolve_reference(question, rounds_so_far)
     return check_reference(reference, rounds_so_far)
+
+
+def resolve_question(question: str, rounds_so_far: int, reference_index: int | None = None) -> Question:
+    """The next round's question, normalised, and the round it refers to: ``reference_index`` (0-based) when
+    given (checked), else what the question says."""
+    text = normalize_question(question)
+    return Question(text=text, reference_index=round_reference(text, rounds_so_far, reference_index))

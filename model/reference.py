@@ -8,11 +8,12 @@ with the crop at the top-left; the box is [x_min/W, y_min/H, x_max/W, y_max/H]. 
 from __future__ import annotations
 
 import numpy as np
+from typing_extensions import TypeIs
 
 MIN_REFERENCE_PIXELS = 9  # at or below this, the reference is the whole image
 
 
-def _usable(mask: np.ndarray | None) -> bool:
+def _usable(mask: np.ndarray | None) -> TypeIs[np.ndarray]:
     return mask is not None and int(np.count_nonzero(mask)) > MIN_REFERENCE_PIXELS
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Iterable
+from typing import cast
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -41,7 +42,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerFast:
     """A saved tokenizer, with the MediRound tokens added if the base vocabulary lacks them (LLaVA-Med)."""
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = cast(PreTrainedTokenizerFast, AutoTokenizer.from_pretrained(path))  # saved with tokenizer.json
     missing = [t for t in MODEL_SPECIALS if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)

@@ -11,8 +11,10 @@ A (reference-information ablation: none / crop / crop + box), B (error propagati
 cropped from the model's own masks or from the ground truth), C (masks with and without the guided
 filter refinement, where the model has one), D (what the JCM changes: Dice with minus without it,
 with bootstrap intervals), 3 (the box-prompted SAM alone: an upper bound), plus the real CT-slice
-dialogues. Given a real-brain root, its splits join Tables 1, 2, A and D as ``brain/<split>``, with
-Dice per structure and per structure size (``structures.py``), and Table 3 gets the brain's test split.
+dialogues, and how the answers behave (with JCM): abstention on rounds about structures the image does
+not show, and the JCM quality's calibration against each mask's IoU. Given a real-brain root, its splits
+join Tables 1, 2, A and D as ``brain/<split>``, with Dice per structure and per structure size
+(``structures.py``), and Table 3 gets the brain's test split.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from tqdm import tqdm
 from model.checkpoint import load_checkpoint
 from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Conversation, load
-from model.evaluation.metrics import SegmentationMetric, paired_dice_difference
+from model.evaluation.metrics import (
+    AbstentionMetric,
+    QualityCalibration,
+    SegmentationMetric,
+    intersection_and_union,
+    iou_scores,
+    paired_dice_difference,
+)
 from model.evaluation.structures import mask_scores, per_size, per_structure, write_csv
 from model.mediround import MediRound
 from model.predictor import MultiRoundPredictor
@@ -63,28 +72,47 @@ class Setting:
         return name
 
 
+@dataclass
+class DialogueRun:
+    """What running dialogues measured: masks of the rounds about a structure that is there (``metric``);
+    whether each round answered with a mask exactly when its structure is there (``abstention``); the JCM's
+    quality against each mask's IoU (``calibration``); the first dialogues' predicted masks (``kept``)."""
+
+    metric: SegmentationMetric
+    abstention: AbstentionMetric
+    calibration: QualityCalibration
+    kept: list
+
+
 def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversation], root: Path, setting: Setting,
-                  *, keep: int = 0, progress: bool = False, desc: str = "") -> tuple[SegmentationMetric, list]:
-    """Every round of every dialogue through ``predictor``; returns the metric and the first ``keep``
-    dialogues' predicted masks (for pictures)."""
+                  *, keep: int = 0, progress: bool = False, desc: str = "") -> DialogueRun:
+    """Every round of every dialogue through ``predictor``, keeping the first ``keep`` dialogues' masks (for
+    pictures). A round about a structure the image does not show (no mask) counts for abstention only."""
     predictor.use_jcm, predictor.reference_mode, predictor.refine = setting.jcm, setting.reference, setting.refine
-    metric, kept = SegmentationMetric(), []
+    run = DialogueRun(SegmentationMetric(), AbstentionMetric(), QualityCalibration(), [])
     for i, conv in enumerate(tqdm(conversations, desc=desc, disable=not progress, dynamic_ncols=True)):
         predictor.set_image(root / conv.image)
         masks = []
         for k, r in enumerate(conv.rounds):
             if setting.protocol == "paper":
-                result = predictor.ask(r.question, reference=r.reference, answer=r.answer)
+                result = predictor.ask(r.question, reference_index=r.reference, answer=r.answer,
+                                       answer_has_mask=r.mask is not None)
             else:
                 result = predictor.ask(r.question)
-            truth = load_mask(root / r.mask)
-            metric(result.mask[None], truth[None], rounds=[k], dialogue=i)
+            run.abstention(present=r.mask is not None, answered_mask=result.has_mask)
             masks.append(result.mask)
+            if r.mask is None:
+                continue
+            truth = load_mask(root / r.mask)
+            run.metric(result.mask[None], truth[None], rounds=[k], dialogue=i)
+            if result.has_mask and result.quality is not None:
+                inter, union = intersection_and_union(result.mask[None], truth[None])
+                run.calibration([result.quality], iou_scores(inter, union))
             if setting.references_from == "truth":  # what later rounds would score without propagated errors
                 predictor.rounds[-1] = replace(result, mask=truth)
-        if len(kept) < keep:
-            kept.append((conv, masks))
-    return metric, kept
+        if len(run.kept) < keep:
+            run.kept.append((conv, masks))
+    return run
 
 
 @torch.inference_mode()
@@ -95,14 +123,17 @@ def box_prompted_upper_bound(model: MediRound, conversations: list[Conversation]
     for i, conv in enumerate(conversations):
         image = torch.from_numpy(load_image(root / conv.image)).permute(2, 0, 1)
         enc = model.encode_image(image)
-        targets = np.stack([load_mask(root / r.mask) for r in conv.rounds])
+        rounds = [k for k, r in enumerate(conv.rounds) if r.mask is not None]  # a structure to draw a box on
+        if not rounds:
+            continue
+        targets = np.stack([load_mask(root / conv.rounds[k].mask) for k in rounds])
         boxes = []
         for t in targets:
             ys, xs = np.nonzero(t)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         logits = model.box_masks(enc.sam_embedding, torch.tensor(boxes, dtype=torch.float32), enc.input_size,
                                  enc.original_size, image)  # refined as the model's own masks are
-        metric((logits > 0).numpy(), targets, rounds=list(range(len(targets))), dialogue=i)
+        metric((logits > 0).numpy(), targets, rounds=rounds, dialogue=i)
     return metric
 
 
@@ -137,19 +168,24 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
     results: dict = {"checkpoint": str(checkpoint), "limit": limit, "tables": {}}
 
-    main, runs = {}, {}
+    main, runs, answers = {}, {}, []
     for protocol in protocols:
         for jcm in (False, True):
             setting = Setting(protocol, jcm)
             for split, (root, convs) in sets.items():
-                metric, kept = run_dialogues(predictor, convs, root, setting, keep=pictures if jcm else 0,
-                                             progress=progress, desc=f"{protocol} {setting.label} {split}")
+                run = run_dialogues(predictor, convs, root, setting, keep=pictures if jcm else 0,
+                                    progress=progress, desc=f"{protocol} {setting.label} {split}")
+                metric, kept = run.metric, run.kept
                 main[(protocol, setting.label, split)] = metric.aggregate()
                 runs[(protocol, jcm, split)] = metric
+                if jcm:
+                    answers.append({"protocol": protocol, "split": split, "abstention": run.abstention.aggregate(),
+                                    "quality_calibration": run.calibration.aggregate()})
                 for i, (conv, masks) in enumerate(kept if split.removeprefix(BRAIN) in ("test", "test_hard") else []):
                     name = split.replace("/", "_")
                     _picture(conv, masks, root, out / "samples" / f"{protocol}_{name}_{i}.png", setting.label)
     results["tables"]["main"] = [{"protocol": p, "model": m, "split": s, **r} for (p, m, s), r in main.items()]
+    results["tables"]["answers"] = answers
     results["tables"]["jcm_effect"] = [
         {"protocol": p, "split": s, "beta": predictor.model.jcm.beta,
          **{part: paired_dice_difference(runs[(p, True, s)], runs[(p, False, s)], from_round=first)
@@ -165,9 +201,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
         key = (setting.protocol, setting.label, split)
         if key not in main:
             root, convs = sets[split]
-            metric, _ = run_dialogues(predictor, convs, root, setting, progress=progress,
-                                      desc=f"{setting.protocol} {setting.label} {split}")
-            main[key] = metric.aggregate()
+            run = run_dialogues(predictor, convs, root, setting, progress=progress,
+                                desc=f"{setting.protocol} {setting.label} {split}")
+            main[key] = run.metric.aggregate()
         return main[key]
 
     results["tables"]["reference_ablation"] = [
@@ -219,9 +255,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
         convs = load(REAL_DIALOGUES)
         results["tables"]["real_ct"] = []
         for protocol in protocols:
-            metric, kept = run_dialogues(predictor, convs, Path(REAL_SLICES), Setting(protocol, True), keep=len(convs))
-            results["tables"]["real_ct"].append({"protocol": protocol, **metric.aggregate()})
-            for i, (conv, masks) in enumerate(kept[:pictures]):
+            run = run_dialogues(predictor, convs, Path(REAL_SLICES), Setting(protocol, True), keep=len(convs))
+            results["tables"]["real_ct"].append({"protocol": protocol, **run.metric.aggregate()})
+            for i, (conv, masks) in enumerate(run.kept[:pictures]):
                 _picture(conv, masks, Path(REAL_SLICES), out / "samples" / f"{protocol}_real_{i}.png", "real CT")
 
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -263,6 +299,17 @@ def _table(title: str, header: list[str], rows: list[list]) -> list[str]:
 def _scores(r: dict) -> list[str]:
     """Dice, gIoU and cIoU of one aggregate, in %."""
     return [_pct(r["dice"]), _pct(r["giou"]), _pct(r["ciou"])]
+
+
+def _answer_row(r: dict) -> list:
+    a, q = r["abstention"], r["quality_calibration"]
+
+    def fmt(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    return [r["protocol"], r["split"], a["refused_absent"] + a["masked_absent"], fmt(a["precision"], ".1%"),
+            fmt(a["recall"], ".1%"), fmt(a["false_refusals"], ".1%"), q["n"], fmt(q["ece"], ".3f"),
+            fmt(q["spearman"], ".2f")]
 
 
 def markdown_tables(results: dict) -> str:
@@ -327,6 +374,10 @@ def markdown_tables(results: dict) -> str:
         lines += _table("Real CT slices (SA-Med2D sample, MediRound + JCM)",
                         ["protocol", "rounds", "Dice", "gIoU", "cIoU"],
                         [[r["protocol"], r["overall"]["n"], *_scores(r["overall"])] for r in t["real_ct"]])
+    if t.get("answers"):
+        lines += _table("Answers (with JCM): abstention on structures the image does not show, quality calibration",
+                        ["protocol", "split", "absent asked", "refusal precision", "refusal recall", "false refusals",
+                         "masks scored", "quality ECE", "quality-IoU Spearman"], [_answer_row(r) for r in t["answers"]])
     return "\n".join(lines)
 
 
@@ -366,7 +417,7 @@ def regression_score(checkpoint: str | Path, workdir: str | Path) -> dict:
         generate_dataset(root, seed=spec["seed"], splits={"test": SplitSpec(spec["images"], 1, spec["hard"])},
                          workers=1, progress=False)
     predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
-    metric, _ = run_dialogues(predictor, load(root / "test.json"), root, Setting("auto", True))
+    metric = run_dialogues(predictor, load(root / "test.json"), root, Setting("auto", True)).metric
     return {**spec, **metric.aggregate()["overall"]}
 
 
@@ -385,5 +436,5 @@ def brain_regression_score(checkpoint: str | Path, workdir: str | Path) -> dict:
         generate_dataset(root, seed=spec["seed"], splits={"test": BrainSplitSpec("test", 1, spec["hard"])},
                          stride=spec["stride"], workers=1, progress=False)
     predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
-    metric, _ = run_dialogues(predictor, load(root / "test.json"), root, Setting("auto", True))
+    metric = run_dialogues(predictor, load(root / "test.json"), root, Setting("auto", True)).metric
     return {**spec, **metric.aggregate()["overall"]}

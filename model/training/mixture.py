@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any, Protocol
 
 from torch.utils.data import Dataset
 
@@ -21,11 +22,19 @@ from model.data.dataset import ImageMaskDataset, MRMedSegDataset
 from model.data.rewording import TextAugment
 
 
+class Items(Protocol):
+    """A map-style dataset with a length (torch's ``Dataset`` does not promise one)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Any: ...
+
+
 class Mixture(Dataset):
     """``first`` and ``second`` cycled so that ``second`` makes ``share`` of the items and each item of both
     appears at least once: an epoch (one shuffled pass) sees everything, in the asked proportion."""
 
-    def __init__(self, first: Dataset, second: Dataset, share: float):
+    def __init__(self, first: Items, second: Items, share: float):
         if not 0 < share < 1:
             raise ValueError(f"share must be within (0, 1), got {share}")
         if len(first) == 0 or len(second) == 0:

@@ -30,9 +30,9 @@ def test_rounds_keep_references_and_report_results_at_original_size(predictor, p
     predictor.set_image(phantom_root / conv.image)
     h, w = load_image(phantom_root / conv.image).shape[:2]
     results = [predictor.ask(r.question, answer=r.answer) for r in conv.rounds]
-    assert [r.reference for r in results] == [r.reference for r in conv.rounds]
+    assert [r.reference_index for r in results] == [r.reference for r in conv.rounds]
     for r in results:
-        assert r.has_seg and r.mask.shape == (h, w) and r.mask.dtype == bool and 0.0 <= r.quality <= 1.0
+        assert r.has_mask and r.mask.shape == (h, w) and r.mask.dtype == bool and 0.0 <= r.quality <= 1.0
         assert r.seg_vector.shape == (64,)
     assert [r.index for r in predictor.rounds] == list(range(len(conv.rounds)))
 
@@ -47,20 +47,20 @@ def test_bad_questions_and_references_are_clear_errors_and_leave_the_dialogue_in
         predictor.ask("Segment the lesion inside round 2.")
     predictor.ask("Segment the liver.", answer="It is")
     with pytest.raises(ReferenceRoundError, match="round 5 does not exist; the dialogue has rounds 1..1"):
-        predictor.ask("Segment the lesion.", reference=4)
+        predictor.ask("Segment the lesion.", reference_index=4)
     second = predictor.ask("Segment its lesion.", answer="Sure,")
-    assert second.reference == 0 and len(predictor.rounds) == 2
+    assert second.reference_index == 0 and len(predictor.rounds) == 2
 
 
 def test_an_answer_without_seg_is_reported_not_a_crash(predictor, phantom_root):
     predictor.set_image(phantom_root / load(phantom_root / "test.json")[0].image)
     result = predictor.ask("Segment the liver.", answer="")  # forced "[SEG]." -> has SEG
-    assert result.has_seg
+    assert result.has_mask
     seg = predictor.model.token_ids["seg"]
     with torch.no_grad():
         predictor.model.mllm.lm_head.weight[seg] = -1e4  # this model can never say [SEG]
     result = predictor.ask("Segment the spleen.")
-    assert not result.has_seg and result.quality is None and not result.mask.any() and result.box is None
+    assert not result.has_mask and result.quality is None and not result.mask.any() and result.box is None
 
 
 @pytest.mark.parametrize("form", ["grey16", "rgba", "grey8", "png_bytes"])
@@ -83,7 +83,7 @@ def test_the_key_value_cache_gives_what_a_full_recompute_gives(predictor, phanto
     predictor.set_image(phantom_root / conv.image)
     results = [predictor.ask(r.question, answer=r.answer) for r in conv.rounds]
     model, ids = predictor.model, torch.tensor([predictor.state.tokens])
-    refs = [results[r.reference].mask for r in results if r.reference is not None]
+    refs = [results[r.reference_index].mask for r in results if r.reference_index is not None]
     crop, box = model.reference_tokens(predictor.image, refs)
     with torch.no_grad():
         x = model.embed(ids, image_features=predictor.encoding.image_features, crop_tokens=crop, box_tokens=box)
@@ -129,10 +129,11 @@ def test_dialogues_decoded_together_answer_as_each_alone(phantom_root):
         b.set_image(phantom_root / conv.image)
     for r in range(max(len(c.rounds) for c in convs)):
         live = [k for k, c in enumerate(convs) if r < len(c.rounds)]
-        turns = reason_together([together[k] for k in live], [(convs[k].rounds[r].question, None) for k in live])
+        questions = [together[k].resolve(convs[k].rounds[r].question) for k in live]
+        turns = reason_together([together[k] for k in live], questions)
         for k, turn in zip(live, turns, strict=True):
             expected, got = alone[k].ask(convs[k].rounds[r].question), together[k].segment(turn)
-            assert got.answer_ids == expected.answer_ids and got.reference == expected.reference
+            assert got.answer_ids == expected.answer_ids and got.reference_index == expected.reference_index
             assert (got.mask != expected.mask).mean() < 1e-3  # the same up to float rounding of the batch
         assert [together[k].state.tokens for k in live] == [alone[k].state.tokens for k in live]
 
@@ -148,12 +149,15 @@ def test_a_refused_question_in_a_batch_leaves_the_others_running(phantom_root):
     for p in predictors:
         p.set_image(phantom_root / conv.image)
     question = conv.rounds[0].question
-    turns = reason_together(predictors, [(question, None), ("organ " * 200, None), (question, 3)])
-    assert isinstance(turns[1], QuestionError) and isinstance(turns[2], ReferenceRoundError)
-    assert predictors[1].state.tokens == predictors[2].state.tokens == []  # nothing was prefilled
+    with pytest.raises(ReferenceRoundError):  # resolved before the batch, where the dialogue is known
+        predictors[2].resolve(question, 3)
+    questions = [question, "organ " * 200, question]
+    turns = reason_together(predictors, [p.resolve(q) for p, q in zip(predictors, questions, strict=True)])
+    assert isinstance(turns[1], QuestionError) and not isinstance(turns[2], Exception)
+    assert predictors[1].state.tokens == []  # nothing was prefilled
     alone = MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length)
     alone.set_image(phantom_root / conv.image)
-    assert turns[0].answer_ids == alone.reason(question).answer_ids
+    assert turns[0].answer_ids == alone.reason(alone.resolve(question)).answer_ids
 
 
 def test_prefill_rebuilds_a_dialogue_in_one_pass(predictor, phantom_root):
@@ -161,7 +165,7 @@ def test_prefill_rebuilds_a_dialogue_in_one_pass(predictor, phantom_root):
     assert other.state.tokens == predictor.state.tokens[: len(other.state.tokens)] and len(other.rounds) == 3
     again = other.ask(conv.rounds[3].question)
     assert again.answer_ids == done[3].answer_ids
-    if done[3].has_seg:
+    if done[3].has_mask:
         assert np.allclose(again.seg_vector, done[3].seg_vector, atol=1e-4)
 
 

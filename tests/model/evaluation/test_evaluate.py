@@ -40,7 +40,13 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
     md = (tmp_path / "tables.md").read_text()
     assert "### Table 1 (paper protocol)" in md and "### Table 2 (auto protocol, test_hard)" in md
     assert all(f"### {name}" in md for name in ("Table A", "Table B", "Table C", "Table D", "Table 3 analogue",
-                                              "Real CT slices"))
+                                              "Real CT slices", "Answers (with JCM)"))
+    answers = {(r["protocol"], r["split"]): r for r in tables["answers"]}
+    assert set(answers) == {(p, s) for p in ("paper", "auto") for s in ("val", "test", "test_hard", "test_unseen")}
+    for r in answers.values():  # the fixture's splits ask only about what the image shows
+        counts = r["abstention"]
+        assert counts["refused_absent"] + counts["masked_absent"] == 0 and r["abstention"]["recall"] is None
+        assert r["quality_calibration"]["n"] == counts["masked_present"] and 0 <= r["quality_calibration"]["ece"] <= 1
     assert (tmp_path / "per_round.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
         f"{p}_{s}_0.png" for p in ("paper", "auto") for s in ("test", "test_hard", "real"))
@@ -50,7 +56,7 @@ def test_ground_truth_references_replace_the_masks_later_rounds_crop_from(phanto
     predictor = MultiRoundPredictor.from_checkpoint(SHIPPED_TINY)
     conv = load(phantom_root / "test_hard.json")[0]
     truths = [load_mask(phantom_root / r.mask) for r in conv.rounds]
-    metric, kept = run_dialogues(predictor, [conv], phantom_root, Setting("paper", references_from="truth"), keep=1)
+    kept = run_dialogues(predictor, [conv], phantom_root, Setting("paper", references_from="truth"), keep=1).kept
     assert all((r.mask == t).all() for r, t in zip(predictor.rounds, truths, strict=True))
     assert not all((m == t).all() for m, t in zip(kept[0][1], truths, strict=True))  # scored on its own masks
     run_dialogues(predictor, [conv], phantom_root, Setting("paper"))

@@ -76,3 +76,22 @@ def test_the_language_model_sees_pooled_litemedsam_cells_and_alignment_trains_th
     assert np.isfinite(last["loss"]) and stage.embeddings.computed == 2
     learns = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert learns == {"mllm", "sam_projector"}
+
+
+def test_a_dialogue_on_the_litemedsam_model_runs_its_encoder_once(phantom_root, phantom_tokenizer):
+    """Two rounds, the second referring to the first: the image tokens and the reference token both come from
+    the one LiteMedSAM pass of ``set_image`` (weights of the MLLM random; answers forced)."""
+    from model.predictor import MultiRoundPredictor
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny()
+    cfg.mllm.text["vocab_size"] = len(phantom_tokenizer)
+    model = build_model(cfg, phantom_tokenizer).eval()
+    passes = []
+    model.sam.image_encoder.register_forward_hook(lambda *_: passes.append(1))
+    predictor = MultiRoundPredictor(model, phantom_tokenizer, max_length=cfg.mllm.max_length)
+    predictor.set_image(ImageMaskDataset(phantom_root, "train")[0]["image"])
+    first = predictor.ask("Segment the liver.", answer="Sure, the liver is")
+    second = predictor.ask("Segment the lesion inside it.", answer="The lesion inside the liver of round 1 is")
+    assert first.has_mask and second.reference_index == 0 and second.mask.shape == first.mask.shape
+    assert len(passes) == 1
