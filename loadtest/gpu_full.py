@@ -44,7 +44,8 @@ def stage_memory(predictor: MultiRoundPredictor, dialogue, device: str) -> dict[
     model = predictor.model
     measure("image encoders", lambda: predictor.set_image(dialogue.image))
     for question in dialogue.questions:
-        predictor.segment(measure("reasoning (prefill + generation)", lambda q=question: predictor.reason(q)))
+        asked = predictor.resolve(question)
+        predictor.segment(measure("reasoning (prefill + generation)", lambda q=asked: predictor.reason(q)))
     seg = torch.randn(1, model.sam.prompt_encoder.embed_dim, device=model.device, dtype=model.dtype)
     measure("JCM + mask decoder", lambda: judge_and_decode(model, predictor.encoding, seg))
     return peaks

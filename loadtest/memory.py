@@ -9,6 +9,9 @@ rounds, as a teaching platform or a PACS does. At every checkpoint it records th
 (USS) of the front process and of every Serve replica, and Redis's ``used_memory`` and key count.
 Prints a table and writes ``memory.json``. Bounded caches (the encoder's LRU, the Reasoner's dialogue
 LRU) fill first, so "flat" means flat once they are full: the table shows where they fill.
+
+``--trace N`` also traces the front's Python allocations (tracemalloc) from the first checkpoint after
+warm-up to the end and prints the N places whose live memory grew most, with the growth per session.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import io
 import json
 import os
+import tracemalloc
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -70,7 +74,18 @@ def _image(k: int, base: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def run(sessions: int, every: int, out: Path) -> list[Checkpoint]:
+def _growth(start: tracemalloc.Snapshot, sessions: int, top: int) -> str:
+    """The ``top`` allocation sites (3 frames) whose live memory grew most since ``start``, per session."""
+    diff = tracemalloc.take_snapshot().compare_to(start, "traceback")
+    lines = [f"front allocations that grew over {sessions} traced sessions (tracemalloc):"]
+    for stat in diff[:top]:
+        where = " <- ".join(f"{f.filename.rsplit('site-packages/', 1)[-1]}:{f.lineno}" for f in stat.traceback[:3])
+        lines.append(f"  {stat.size_diff / 1024:+9.1f} KiB ({stat.size_diff / sessions:+7.0f} B/session, "
+                     f"{stat.count_diff:+d} blocks)  {where}")
+    return "\n".join(lines)
+
+
+def run(sessions: int, every: int, out: Path, trace: int = 0) -> list[Checkpoint]:
     base = np.asarray(Image.open(REAL_SLICES / load(REAL_DIALOGUES)[0].image).convert("L"))
     options = ServiceOptions(server=ServerOptions(address="127.0.0.1:0"))
     with BackgroundService(options) as service, MediRoundClient(service.address) as client:
@@ -86,7 +101,7 @@ def run(sessions: int, every: int, out: Path) -> list[Checkpoint]:
                   + f", Redis {point.redis_used_mib:.1f} MiB / {point.redis_keys} keys", flush=True)
             return point
 
-        points = [checkpoint(0)]
+        points, traced = [checkpoint(0)], None
         for k in range(1, sessions + 1):
             session = client.create_session(_image(k, base), metadata={"course": "anatomy-101"})
             for question in QUESTIONS:
@@ -94,6 +109,11 @@ def run(sessions: int, every: int, out: Path) -> list[Checkpoint]:
             client.delete(session.id)
             if k % every == 0:
                 points.append(checkpoint(k))
+                if trace and traced is None:  # after warm-up: caches and pools have their size
+                    tracemalloc.start(3)
+                    traced = (k, tracemalloc.take_snapshot())
+        if traced is not None:
+            print(_growth(traced[1], sessions - traced[0], trace), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "memory.json").write_text(json.dumps([asdict(p) for p in points], indent=2))
     return points
@@ -115,8 +135,10 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--every", type=int, default=100, help="sessions between checkpoints")
     parser.add_argument("--out", default="out/memory")
+    parser.add_argument("--trace", type=int, default=0, metavar="N",
+                        help="trace the front's allocations after the first checkpoint; print the N that grew most")
     args = parser.parse_args()
-    print(markdown(run(args.sessions, args.every, Path(args.out))))
+    print(markdown(run(args.sessions, args.every, Path(args.out), args.trace)))
 
 
 if __name__ == "__main__":

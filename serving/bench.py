@@ -92,7 +92,8 @@ class NaiveServer:
             return p.ask(question)
 
     def hold(self, dialogue: ScriptedDialogue) -> list[float]:
-        history, seconds = [], []
+        history: list[RoundResult] = []
+        seconds: list[float] = []
         for question in dialogue.questions:
             t = time.perf_counter()
             history.append(self.round(dialogue.image, history, question))
@@ -139,7 +140,7 @@ def _batched_pass(new_predictor: Callable[[], MultiRoundPredictor], dialogues: l
     for k in range(max(len(d.questions) for d in dialogues)):
         t = time.perf_counter()
         now = [(p, d) for p, d in zip(predictors, dialogues, strict=True) if k < len(d.questions)]
-        turns = reason_together([p for p, _ in now], [(d.questions[k], None) for _, d in now])
+        turns = reason_together([p for p, _ in now], [p.resolve(d.questions[k]) for p, d in now])
         for (p, _), turn in zip(now, turns, strict=True):
             if isinstance(turn, Exception):
                 raise turn  # the bench's questions are the dataset's: a refusal is a bug

@@ -119,7 +119,7 @@ def _chat(args) -> int:
     import grpc
 
     from mediround.v1 import mediround_pb2 as pb
-    from serving.client import MediRoundClient
+    from serving.client import MediRoundClient, readable_answer
 
     with MediRoundClient(args.address, token=args.token) as client:
         options = None
@@ -144,10 +144,10 @@ def _chat(args) -> int:
                 break
             r = client.ask(session.id, question)
             box = f" box ({r.box.x_min},{r.box.y_min})-({r.box.x_max},{r.box.y_max})" if r.has_mask else ""
-            print(f"  {r.answer}  [q {r.quality:.2f}{', corrected' if r.corrected else ''}{box}; "
+            print(f"  {readable_answer(r.answer)}  [q {r.quality:.2f}{', corrected' if r.corrected else ''}{box}; "
                   f"reference round {r.reference_round or '-'}; {r.timings.total_ms:.0f} ms]")
             if args.save_masks and r.has_mask:
-                path = Path(args.save_masks) / f"{session.id}_round{r.index}.png"
+                path = Path(args.save_masks) / f"{session.id}_round{r.number}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(r.mask_png)
                 print(f"  mask: {path}")

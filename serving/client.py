@@ -18,13 +18,23 @@ from PIL import Image
 
 from mediround.v1 import mediround_pb2 as pb
 from mediround.v1 import mediround_pb2_grpc as pb_grpc
+from serving.retries import Backoff, retry
+
+RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+"""What a ``CreateSession`` is sent again after (with the same request id): the reply may have been lost."""
+CREATE_BACKOFF = Backoff(first_s=0.5, longest_s=2.0, retries=2)
+
+
+def _lost_reply(error: Exception) -> bool:
+    return isinstance(error, grpc.RpcError) and error.code() in RETRIED_CODES
 
 
 class MediRoundClient:
     """Blocking client; ``token`` adds bearer-token metadata, ``root_certificates`` switches to TLS."""
 
     def __init__(self, address: str, *, token: str | None = None, root_certificates: bytes | None = None,
-                 timeout: float = 120.0, max_message_bytes: int = 64 * 2**20):
+                 timeout: float = 120.0, max_message_bytes: int = 64 * 2**20,
+                 create_backoff: Backoff = CREATE_BACKOFF):
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
         if root_certificates is not None:
@@ -33,27 +43,38 @@ class MediRoundClient:
             self.channel = grpc.insecure_channel(address, options)
         self.stub = pb_grpc.MediRoundStub(self.channel)
         self.metadata = [("authorization", f"Bearer {token}")] if token else []
-        self.timeout = timeout
+        self.timeout, self.create_backoff = timeout, create_backoff
 
     def _call(self, method: str, request, timeout: float | None = None):
         return getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=self.metadata)
 
     def create_session(self, image: bytes | str | Path, metadata: dict[str, str] | None = None,
-                       ttl_seconds: int = 0, *, dicom_options: pb.DicomOptions | None = None) -> pb.Session:
+                       ttl_seconds: int = 0, *, dicom_options: pb.DicomOptions | None = None,
+                       request_id: str | None = None) -> pb.Session:
         """A session on PNG, JPEG, TIFF or DICOM bytes (or a file of them); ``dicom_options`` pick a DICOM
-        image's frame and window, e.g. ``pb.DicomOptions(window_preset="ct-abdomen")``."""
+        image's frame and window, e.g. ``pb.DicomOptions(window_preset="ct-abdomen")``.
+
+        Sent with ``request_id`` (a fresh one by default) and sent again with the same id after a lost reply
+        (``create_backoff``): the server makes one session however many times it arrives."""
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
-        return self._call("CreateSession", pb.CreateSessionRequest(
-            image=data, metadata=metadata or {}, ttl_seconds=ttl_seconds, dicom_options=dicom_options))
+        return self._create(pb.CreateSessionRequest(image=data, metadata=metadata or {}, ttl_seconds=ttl_seconds,
+                                                    dicom_options=dicom_options,
+                                                    request_id=request_id or uuid.uuid4().hex))
 
     def create_session_from_pacs(self, pacs: str, study_uid: str, series_uid: str, sop_instance_uid: str, *,
                                  metadata: dict[str, str] | None = None, ttl_seconds: int = 0,
-                                 dicom_options: pb.DicomOptions | None = None) -> pb.Session:
-        """A session on an instance the server fetches from ``pacs``, one of the PACS it is configured with."""
+                                 dicom_options: pb.DicomOptions | None = None,
+                                 request_id: str | None = None) -> pb.Session:
+        """A session on an instance the server fetches from ``pacs``, one of the PACS it is configured with;
+        sent again after a lost reply as ``create_session`` is."""
         ref = pb.DicomInstanceRef(pacs=pacs, study_instance_uid=study_uid, series_instance_uid=series_uid,
                                   sop_instance_uid=sop_instance_uid)
-        return self._call("CreateSession", pb.CreateSessionRequest(
-            dicom_instance=ref, metadata=metadata or {}, ttl_seconds=ttl_seconds, dicom_options=dicom_options))
+        return self._create(pb.CreateSessionRequest(dicom_instance=ref, metadata=metadata or {},
+                                                    ttl_seconds=ttl_seconds, dicom_options=dicom_options,
+                                                    request_id=request_id or uuid.uuid4().hex))
+
+    def _create(self, request: pb.CreateSessionRequest) -> pb.Session:
+        return retry(lambda: self._call("CreateSession", request), _lost_reply, self.create_backoff)
 
     def ask(self, session_id: str, question: str, *, reference_round: int = 0, request_id: str | None = None,
             timeout: float | None = None) -> pb.Round:
@@ -72,8 +93,9 @@ class MediRoundClient:
         return list(self._call("ListRounds", pb.ListRoundsRequest(session_id=session_id,
                                                                   include_masks=include_masks)).rounds)
 
-    def round(self, session_id: str, index: int) -> pb.Round:
-        return self._call("GetRound", pb.GetRoundRequest(session_id=session_id, index=index))
+    def get_round(self, session_id: str, number: int) -> pb.Round:
+        """Round ``number`` (1-based) of the session."""
+        return self._call("GetRound", pb.GetRoundRequest(session_id=session_id, number=number))
 
     def session(self, session_id: str) -> pb.Session:
         return self._call("GetSession", pb.GetSessionRequest(session_id=session_id))
@@ -112,3 +134,8 @@ class MediRoundClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def readable_answer(answer: str) -> str:
+    """An answer for people: ``[mask]`` where the model said ``[SEG]`` (the raw token is never shown)."""
+    return answer.replace("[SEG]", "[mask]")

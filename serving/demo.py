@@ -12,6 +12,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from mediround.v1 import mediround_pb2 as pb
 from model.data.brain_demo import held_out_brain_dialogue
 from model.data.images import load_mask
@@ -20,7 +22,7 @@ from model.data.phantoms.generate import SplitSpec, generate_dataset
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
 from model.data.show import render_conversation
 from model.evaluation.metrics import dice_scores, intersection_and_union
-from serving.client import MediRoundClient
+from serving.client import MediRoundClient, readable_answer
 from serving.front.server import ServerOptions
 from serving.runtime.service import BackgroundService, ServiceOptions
 
@@ -46,13 +48,15 @@ def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -
                 for r in conv.rounds:
                     result = client.ask(session.id, r.question)
                     mask = client.mask(result)
-                    truth = load_mask(root / r.mask)
+                    # a round about a structure the image does not show has no mask: its truth is empty
+                    truth = load_mask(root / r.mask) if r.mask else np.zeros((session.height, session.width), bool)
                     shown = mask if mask is not None else truth & False
                     dice = dice_scores(*intersection_and_union(shown[None], truth[None]))[0]
                     ref = f"round {result.reference_round}" if result.reference_round else "none"
                     judged = (f"q {result.quality:.2f}{', corrected' if result.corrected else ''}" if result.has_mask
-                              else "no [SEG]")
-                    print(f"  round {result.index}: {r.question}\n    -> {result.answer}   [reference: {ref}; "
+                              else "no mask")
+                    print(f"  round {result.number}: {r.question}\n    -> {readable_answer(result.answer)}   "
+                          f"[reference: {ref}; "
                           f"{judged}; Dice against the ground truth {dice:.2f}; {result.timings.total_ms:.0f} ms]")
                     masks.append(shown)
                     answers.append(result.answer.replace("[SEG]", "").strip(" ."))
@@ -74,11 +78,10 @@ def dicom_dialogue(client: MediRoundClient, out: Path) -> None:
     """A dialogue on a DICOM instance, as a PACS would hold it: the session reports what it rendered, and the
     rounds come back as one DICOM SEG (written to ``out``), whose segments are the rounds' masks."""
     import highdicom as hd
-    import numpy as np
     from pydicom.data import get_testdata_file
 
     out.mkdir(parents=True, exist_ok=True)
-    session = client.create_session(get_testdata_file(DICOM_CT), metadata={"demo": "dicom"},
+    session = client.create_session(str(get_testdata_file(DICOM_CT)), metadata={"demo": "dicom"},
                                     dicom_options=pb.DicomOptions(window_preset="ct-bone"))
     d = session.dicom
     print(f"\n== DICOM {d.modality} {DICOM_CT} ({session.width}x{session.height}), session {session.id}: "
@@ -87,14 +90,14 @@ def dicom_dialogue(client: MediRoundClient, out: Path) -> None:
     rounds = [client.ask(session.id, q) for q in DICOM_QUESTIONS]
     for r in rounds:
         ref = f"round {r.reference_round}" if r.reference_round else "none"
-        print(f"  round {r.index}: {r.question}\n    -> {r.answer}   [reference: {ref}; "
+        print(f"  round {r.number}: {r.question}\n    -> {readable_answer(r.answer)}   [reference: {ref}; "
               f"q {r.quality:.2f}; {r.timings.total_ms:.0f} ms]")
     seg = client.segmentation(session.id)
     path = out / "dialogue-seg.dcm"
     path.write_bytes(seg.dicom)
     read = hd.seg.segread(path)
     pixels = read.get_pixels_by_source_instance([d.sop_instance_uid], combine_segments=False)[0]
-    same = all(np.array_equal(pixels[..., k], client.mask(r))
+    same = all(np.array_equal(pixels[..., k], np.asarray(client.mask(r)))
                for k, r in enumerate(r for r in rounds if r.has_mask))
     print(f"  DICOM SEG {seg.sop_instance_uid}: rounds {list(seg.rounds)} as segments "
           f"{', '.join(s.SegmentLabel for s in read.SegmentSequence)}; frames equal the PNG masks: {same}\n"

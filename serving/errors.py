@@ -1,7 +1,8 @@
 """Domain errors: what the dialogue, the model steps and the DICOM edge raise. No gRPC here.
 
-The store raises its own (``serving.store``), the questions theirs (``model.questions``); the front maps all
-of them to status codes once, in ``serving.front.status``, with the error's message as the detail.
+The store raises its own (``serving.store``, and ``RequestIdReused`` for a session), the questions theirs
+(``model.questions``); the front maps all of them to status codes once, in ``serving.front.status``, with the
+error's message as the detail.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class InvalidTTL(ValueError):
 
 
 class RequestIdReused(ValueError):
-    """A request id that already made a round, sent again with a different request."""
+    """A request id that already made a round or a session, sent again with a different request."""
 
 
 class StepUnavailable(ConnectionError):

@@ -16,7 +16,9 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class DicomSource:
-    """A DICOM source's identity and the rendering that made the model's picture of it (``serving.dicom``)."""
+    """A DICOM source's identity and the rendering that made the model's picture of it: all of the edge's
+    ``serving.dicom.pixels.DicomIdentity`` and the part of its ``DicomRendering`` the API reports (the proto's
+    ``DicomSource``), under the same names; ``serving.dicom.edge`` builds it from them."""
 
     study_instance_uid: str
     series_instance_uid: str
@@ -105,7 +107,8 @@ class Round:
 
     def prior(self) -> PriorTurn:
         """What the reasoning step needs of this round in a later one."""
-        return PriorTurn(self.question, self.reference_round, tuple(self.answer_ids))
+        return PriorTurn(question=self.question, reference_round=self.reference_round,
+                         answer_ids=tuple(self.answer_ids))
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,8 @@ class Encoding:
 
     ref: object
     cache_hit: bool
+    image_key: str = ""
+    """The image's name in the store and the caches (``serving.store.content_key``)."""
 
 
 @dataclass
@@ -192,6 +197,15 @@ class ReasonerStats:
     """Rounds that built it: first rounds and rebuilds from the store."""
     dialogues: int
     batches: int
+
+
+@dataclass
+class CachedData:
+    """What one replica holds of one session: its image's encoding, its dialogue's key/value cache."""
+
+    replica: str
+    image: bool
+    dialogue: bool
 
 
 def encode_mask(mask: np.ndarray) -> bytes:

@@ -4,7 +4,9 @@ three applications, and ``ServePipeline``, the ``Pipeline`` over their handles. 
 Three applications (``encoder``, ``reasoner``, ``segmenter``), each one deployment; replicas, CPU/GPU
 shares, batch sizes and waits come from a config in ``serve build``'s schema (``deploy/serve/``).
 ``deploy_pipeline`` deploys them and returns the ``ServePipeline`` the gRPC front calls;
-``attach_pipeline`` takes that of applications already running (a KubeRay RayService).
+``attach_pipeline`` takes that of applications already running (a KubeRay RayService). Both use Serve's
+public API only: building an application imports the model steps (torch), so ``deploy_pipeline`` has a
+Ray task build and run them (``serving.replicas.app.run_targets``), never the front process.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import copy
 import time
 from pathlib import Path
 
+import ray
 import yaml
 from ray import serve
 from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayTaskError, WorkerCrashedError
@@ -54,15 +57,11 @@ class ServePipeline:
     def __init__(self, encoder, reasoner, segmenter):
         self.encoder, self.reasoner, self.segmenter = encoder, reasoner, segmenter
 
-    async def encode(self, sha256: str, image: bytes | None = None) -> Encoding:
-        return await _result(self.encoder.encode.remote(sha256, image))
+    async def encode(self, image_key: str, image: bytes | None = None) -> Encoding:
+        return await _result(self.encoder.encode.remote(image_key, image))
 
     async def reason(self, request: ReasonRequest) -> ReasonedTurn:
-        # The session id as multiplexed model id: what ``SessionAffinityRouter`` routes on.
-        handle = self.reasoner
-        if request.session_id is not None:
-            handle = handle.options(multiplexed_model_id=request.session_id)
-        return await _result(handle.reason.remote(request))
+        return await _result(self.reasoner.reason.remote(request))  # routed by its session (SessionAffinityRouter)
 
     async def decode(self, request: MaskRequest) -> DecodedMask:
         return await _result(self.segmenter.decode.remote(request))  # one batch item
@@ -87,14 +86,20 @@ def load_serve_config(path: str | Path | None = None, *, checkpoint: str | Path 
 
 def deploy_pipeline(config: dict, *, timeout: float = 600.0) -> ServePipeline:
     """Deploy the three applications of ``config`` on the connected Ray cluster; wait until running."""
-    from ray.serve._private import api as serve_api
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
-    client = serve_api.serve_start(http_options=schema.http_options.model_dump(),
-                                   proxy_location=schema.proxy_location)
-    client.deploy_apps(schema)
+    serve.start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
+    ray.get(_run_applications.remote(config))
     return attach_pipeline(timeout=timeout)
+
+
+@ray.remote(num_cpus=0, max_calls=1)  # one call per worker: the torch it imported leaves with it
+def _run_applications(config: dict) -> None:
+    """Build and run the config's applications (in a Ray worker: building imports the model steps)."""
+    from serving.replicas.app import run_targets
+
+    serve.run_many(run_targets(config), wait_for_applications_running=False)
 
 
 def attach_pipeline(*, timeout: float = 600.0) -> ServePipeline:

@@ -4,7 +4,8 @@ Schema (``mr`` is the key prefix; a session's keys share its expiry, which its r
 do not; an image and what is derived from it live exactly as long as the last session that uses it):
 
     mr:session:{id}            hash    image_sha256, image_key, width, height, created, expires, ttl, version, tenant,
-                                       metadata (JSON); version = number of rounds appended
+                                       metadata (JSON), create_key (when its CreateSession had a request id);
+                                       version = number of rounds appended
     mr:session:{id}:rounds     list    one JSON document per round, oldest first (number = position + 1):
                                        question, answer, answer_ids, reference_round (1-based or null),
                                        mask (PNG, base64), box, quality, corrected, has_mask,
@@ -26,6 +27,9 @@ do not; an image and what is derived from it live exactly as long as the last se
     mr:encoding:{model}:{key}  string  the image encoder's shared tier: one model's encoding of one image
                                        (``serving.replicas.steps.EncodedImage``); only for stored images
     mr:tenant:{name}:sessions  zset    session id -> expiry (unix time): the tenant's live sessions
+    mr:tenant:{name}:create:{request_id}
+                               string  id of the session that CreateSession request made (a retried request
+                                       returns it, makes none); lives and leaves with that session
 
 The image, its ``sessions`` set and its encodings expire with the longest-lived session using them, and
 ``DeleteSession`` of the last one deletes them at once. The scripts build the derived key names from
@@ -45,16 +49,19 @@ import contextlib
 import hashlib
 import json
 import logging
-import secrets
 import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from typing import cast
 
 import numpy as np
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.lock import Lock
+from redis.exceptions import LockError
 
+from serving.errors import RequestIdReused
 from serving.messages import DicomSource, Round, RoundTimings, Session
 
 log = logging.getLogger(__name__)
@@ -97,16 +104,17 @@ def content_key(image_sha256: str, tenant: str) -> str:
     return hashlib.sha256(f"{tenant}\0{image_sha256}".encode()).hexdigest() if tenant else image_sha256
 
 
-def image_key(sha256: str) -> str:
-    return key("image", sha256)
+def image_bytes_key(image_key: str) -> str:
+    """The Redis key of the image bytes stored as ``image_key`` (its ``content_key``)."""
+    return key("image", image_key)
 
 
 def rounds_key(session_id: str) -> str:
     return key("session", session_id, "rounds")
 
 
-def encoding_key(model: str, sha256: str) -> str:
-    return key("encoding", model, sha256)
+def encoding_key(model: str, image_key: str) -> str:
+    return key("encoding", model, image_key)
 
 
 SESSION_PARTS = ("rounds", "requests", "lock", "dicom")
@@ -117,13 +125,18 @@ def session_keys(session_id: str) -> list[str]:
     return [key("session", session_id), *(key("session", session_id, part) for part in SESSION_PARTS)]
 
 
-def image_keys(sha256: str) -> list[str]:
+def image_keys(image_key: str) -> list[str]:
     """The image's bytes, sessions set and encodings set keys, in that order."""
-    return [image_key(sha256), key("image", sha256, "sessions"), key("image", sha256, "encodings")]
+    return [image_bytes_key(image_key), key("image", image_key, "sessions"), key("image", image_key, "encodings")]
 
 
 def tenant_key(tenant: str) -> str:
     return key("tenant", tenant, "sessions")
+
+
+def create_key(tenant: str, request_id: str) -> str:
+    """The key that remembers which session a CreateSession ``request_id`` of ``tenant`` made."""
+    return key("tenant", tenant, "create", request_id)
 
 
 def round_to_json(record: Round) -> str:
@@ -148,12 +161,22 @@ def round_from_json(text: str | bytes) -> Round:
     return Round(**d)
 
 
-# KEYS: session, image, image sessions, tenant sessions, DICOM header; ARGV: image bytes, session id, ttl,
-# now, session fields (JSON), max sessions of the tenant (0: no limit), DICOM header ('' without one)
+# KEYS: session, image, image sessions, tenant sessions, DICOM header, create request; ARGV: image bytes, session id,
+# ttl, now, session fields (JSON), max sessions of the tenant (0: no limit), DICOM header ('' without one), request
+# id ('' without one), image key. Returns {1, id} made, {2, id} the request made it before, {3, id} the request made
+# it before on another image, {0, ''} the tenant has its most sessions.
 _CREATE = """
+if ARGV[8] ~= '' then
+  local made = redis.call('GET', KEYS[6])
+  if made then
+    local named = redis.call('HGET', 'mr:session:' .. made, 'image_key')
+    if named == ARGV[9] then return {2, made} end
+    if named then return {3, made} end
+  end
+end
 local ttl, now = tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if tonumber(ARGV[6]) > 0 and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[6]) then return 0 end
+if tonumber(ARGV[6]) > 0 and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[6]) then return {0, ''} end
 redis.call('SET', KEYS[2], ARGV[1], 'NX')
 redis.call('SADD', KEYS[3], ARGV[2])
 for _, k in ipairs({KEYS[2], KEYS[3]}) do
@@ -165,7 +188,8 @@ redis.call('EXPIRE', KEYS[1], ttl)
 if ARGV[7] ~= '' then redis.call('SET', KEYS[5], ARGV[7], 'EX', ttl) end
 redis.call('ZADD', KEYS[4], now + ttl, ARGV[2])
 if redis.call('TTL', KEYS[4]) < ttl then redis.call('EXPIRE', KEYS[4], ttl) end
-return 1
+if ARGV[8] ~= '' then redis.call('SET', KEYS[6], ARGV[2], 'EX', ttl) end
+return {1, ARGV[2]}
 """
 
 # KEYS: session, rounds, requests, DICOM header; ARGV: expected version, request_id, round JSON, ttl seconds, now
@@ -183,8 +207,10 @@ redis.call('HSET', KEYS[1], 'version', n, 'expires', expires)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], n) end
 for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ttl) end
 local sid = string.sub(KEYS[1], string.len('mr:session:') + 1)
-local sha, tenant, named = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant', 'image_key'))
+local sha, tenant, named, made = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant', 'image_key',
+                                                  'create_key'))
 sha = named or sha
+if made then redis.call('EXPIRE', made, ttl) end
 for _, k in ipairs({'mr:image:' .. sha, 'mr:image:' .. sha .. ':sessions'}) do
   local t = redis.call('TTL', k)
   if t >= 0 and t < ttl then redis.call('EXPIRE', k, ttl) end
@@ -198,8 +224,10 @@ return {n, n}
 # KEYS: session, rounds, requests, lock, DICOM header; ARGV: session id. Deletes the session, and the image with its
 # encodings when no live session uses it any more (else their expiry shrinks to the longest remaining).
 _DELETE = """
-local sha, tenant, named = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant', 'image_key'))
+local sha, tenant, named, made = unpack(redis.call('HMGET', KEYS[1], 'image_sha256', 'tenant', 'image_key',
+                                                  'create_key'))
 sha = named or sha
+if made and redis.call('GET', made) == ARGV[1] then redis.call('DEL', made) end
 local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if not sha then return existed end
 redis.call('ZREM', 'mr:tenant:' .. (tenant or '') .. ':sessions', ARGV[1])
@@ -230,18 +258,6 @@ redis.call('SET', KEYS[3], ARGV[1], 'PX', t)
 redis.call('SADD', KEYS[2], KEYS[3])
 if redis.call('PTTL', KEYS[2]) < t then redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1])) end
 return 1
-"""
-
-# KEYS: lock; ARGV: token
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# KEYS: lock; ARGV: token, lease in ms
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
 """
 
 
@@ -279,8 +295,6 @@ class RedisSessionStore:
         self._create = self.redis.register_script(_CREATE)
         self._append = self.redis.register_script(_APPEND)
         self._delete = self.redis.register_script(_DELETE)
-        self._release = self.redis.register_script(_RELEASE)
-        self._renew = self.redis.register_script(_RENEW)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -290,45 +304,60 @@ class RedisSessionStore:
     async def create_session(self, image: bytes, sha256: str, size: tuple[int, int], *,
                              metadata: dict[str, str] | None = None, ttl: int = 0, tenant: str = "",
                              max_sessions: int = 0, source_sha256: str = "", dicom: DicomSource | None = None,
-                             dicom_header: bytes = b"") -> Session:
+                             dicom_header: bytes = b"", request_id: str = "") -> Session:
         """A new session of ``tenant`` on ``image`` (stored once per content, ``sha256`` its SHA-256);
         ``TooManySessions`` when the tenant already has ``max_sessions`` live ones (0: no limit).
         ``source_sha256`` is what the client sent when ``image`` was made from it (a DICOM instance, with
-        its ``dicom`` description and header)."""
+        its ``dicom`` description and header).
+
+        With a ``request_id``, the same id again (a retry after a lost reply) returns the session it made
+        while that session lives, and makes none; the id sent again with another image is ``RequestIdReused``."""
         ttl = ttl or self.default_ttl
         now = time.time()
-        record = Session(uuid.uuid4().hex, source_sha256 or sha256, size[1], size[0], now, now + ttl, ttl, 0,
-                         dict(metadata or {}), tenant, content_key(sha256, tenant), dicom)
+        record = Session(session_id=uuid.uuid4().hex, image_sha256=source_sha256 or sha256, width=size[1],
+                         height=size[0], created=now, expires=now + ttl, ttl=ttl, round_count=0,
+                         metadata=dict(metadata or {}), tenant=tenant, image_key=content_key(sha256, tenant),
+                         dicom=dicom)
+        made_by = create_key(tenant, request_id)
         fields = {"image_sha256": record.image_sha256, "image_key": record.image_key, "width": record.width,
                   "height": record.height, "created": now, "expires": record.expires, "ttl": ttl, "version": 0,
                   "tenant": tenant, "metadata": json.dumps(record.metadata)}
         if dicom is not None:
             fields["dicom"] = json.dumps(asdict(dicom))
-        fields = json.dumps({k: str(v) for k, v in fields.items()})  # as Python writes them, not Lua
+        if request_id:
+            fields["create_key"] = made_by
+        encoded = json.dumps({k: str(v) for k, v in fields.items()})  # as Python writes them, not Lua
         sid = record.session_id
-        created = await self._create(keys=[key("session", sid), *image_keys(record.image_key)[:2], tenant_key(tenant),
-                                           session_keys(sid)[4]],
-                                     args=[image, sid, ttl, now, fields, max_sessions, dicom_header])
-        if not created:
+        status, made = await self._create(
+            keys=[key("session", sid), *image_keys(record.image_key)[:2], tenant_key(tenant), session_keys(sid)[4],
+                  made_by],
+            args=[image, sid, ttl, now, encoded, max_sessions, dicom_header, request_id, record.image_key])
+        if status == 0:
             raise TooManySessions(f"this tenant already has {max_sessions} live sessions, the most it may have; "
                                   "delete sessions it no longer needs")
+        if status == 2:
+            return await self.get_session(made.decode())
+        if status == 3:
+            raise RequestIdReused(f"request_id '{request_id}' already made session {made.decode()} on another "
+                                  "image; send a new request_id for a new session")
         return record
 
     @_guard
     async def get_session(self, session_id: str) -> Session:
-        h = await self.redis.hgetall(key("session", session_id))
-        if not h:
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(key("session", session_id)))  # no decode_responses
+        if not raw:
             raise SessionNotFound(f"session '{session_id}' does not exist or has expired; create a new one")
-        h = {k.decode(): v.decode() for k, v in h.items()}
-        return Session(session_id, h["image_sha256"], int(h["width"]), int(h["height"]), float(h["created"]),
-                       float(h["expires"]), int(h["ttl"]), int(h["version"]), json.loads(h["metadata"]),
-                       h.get("tenant", ""), h.get("image_key", h["image_sha256"]),
-                       DicomSource(**json.loads(h["dicom"])) if "dicom" in h else None)
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+        return Session(session_id=session_id, image_sha256=h["image_sha256"], width=int(h["width"]),
+                       height=int(h["height"]), created=float(h["created"]), expires=float(h["expires"]),
+                       ttl=int(h["ttl"]), round_count=int(h["version"]), metadata=json.loads(h["metadata"]),
+                       tenant=h.get("tenant", ""), image_key=h.get("image_key", h["image_sha256"]),
+                       dicom=DicomSource(**json.loads(h["dicom"])) if "dicom" in h else None)
 
     @_guard
     async def dicom_header(self, session_id: str) -> bytes:
         """The session's DICOM header (Part-10 bytes without pixel data); ``SessionNotFound`` without one."""
-        header = await self.redis.get(session_keys(session_id)[4])
+        header = cast(bytes | None, await self.redis.get(session_keys(session_id)[4]))
         if header is None:
             raise SessionNotFound(f"session '{session_id}' has no DICOM source, or has expired")
         return header
@@ -336,7 +365,7 @@ class RedisSessionStore:
     @_guard
     async def image(self, session: Session) -> bytes:
         """The session's image bytes (a reader's copy: reading does not extend its life)."""
-        data = await self.redis.get(image_key(session.image_key))
+        data = cast(bytes | None, await self.redis.get(image_bytes_key(session.image_key)))
         if data is None:
             raise SessionNotFound(f"session '{session.session_id}' has expired; create a new one")
         return data
@@ -397,36 +426,37 @@ class RedisSessionStore:
     async def lock(self, session_id: str, *, wait: float = 60.0):
         """Hold the session's round lock, waiting up to ``wait`` seconds for it (then ``SessionBusy``).
 
-        The lock is a lease of ``lock_lease`` seconds renewed in the background while the body runs, so
-        it cannot outlive its holder: not a crash, not a Redis restart that brings it back from the
-        append-only file. Should a renewal come too late, the append's version check still keeps the
-        rounds whole (the later round is a ``Conflict``)."""
-        lock, token = session_keys(session_id)[3], secrets.token_hex(8)
-        lease_ms = int(self.lock_lease * 1000)
-        deadline = time.monotonic() + wait
+        The lock is redis-py's ``Lock`` (a token set with NX and an expiry; released and extended only by its
+        holder): a lease of ``lock_lease`` seconds renewed in the background while the body runs, so it cannot
+        outlive its holder: not a crash, not a Redis restart that brings it back from the append-only file.
+        Should a renewal come too late, the append's version check still keeps the rounds whole (the later
+        round is a ``Conflict``)."""
+        lock = self.redis.lock(session_keys(session_id)[3], timeout=self.lock_lease, sleep=0.01,
+                               blocking_timeout=wait, thread_local=False)
         try:
-            while not await self.redis.set(lock, token, nx=True, px=lease_ms):
-                if time.monotonic() > deadline:
-                    raise SessionBusy(f"session '{session_id}' is busy with another round; retry later")
-                await asyncio.sleep(0.01)
+            if not await lock.acquire():
+                raise SessionBusy(f"session '{session_id}' is busy with another round; retry later")
         except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as e:
             raise _unavailable(e) from e
-        renewing = asyncio.ensure_future(self._keep_lease(lock, token, lease_ms))
+        renewing = asyncio.ensure_future(self._keep_lease(lock))
         try:
             yield
         finally:
             renewing.cancel()
             # shielded: a round cancelled twice (its deadline, then gRPC's own) must still free the session,
-            # or the next round waits out the lease; if Redis is gone, the lease runs out on its own
-            with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-                await asyncio.shield(self._release(keys=[lock], args=[token]))
+            # or the next round waits out the lease; if Redis is gone, or the lease lapsed, it runs out on its own
+            with contextlib.suppress(LockError, aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                await asyncio.shield(lock.release())
 
-    async def _keep_lease(self, lock: str, token: str, lease_ms: int) -> None:
+    async def _keep_lease(self, lock: Lock) -> None:
         while True:
-            await asyncio.sleep(lease_ms / 3000)
-            with contextlib.suppress(aioredis.ConnectionError, aioredis.TimeoutError, OSError):
-                if not await self._renew(keys=[lock], args=[token, lease_ms]):
-                    return  # lost (it lapsed, or Redis restarted without it): the version check guards the append
+            await asyncio.sleep(self.lock_lease / 3)
+            try:
+                await lock.extend(self.lock_lease, replace_ttl=True)
+            except LockError:
+                return  # lost (it lapsed, or Redis restarted without it): the version check guards the append
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError):
+                pass  # Redis is restarting: the next renewal may still be in time
 
 
 def _guard_blocking(method):
@@ -450,23 +480,39 @@ class StoreReader:
         self._put_encoding = self.redis.register_script(_PUT_ENCODING)
 
     @_guard_blocking
-    def image(self, sha256: str) -> bytes:
-        data = self.redis.get(image_key(sha256))
+    def image(self, image_key: str) -> bytes:
+        data = cast(bytes | None, self.redis.get(image_bytes_key(image_key)))
         if data is None:
-            raise SessionNotFound(f"the session's image ({sha256[:12]}...) has expired; create a new session")
+            raise SessionNotFound(f"the session's image ({image_key[:12]}...) has expired; create a new session")
         return data
+
+    @_guard_blocking
+    def stored_images(self, keys: list[str]) -> list[str]:
+        """Those of the image ``keys`` whose image is still stored (some session still uses it)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.exists(image_bytes_key(k))
+            return [k for k, found in zip(keys, pipe.execute(), strict=True) if found]
+
+    @_guard_blocking
+    def live_sessions(self, session_ids: list[str]) -> list[str]:
+        """Those of ``session_ids`` not deleted or expired."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                pipe.exists(key("session", session_id))
+            return [s for s, found in zip(session_ids, pipe.execute(), strict=True) if found]
 
     @_guard_blocking
     def rounds(self, session_id: str) -> list[Round]:
         return [round_from_json(r) for r in self.redis.lrange(rounds_key(session_id), 0, -1)]
 
     @_guard_blocking
-    def encoding(self, model: str, sha256: str) -> bytes | None:
-        return self.redis.get(encoding_key(model, sha256))
+    def encoding(self, model: str, image_key: str) -> bytes | None:
+        return cast(bytes | None, self.redis.get(encoding_key(model, image_key)))
 
     @_guard_blocking
-    def put_encoding(self, model: str, sha256: str, data: bytes, ttl: int) -> None:
+    def put_encoding(self, model: str, image_key: str, data: bytes, ttl: int) -> None:
         """Share an encoding for at most ``ttl`` seconds, and only while its image is stored (the encoding
         holds the picture, so it must not outlive the image's last session; a stateless image is not shared)."""
-        image, _, encodings = image_keys(sha256)
-        self._put_encoding(keys=[image, encodings, encoding_key(model, sha256)], args=[data, ttl])
+        image, _, encodings = image_keys(image_key)
+        self._put_encoding(keys=[image, encodings, encoding_key(model, image_key)], args=[data, ttl])

@@ -105,11 +105,14 @@ def _png(pixels: np.ndarray) -> bytes:
 
 
 def _source(image: DicomImage, pacs: str) -> DicomSource:
+    """What the session keeps of ``image``: all of its identity, the part of its rendering the API reports."""
     i, r = image.identity, image.rendering
-    return DicomSource(i.study_instance_uid, i.series_instance_uid, i.sop_instance_uid, i.sop_class_uid, i.modality,
-                       i.frame, i.number_of_frames, r.transfer_syntax_uid, r.photometric_interpretation,
-                       r.rescale_slope, r.rescale_intercept, r.window_center, r.window_width, r.window_source,
-                       r.inverted, pacs)
+    return DicomSource(study_instance_uid=i.study_instance_uid, series_instance_uid=i.series_instance_uid,
+                       sop_instance_uid=i.sop_instance_uid, sop_class_uid=i.sop_class_uid, modality=i.modality,
+                       frame=i.frame, number_of_frames=i.number_of_frames, transfer_syntax_uid=r.transfer_syntax_uid,
+                       photometric_interpretation=r.photometric_interpretation, rescale_slope=r.rescale_slope,
+                       rescale_intercept=r.rescale_intercept, window_center=r.window_center,
+                       window_width=r.window_width, window_source=r.window_source, inverted=r.inverted, pacs=pacs)
 
 
 class DicomEdge:
@@ -127,19 +130,17 @@ class DicomEdge:
 
     @property
     def limits(self) -> DicomLimits:
-        """The given limits, else the dialogue's DICOM limits."""
+        """The given limits, else ``DicomLimits``' own with the dialogue's smallest side and aspect ratio."""
         if self._limits is None:
             lim = self.dialogue.limits
-            self._limits = DicomLimits(max_bytes=lim.max_dicom_bytes, max_side=lim.max_dicom_side,
-                                       min_side=lim.min_image_side, max_aspect_ratio=lim.max_aspect_ratio)
+            self._limits = DicomLimits(min_side=lim.min_image_side, max_aspect_ratio=lim.max_aspect_ratio)
         return self._limits
 
     def _client(self, name: str, tenant: Tenant):
         """The PACS ``name``, if configured and ``tenant`` may use it; either way an unknown one, naming only the
         PACS this tenant may use (another tenant's PACS is not even named)."""
-        configured = self.pacs.names if self.pacs is not None else []
-        if name not in configured or not tenant.may_use_pacs(name):
-            usable = [n for n in configured if tenant.may_use_pacs(n)]
+        if self.pacs is None or name not in self.pacs.names or not tenant.may_use_pacs(name):
+            usable = [n for n in (self.pacs.names if self.pacs else []) if tenant.may_use_pacs(n)]
             raise UnknownPacs(f"no PACS named {name[:64]!r} is available to this caller (available: "
                               f"{', '.join(usable) or 'none'})")
         return self.pacs.client(name)
@@ -152,8 +153,9 @@ class DicomEdge:
 
     async def create_session(self, image: bytes = b"", metadata: dict[str, str] | None = None, ttl: int = 0, *,
                              instance: InstanceRef | None = None, options: DicomOptions | None = None,
-                             tenant: Tenant = ANONYMOUS) -> Session:
-        """A session on ``image`` (PNG, JPEG, TIFF or DICOM bytes) or on ``instance``, fetched from its PACS."""
+                             tenant: Tenant = ANONYMOUS, request_id: str = "") -> Session:
+        """A session on ``image`` (PNG, JPEG, TIFF or DICOM bytes) or on ``instance``, fetched from its PACS;
+        ``request_id`` as ``Dialogue.create_session`` takes it."""
         options = options or DicomOptions()
         pacs = ""
         if instance is not None:
@@ -163,11 +165,12 @@ class DicomEdge:
                 max_bytes=self.limits.max_bytes)
         elif not is_dicom(image):
             _no_options(options)
-            return await self.dialogue.create_session(image, metadata, ttl, tenant=tenant)
+            return await self.dialogue.create_session(image, metadata, ttl, tenant=tenant, request_id=request_id)
         r = await self._render(image, options)
         source = RenderedSource(sha256=r.source_sha256, size=r.image.pixels.shape[:2], picture_sha256=r.png_sha256,
                                 dicom=_source(r.image, pacs), dicom_header=r.image.header)
-        return await self.dialogue.create_session(r.png, metadata, ttl, tenant=tenant, source=source)
+        return await self.dialogue.create_session(r.png, metadata, ttl, tenant=tenant, source=source,
+                                                  request_id=request_id)
 
     async def segment(self, image: bytes, question: str, *, options: DicomOptions | None = None,
                       tenant: Tenant = ANONYMOUS) -> Round:
@@ -180,25 +183,25 @@ class DicomEdge:
         return await self.dialogue.segment(r.png, question, tenant=tenant,
                                            rendered=(r.png_sha256, r.image.pixels.shape[:2]))
 
-    async def _dicom_session(self, session_id: str, tenant: Tenant) -> Session:
+    async def _dicom_session(self, session_id: str, tenant: Tenant) -> tuple[Session, DicomSource]:
         session = await self.dialogue.get_session(session_id, tenant=tenant)
         if session.dicom is None:
             raise SegmentationUnavailable("this session was opened on a PNG, JPEG or TIFF image: a DICOM SEG needs "
                                           "a DICOM source; its rounds' masks are in GetRound and ListRounds")
-        return session
+        return session, session.dicom
 
-    async def _build(self, session: Session, tenant: Tenant) -> SegExport:
+    async def _build(self, session: Session, dicom: DicomSource, tenant: Tenant) -> SegExport:
         header = await self.dialogue.store.dicom_header(session.session_id)
         rounds = await self.dialogue.list_rounds(session.session_id, tenant=tenant)
         async with self._work:
             return await asyncio.to_thread(
                 lambda: build_segmentation(pydicom.dcmread(io.BytesIO(header)), rounds, session_id=session.session_id,
-                                           algorithm=self.algorithm, frame=session.dicom.frame))
+                                           algorithm=self.algorithm, frame=dicom.frame))
 
     async def segmentation(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> Segmentation:
         """The session's rounds as one DICOM SEG of its source."""
-        session = await self._dicom_session(session_id, tenant)
-        export = await self._build(session, tenant)
+        session, dicom = await self._dicom_session(session_id, tenant)
+        export = await self._build(session, dicom, tenant)
         buffer = io.BytesIO()
         await asyncio.to_thread(export.dataset.save_as, buffer, enforce_file_format=True)
         return _segmentation(export, buffer.getvalue())
@@ -206,13 +209,13 @@ class DicomEdge:
     async def export(self, session_id: str, destination: str = "", *, tenant: Tenant = ANONYMOUS) -> Export:
         """Store the session's SEG in its source's study on ``destination`` (default: the PACS the source came
         from). Idempotent: the same rounds are the same SOP instance, which a PACS stores once."""
-        session = await self._dicom_session(session_id, tenant)
-        destination = destination or session.dicom.pacs
+        session, dicom = await self._dicom_session(session_id, tenant)
+        destination = destination or dicom.pacs
         if not destination:
             raise InvalidDicomOptions("the session's image was sent, not fetched from a PACS: name a destination "
                                       "PACS")
         client = self._client(destination, tenant)  # before the build: a PACS this caller may not use is refused now
-        export = await self._build(session, tenant)
+        export = await self._build(session, dicom, tenant)
         await client.store_async(export.dataset)
         return Export(destination, _segmentation(export, b""))
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,38 @@ class PacsEndpoint:
             raise ValueError(f"retries must be 0..10 and backoff_s >= 0, got {self.retries} and {self.backoff_s}")
 
 
-ENTRY_KEYS = {"name", "url", "username", "username_file", "password_file", "token_file", "ca_bundle",
-              "connect_timeout_s", "read_timeout_s", "retries", "backoff_s"}
+class PacsEntry(BaseModel):
+    """One entry of the endpoints file as written (``serving.dicom.pacs`` shows the format): the types here, the
+    values' meaning in ``PacsEndpoint``; the ``*_file`` paths are read into it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str = ""
+    url: str = ""
+    username: str | None = None
+    username_file: str | None = None
+    password_file: str | None = None
+    token_file: str | None = None
+    ca_bundle: str | None = None
+    # numbers as written; PacsEndpoint has the defaults and the ranges (a float of retries is refused there)
+    connect_timeout_s: int | float = PacsEndpoint.connect_timeout_s
+    read_timeout_s: int | float = PacsEndpoint.read_timeout_s
+    retries: int | float = PacsEndpoint.retries
+    backoff_s: int | float = PacsEndpoint.backoff_s
+
+
 NUMBERS = ("connect_timeout_s", "read_timeout_s", "retries", "backoff_s")
+FILES = ("username_file", "password_file", "token_file", "ca_bundle")
+
+
+def _entry_error(error: ValidationError) -> str:
+    """What an entry's refusal says (pydantic's own messages name types, not what the file should hold)."""
+    problems = error.errors()
+    if any(p["type"] in ("extra_forbidden", "model_type") for p in problems):
+        return f"accepted keys are {', '.join(sorted(PacsEntry.model_fields))}"
+    if problems[0]["loc"][0] in NUMBERS:
+        return f"{', '.join(NUMBERS)} must be numbers"
+    return "name, url, username and the file paths must be strings"
 
 
 def load_pacs_file(path: Path) -> tuple[list[PacsEndpoint], tuple[Path, ...]]:
@@ -70,29 +100,28 @@ def load_pacs_file(path: Path) -> tuple[list[PacsEndpoint], tuple[Path, ...]]:
         raise ValueError(f"{path} must hold 'pacs:', a list of entries with at least 'name' and 'url'")
     endpoints: list[PacsEndpoint] = []
     secret_files: list[Path] = []
-    for i, entry in enumerate(entries, 1):
+    for i, raw in enumerate(entries, 1):
         where = f"{path}, PACS {i}"
-        if not isinstance(entry, dict) or set(entry) - ENTRY_KEYS:
-            raise ValueError(f"{where}: accepted keys are {', '.join(sorted(ENTRY_KEYS))}")
-        if not all(isinstance(entry.get(k, ""), str) for k in ENTRY_KEYS - set(NUMBERS)):
-            raise ValueError(f"{where}: name, url, username and the file paths must be strings")
-        if any(isinstance(entry.get(k, 0), bool) or not isinstance(entry.get(k, 0), int | float) for k in NUMBERS):
-            raise ValueError(f"{where}: {', '.join(NUMBERS)} must be numbers")
-        if any(entry.get("name") == e.name for e in endpoints):
-            raise ValueError(f"{where}: the name {entry['name']!r} is another entry's")
-        if "username" in entry and "username_file" in entry:
+        try:
+            entry = PacsEntry.model_validate(raw)
+        except ValidationError as e:
+            raise ValueError(f"{where}: {_entry_error(e)}") from None
+        if any(entry.name == e.name for e in endpoints):
+            raise ValueError(f"{where}: the name {entry.name!r} is another entry's")
+        if entry.username is not None and entry.username_file is not None:
             raise ValueError(f"{where}: give username or username_file, not both")
-        files = {k: path.parent / entry[k] for k in ("username_file", "password_file", "token_file", "ca_bundle")
-                 if k in entry}  # an absolute path stays as it is
+        files = {k: path.parent / getattr(entry, k) for k in FILES
+                 if getattr(entry, k) is not None}  # an absolute path stays as it is
         secrets = {k.removesuffix("_file"): _read_secret(f, f"{where}: {k}") for k, f in files.items()
                    if k != "ca_bundle"}
         if "ca_bundle" in files and not files["ca_bundle"].is_file():
             raise ValueError(f"{where}: ca_bundle {files['ca_bundle']} is not a file")
         try:
-            endpoint = PacsEndpoint(name=entry.get("name", ""), url=entry.get("url", ""),
-                                    username=secrets.get("username", entry.get("username")),
+            endpoint = PacsEndpoint(name=entry.name, url=entry.url,
+                                    username=secrets.get("username", entry.username),
                                     password=secrets.get("password"), token=secrets.get("token"),
-                                    ca_bundle=files.get("ca_bundle"), **{k: entry[k] for k in NUMBERS if k in entry})
+                                    ca_bundle=files.get("ca_bundle"),
+                                    **entry.model_dump(include=set(NUMBERS), exclude_unset=True))
         except ValueError as e:
             raise ValueError(f"{where}: {e}") from None
         if endpoint.url.startswith("http://") and (endpoint.password or endpoint.token):

@@ -8,7 +8,7 @@ import copy
 import io
 import math
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from pydicom import dcmread, dcmwrite
 from pydicom.datadict import DicomDictionary, dictionary_description, keyword_for_tag
@@ -65,7 +65,7 @@ def parse(data: bytes, max_bytes: int) -> Dataset:
         stream = io.BytesIO(data)
         ds = dcmread(stream, stop_before_pixels=True)
         header_end = stream.tell()  # at the pixel data's tag when there is one
-        implicit_vr, little_endian = ds.original_encoding[:2]
+        implicit_vr, little_endian = cast(tuple[bool, bool], ds.original_encoding[:2])  # known: it was just read
         for element in read_dataset(stream, implicit_vr, little_endian).elements():  # the pixel data and after
             ds[element.tag] = element
     except (InvalidDicom, DicomTooLarge):

@@ -17,8 +17,8 @@ directory) lists them:
         backoff_s: 0.5                          # waits 1x, 2x, 4x... this before the retries
 
 Relative paths are taken from the file's folder. The file and the secrets are read again when one of them
-changes (a rotated Secret takes effect without a restart; a version that does not load is refused with an
-error in the log, and the endpoints before it still apply), as ``serving.front.tenants`` does with tokens.
+changes (``serving.reloading``: a rotated Secret takes effect without a restart; a version that does not load is
+refused with an error in the log, and the endpoints before it still apply), as the tokens file is.
 
 The calls block (requests); from asyncio, await the ``*_async`` forms, which run them in a thread. Errors are
 ``serving.errors``' Pacs* kinds (and ``DicomTooLarge``): their messages name the endpoint and never its
@@ -29,8 +29,8 @@ bytes, milliseconds (UIDs are patient data too).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import os
 import re
 import threading
 import time
@@ -38,13 +38,14 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import pydicom
 import requests
 from dicomweb_client import DICOMwebClient
 
 from serving.dicom.endpoints import PacsEndpoint, load_pacs_file
+from serving.dicom.pixels import DEFAULT_LIMITS
 from serving.errors import (
     DicomTooLarge,
     InvalidInstanceReference,
@@ -53,6 +54,8 @@ from serving.errors import (
     PacsUnavailable,
     UnknownPacs,
 )
+from serving.reloading import Reloading
+from serving.retries import Backoff, retry
 
 log = logging.getLogger(__name__)
 # dicomweb-client logs UIDs at INFO and ERROR, URLs at DEBUG, and its retry package the errors, URLs in them;
@@ -62,8 +65,6 @@ for _quiet in ("dicomweb_client", "retrying"):
 T = TypeVar("T")
 
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")  # as dicomweb-client checks (leading zeros are seen in the wild)
-DEFAULT_MAX_INSTANCE_BYTES = 64 * 2**20
-"""What ``fetch_instance`` reads at most unless told: ~3x an uncompressed DX."""
 RETRIED_STATUSES = (429, 500, 502, 503, 504)
 # Any transfer syntax: a PACS without a transcoder refuses to convert; decoding is done here, after the fetch.
 # Uncompressed HTTP: Orthanc's gzip of a 0.5 MB CT took a fetch from 16 to 91 ms here (LAN bandwidth is cheaper).
@@ -87,7 +88,7 @@ class PacsClient:
         # ca_bundle, a proxy would see the credentials, ~/.netrc would add others.
         session.trust_env = False
         session.verify = str(endpoint.ca_bundle) if endpoint.ca_bundle else True
-        if endpoint.username is not None:
+        if endpoint.username is not None and endpoint.password is not None:  # both or neither (PacsEndpoint)
             session.auth = (endpoint.username, endpoint.password)
         if endpoint.token:
             session.headers["Authorization"] = f"Bearer {endpoint.token}"
@@ -99,7 +100,7 @@ class PacsClient:
         self._dicomweb.set_http_retry_params(retry=False)
 
     def fetch_instance(self, study_uid: str, series_uid: str, sop_instance_uid: str, *,
-                       max_bytes: int = DEFAULT_MAX_INSTANCE_BYTES) -> bytes:
+                       max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
         """The instance's Part-10 bytes, in whatever transfer syntax the PACS holds it; decoding is the caller's.
 
         Reads at most ``max_bytes`` of (decompressed) answer: more is ``DicomTooLarge``, and the rest is not read.
@@ -142,9 +143,10 @@ class PacsClient:
             try:
                 return self._dicomweb.store_instances([dataset], study_instance_uid=study_uid)
             except requests.HTTPError as e:
-                if e.response.status_code not in (400, 409):  # STOW's answers for a refused instance
+                response = cast(requests.Response, e.response)  # raise_for_status always sets it
+                if response.status_code not in (400, 409):  # STOW's answers for a refused instance
                     raise
-                return _json_dataset(e.response)
+                return _json_dataset(response)
 
         with self._call("store") as call:
             result = self._retrying(call, post)
@@ -171,7 +173,7 @@ class PacsClient:
             return [FoundInstance.from_json(item) for item in found]
 
     async def fetch_instance_async(self, study_uid: str, series_uid: str, sop_instance_uid: str, *,
-                                   max_bytes: int = DEFAULT_MAX_INSTANCE_BYTES) -> bytes:
+                                   max_bytes: int = DEFAULT_LIMITS.max_bytes) -> bytes:
         return await asyncio.to_thread(self.fetch_instance, study_uid, series_uid, sop_instance_uid,
                                        max_bytes=max_bytes)
 
@@ -184,18 +186,13 @@ class PacsClient:
     def _retrying(self, call: _Call, send: Callable[[], T]) -> T:
         """``send()``, sent again after a connection error, a timeout or a 5xx / 429, waiting 1, 2, 4... x backoff_s.
         Retrying a STOW is safe: it is idempotent."""
-        for retry in range(self.endpoint.retries + 1):
-            try:
-                return send()
-            except requests.HTTPError as e:
-                if e.response.status_code not in RETRIED_STATUSES or retry == self.endpoint.retries:
-                    raise
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                if isinstance(e, requests.exceptions.SSLError) or retry == self.endpoint.retries:
-                    raise  # an unaccepted certificate stays unaccepted
-            call.retries = retry + 1
-            time.sleep(self.endpoint.backoff_s * 2**retry)
-        raise AssertionError("unreachable")
+        tries = itertools.count()
+
+        def attempt() -> T:
+            call.retries = next(tries)
+            return send()
+
+        return retry(attempt, _retryable, Backoff(first_s=self.endpoint.backoff_s, retries=self.endpoint.retries))
 
     def _note(self, response: requests.Response, **_) -> None:
         """A response hook: this thread's call's last status and bytes on the wire, for STOW and the log line."""
@@ -216,8 +213,9 @@ class PacsClient:
             outcome = f"HTTP {self._seen.status}, {type(e).__name__}"
             raise
         except requests.HTTPError as e:
-            outcome = f"HTTP {e.response.status_code}"
-            raise self._error_for(e.response.status_code, operation, call.retries) from None
+            status = cast(requests.Response, e.response).status_code  # raise_for_status always sets it
+            outcome = f"HTTP {status}"
+            raise self._error_for(status, operation, call.retries) from None
         except (ValueError, KeyError) as e:  # an answer that does not parse (requests' JSON error included)
             outcome = f"HTTP {self._seen.status}, unreadable ({type(e).__name__})"
             raise PacsRefused(f"PACS '{name}' answered the {operation} with what this server cannot read") from None
@@ -301,52 +299,42 @@ def _json_dataset(response: requests.Response) -> pydicom.Dataset:
         return pydicom.Dataset()
 
 
+def _retryable(error: Exception) -> bool:
+    if isinstance(error, requests.HTTPError):
+        return error.response is not None and error.response.status_code in RETRIED_STATUSES
+    # an unaccepted certificate stays unaccepted
+    return (isinstance(error, requests.ConnectionError | requests.Timeout | requests.exceptions.ChunkedEncodingError)
+            and not isinstance(error, requests.exceptions.SSLError))
+
+
 class PacsRegistry:
     """PACS endpoint name -> ``PacsClient``, from an endpoints file (re-read when it or a secret changes)."""
 
-    reload_every_s = 2.0
-
-    def __init__(self, endpoints: list[PacsEndpoint], *, path: Path | None = None, secret_files: tuple = ()):
-        self.path = path
-        self._clients = {e.name: PacsClient(e) for e in endpoints}
-        self._files = (path, *secret_files) if path else ()
-        self._stamp, self._checked = self._files_stamp(self._files), time.monotonic()
+    def __init__(self, clients: dict[str, PacsClient] | Reloading[dict[str, PacsClient]]):
+        self.loaded = clients
 
     @classmethod
     def from_file(cls, path: str | Path) -> PacsRegistry:
-        path = Path(path)
-        endpoints, secret_files = load_pacs_file(path)
-        return cls(endpoints, path=path, secret_files=secret_files)
+        return cls(Reloading(Path(path), _load_clients, what="PACS endpoints file", log=log,
+                             describe=lambda clients: ", ".join(sorted(clients))))
+
+    @property
+    def clients(self) -> dict[str, PacsClient]:
+        return self.loaded.get() if isinstance(self.loaded, Reloading) else self.loaded
 
     @property
     def names(self) -> list[str]:
-        return sorted(self._clients)
+        return sorted(self.clients)
 
     def client(self, name: str) -> PacsClient:
         """The client for the PACS the server's configuration calls ``name``."""
-        self._reload_if_changed()
-        if name not in self._clients:
-            configured = ", ".join(self.names) or "none"
+        clients = self.clients
+        if name not in clients:
+            configured = ", ".join(sorted(clients)) or "none"
             raise UnknownPacs(f"no PACS named {name[:64]!r} is configured on this server (configured: {configured})")
-        return self._clients[name]
+        return clients[name]
 
-    @staticmethod
-    def _files_stamp(files: tuple) -> tuple:
-        return tuple(os.stat(f).st_mtime_ns for f in files)
 
-    def _reload_if_changed(self) -> None:
-        if self.path is None or time.monotonic() - self._checked < self.reload_every_s:
-            return
-        self._checked = time.monotonic()
-        try:
-            stamp = self._files_stamp(self._files)
-            if stamp == self._stamp:
-                return
-            self._stamp = stamp  # read each version once, whether it loads or not
-            endpoints, secret_files = load_pacs_file(self.path)
-            self._clients = {e.name: PacsClient(e) for e in endpoints}
-            self._files = (self.path, *secret_files)
-            self._stamp = self._files_stamp(self._files)
-            log.info("PACS endpoints file reloaded: %s", ", ".join(self.names))
-        except (OSError, ValueError) as e:  # the message names the file and the entry, never a secret
-            log.error("the changed PACS endpoints file was refused, the endpoints loaded before still apply: %s", e)
+def _load_clients(path: Path) -> tuple[dict[str, PacsClient], tuple[Path, ...]]:
+    endpoints, secret_files = load_pacs_file(path)
+    return {e.name: PacsClient(e) for e in endpoints}, secret_files

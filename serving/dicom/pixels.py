@@ -40,8 +40,10 @@ class DicomLimits:
     """What ``read_dicom`` accepts; sized for DICOM: an uncompressed DX is ~18 MB, a 50 µm mammogram
     ~4700 x 5900 pixels."""
 
-    max_bytes: int = 64 * 2**20
-    """Of the Part-10 instance as sent or fetched, all frames together (the gRPC message limit is 64 MiB)."""
+    max_bytes: int = 60 * 2**20
+    """Of the Part-10 instance as sent or fetched, all frames together: under the 64 MiB gRPC message limit, so
+    that an instance sent in a ``CreateSession`` fits with the rest of the request. The one DICOM byte limit: the
+    edge (``serving.dicom.edge``) and the PACS client read it from here."""
     max_side: int = 6144
     """Rows and columns of a frame, each."""
     min_side: int = 16

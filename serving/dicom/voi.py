@@ -74,7 +74,7 @@ class VoiChoice:
         """The (centre, width) asked for, or None to take the image's own."""
         if self.preset:
             return PRESETS[self.preset]
-        if self.width is not None:
+        if self.center is not None and self.width is not None:  # both or neither
             return float(self.center), float(self.width)
         return None
 

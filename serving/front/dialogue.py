@@ -1,7 +1,9 @@
 """Sessions and rounds: validate, load the session, encode, reason, decode, append; the one owner of a
-dialogue's stored state, and all the gRPC servicer talks to.
+dialogue's stored state. The gRPC servicer calls it for sessions and rounds (and the DICOM edge,
+``serving.dicom.edge``, for sessions opened on DICOM and for SEG export).
 
-No Ray, no gRPC and no torch here: the three model steps come through a ``Pipeline`` (the Ray Serve
+No Ray, no gRPC and no torch here (its errors are ``serving.errors``' domain errors, which the front maps to
+status codes in ``serving.front.status``): the three model steps come through a ``Pipeline`` (the Ray Serve
 handles in production, ``serving.replicas.steps.LocalPipeline`` in one process) and the state through the
 ``RedisSessionStore``.
 """
@@ -21,7 +23,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from model.data.images import to_uint8_rgb
-from model.questions import QuestionError, normalize_question, round_reference
+from model.questions import QuestionError, normalize_question, round_index, round_number, round_reference
 from serving.errors import (
     DeadlinePassed,
     ImageTooLarge,
@@ -44,6 +46,7 @@ from serving.messages import (
     RoundTimings,
     Session,
 )
+from serving.retries import Backoff, retry_async
 from serving.store import RedisSessionStore, SessionNotFound, StoreUnavailable, content_key
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff"}
@@ -63,14 +66,10 @@ def check_session_id(session_id: str) -> str:
 
 @dataclass
 class Limits:
-    """What the service accepts."""
+    """What the service accepts (a DICOM instance's own limits are the edge's: ``serving.dicom.pixels.DicomLimits``,
+    which takes ``min_image_side`` and ``max_aspect_ratio`` from here)."""
 
     max_image_bytes: int = 8 * 2**20
-    max_dicom_bytes: int = 60 * 2**20
-    """A DICOM instance as sent or fetched, all its frames (an uncompressed DX is ~18 MB); under the 64 MiB
-    gRPC message limit."""
-    max_dicom_side: int = 6144
-    """Rows and columns of a DICOM frame (a 50 micrometre mammogram is about 4700 x 5900)."""
     max_image_side: int = 4096
     min_image_side: int = 16
     max_aspect_ratio: float = 8.0
@@ -127,9 +126,9 @@ class RenderedSource:
 class Pipeline(Protocol):
     """The model's three steps, wherever they run."""
 
-    async def encode(self, sha256: str, image: bytes | None = None) -> Encoding:
-        """The image's encoding (from a cache, or computed; without ``image`` the step reads a missing
-        image from the store itself)."""
+    async def encode(self, image_key: str, image: bytes | None = None) -> Encoding:
+        """The encoding of the image stored as ``image_key`` (``serving.store.content_key``), from a cache or
+        computed; without ``image`` the step reads a missing image from the store itself."""
 
     async def reason(self, request: ReasonRequest) -> ReasonedTurn:
         """The language step of the next round."""
@@ -145,7 +144,7 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     if len(data) > limits.max_image_bytes:
         raise ImageTooLarge(f"the image is {len(data)} bytes; at most {limits.max_image_bytes} are accepted")
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         fmt = image.format
         if fmt not in ACCEPTED_FORMATS:
             raise InvalidImage(f"images must be PNG (8- or 16-bit), JPEG or TIFF; got {fmt}")
@@ -158,7 +157,7 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
                                "longer than wide are accepted")
         image.load()
     except Image.DecompressionBombError as e:  # PIL's own pixel limit, met before our side check
-        raise ImageTooLarge(f"the image is over {2 * Image.MAX_IMAGE_PIXELS} pixels; sides up to "
+        raise ImageTooLarge(f"the image is over {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; sides up to "
                             f"{limits.max_image_side} pixels are accepted") from e
     except UnidentifiedImageError as e:
         raise InvalidImage("the bytes are not an image of a known format; send PNG (8- or 16-bit), JPEG or "
@@ -179,21 +178,28 @@ class Dialogue:
 
     # -- sessions ------------------------------------------------------------------------------
     async def create_session(self, image: bytes, metadata: dict[str, str] | None = None, ttl: int = 0, *,
-                             tenant: Tenant = ANONYMOUS, source: RenderedSource | None = None) -> Session:
+                             tenant: Tenant = ANONYMOUS, source: RenderedSource | None = None,
+                             request_id: str = "") -> Session:
         """A new session on ``image`` (PNG, JPEG or TIFF bytes); ``source`` when an edge adapter rendered
-        ``image`` from what the client sent (a DICOM instance), kept with the session."""
+        ``image`` from what the client sent (a DICOM instance), kept with the session.
+
+        With a ``request_id``, a retry returns the session the first request made (the same id with another
+        image is refused), and an unreachable store is retried for up to ``store_retry_s``."""
         if not 0 <= ttl <= self.limits.max_ttl_s:
             raise InvalidTTL(f"ttl_seconds is {ttl}; it must be 0 (the default) to {self.limits.max_ttl_s}")
         metadata = check_metadata(metadata or {}, self.limits)
         if source is None:
             picture, sha = await _decode_and_hash(image, self.limits)
-            return await self.store.create_session(image, sha, picture.shape[:2], metadata=metadata, ttl=ttl,
-                                                   tenant=tenant.name, max_sessions=tenant.max_sessions)
-        # the edge made ``image`` and checked what it made it from against its own limits
-        return await self.store.create_session(image, source.picture_sha256, source.size,
-                                               metadata=metadata, ttl=ttl, tenant=tenant.name,
-                                               max_sessions=tenant.max_sessions, source_sha256=source.sha256,
-                                               dicom=source.dicom, dicom_header=source.dicom_header)
+            create = functools.partial(self.store.create_session, image, sha, picture.shape[:2])
+        else:  # the edge made ``image`` and checked what it made it from against its own limits
+            create = functools.partial(self.store.create_session, image, source.picture_sha256, source.size,
+                                       source_sha256=source.sha256, dicom=source.dicom,
+                                       dicom_header=source.dicom_header)
+        attempt = functools.partial(create, metadata=metadata, ttl=ttl, tenant=tenant.name,
+                                    max_sessions=tenant.max_sessions, request_id=request_id)
+        if not request_id:
+            return await attempt()
+        return await _retrying(attempt, StoreUnavailable, self.limits.store_retry_s, None, longest_pause=0.2)
 
     async def get_session(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> Session:
         """The session, if it exists and belongs to ``tenant`` (another tenant's session is not found)."""
@@ -205,7 +211,7 @@ class Dialogue:
     async def session_image(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> tuple[bytes, str]:
         """The session's image as stored and its media type (for DICOM, the picture rendered from it)."""
         data = await self.store.image(await self.get_session(session_id, tenant=tenant))
-        return data, MEDIA_TYPES[Image.open(io.BytesIO(data)).format]
+        return data, MEDIA_TYPES[str(Image.open(io.BytesIO(data)).format)]  # stored images are PNG, JPEG or TIFF
 
     async def delete_session(self, session_id: str, *, tenant: Tenant = ANONYMOUS) -> bool:
         """Delete the session, its rounds, and its image and encodings unless another session uses them."""
@@ -277,8 +283,8 @@ class Dialogue:
         question = self._check_question(question)
         sha = rendered[0] if rendered else (await _decode_and_hash(image, self.limits))[1]
         reference = _reference_round(question, 0, 0)
-        name = content_key(sha, tenant.name)
-        record = await self._retrying(None, lambda: self._compute(name, image, [], question, reference, None))
+        image_key = content_key(sha, tenant.name)
+        record = await self._retrying(None, lambda: self._compute(image_key, image, [], question, reference, None))
         record.number = 1
         return record
 
@@ -305,24 +311,27 @@ class Dialogue:
             raise StepUnavailable(f"{e}; no replica answered in time and nothing was appended: retry with the same "
                                   "request_id") from None
 
-    async def _compute(self, sha: str, image: bytes | None, history: list[Round], question: str,
+    async def _compute(self, image_key: str, image: bytes | None, history: list[Round], question: str,
                        reference_round: int | None, on_answer, *, session_id: str | None = None) -> Round:
-        """One round on the image ``sha`` (without ``image``, the encoder reads it from the store if it must)."""
+        """One round on the image stored as ``image_key`` (without ``image``, the encoder reads it from the store
+        if it must)."""
         start = time.perf_counter()
-        encoding = await self.pipeline.encode(sha, image)
+        encoding = await self.pipeline.encode(image_key, image)
         encoded = time.perf_counter()
-        referenced = b"" if reference_round is None else history[reference_round - 1].mask_png
-        turn = await self.pipeline.reason(ReasonRequest(session_id, encoding, question, reference_round,
-                                                        [r.prior() for r in history], referenced))
+        referenced = b"" if reference_round is None else history[round_index(reference_round)].mask_png
+        turn = await self.pipeline.reason(ReasonRequest(
+            session_id=session_id, encoding=encoding, question=question, reference_round=reference_round,
+            history=[r.prior() for r in history], reference_mask_png=referenced))
         reasoned = time.perf_counter()
         if on_answer is not None:
             await on_answer(turn.answer)
         mask = None
         if turn.seg_vector is not None:
-            mask = await self.pipeline.decode(MaskRequest(encoding, turn.seg_vector))
+            mask = await self.pipeline.decode(MaskRequest(encoding=encoding, seg_vector=turn.seg_vector))
         end = time.perf_counter()
-        timings = RoundTimings(1e3 * (encoded - start), 1e3 * (reasoned - encoded), 1e3 * (end - reasoned),
-                               1e3 * (end - start), encoding.cache_hit)
+        timings = RoundTimings(encode_ms=1e3 * (encoded - start), reason_ms=1e3 * (reasoned - encoded),
+                               decode_ms=1e3 * (end - reasoned), total_ms=1e3 * (end - start),
+                               encoder_cache_hit=encoding.cache_hit)
         return Round(number=len(history) + 1, question=question, answer=turn.answer, answer_ids=turn.answer_ids,
                      reference_round=turn.reference_round, mask_png=mask.mask_png if mask else b"",
                      box=mask.box if mask else None, quality=mask.quality if mask else None,
@@ -335,18 +344,8 @@ async def _retrying(attempt, kind: type[Exception], budget_s: float, deadline: f
                     longest_pause: float = 1.0):
     """``await attempt()``, again with backoff (0.1 s, doubling to ``longest_pause``) while it raises ``kind``, for
     up to ``budget_s`` and never past ``deadline`` (``time.monotonic()``); then the last ``kind`` error."""
-    give_up = time.monotonic() + budget_s
-    if deadline is not None:
-        give_up = min(give_up, deadline)
-    pause = 0.1
-    while True:
-        try:
-            return await attempt()
-        except kind:
-            if time.monotonic() + pause >= give_up:
-                raise
-        await asyncio.sleep(pause)
-        pause = min(2 * pause, longest_pause)
+    return await retry_async(attempt, lambda e: isinstance(e, kind),
+                             Backoff(first_s=0.1, longest_s=longest_pause, budget_s=budget_s), deadline=deadline)
 
 
 def _once(callback):
@@ -375,6 +374,7 @@ def _same_request(done: Round, question: str, reference_round: int) -> Round:
 
 def _reference_round(question: str, reference_round: int, rounds_so_far: int) -> int | None:
     """The 1-based round a new round refers to: ``reference_round`` when given (checked), else what the
-    question says; None when it refers to none."""
-    index = round_reference(question, rounds_so_far, reference_round - 1 if reference_round else None)
-    return None if index is None else index + 1
+    (normalised) question says; None when it refers to none. The one place a round's reference is resolved:
+    the model steps take it as it is."""
+    given = round_index(reference_round) if reference_round else None
+    return round_number(round_reference(question, rounds_so_far, given))

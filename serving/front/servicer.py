@@ -1,8 +1,9 @@
 """The grpcio servicer of ``mediround.v1.MediRound``: convert proto <-> messages and call the ``Dialogue``.
 
-Nothing else happens here: validation, state and the model live behind ``serving.front.dialogue``;
-errors become status codes through ``serving.errors``; the caller's tenant comes from the server's
-interceptor (``serving.front.tenants.current_tenant``) and goes with every call.
+Besides that, only what a call needs at the edge: admission (rounds in flight, the caller's deadline) and the
+front's metrics. Validation, state and the model live behind ``serving.front.dialogue`` (DICOM behind
+``serving.dicom.edge``); errors become status codes through ``serving.front.status``; the caller's tenant
+comes from the server's interceptor (``serving.front.tenants.current_tenant``) and goes with every call.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def segmentation_fields(s: Segmentation) -> dict:
 
 def round_pb(r: Round, session_id: str = "", *, with_mask: bool = True) -> pb.Round:
     t = r.timings
-    msg = pb.Round(session_id=session_id, index=r.number, question=r.question, answer=r.answer,
+    msg = pb.Round(session_id=session_id, number=r.number, question=r.question, answer=r.answer,
                    mask_png=r.mask_png if with_mask else b"", has_mask=r.has_mask, quality=r.quality or 0.0,
                    corrected=r.corrected, reference_round=r.reference_round or 0,
                    request_id=r.request_id, create_time=_timestamp(r.created), served_by=r.served_by,
@@ -136,7 +137,8 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
         by_reference = request.WhichOneof("source") == "dicom_instance"
         s = await self.edge.create_session(request.image, dict(request.metadata), request.ttl_seconds,
                                            instance=instance_ref(request.dicom_instance) if by_reference else None,
-                                           options=dicom_options(request.dicom_options), tenant=current_tenant.get())
+                                           options=dicom_options(request.dicom_options), tenant=current_tenant.get(),
+                                           request_id=request.request_id)
         return session_pb(s)
 
     @_status
@@ -189,7 +191,7 @@ class MediRoundServicer(pb_grpc.MediRoundServicer):
 
     @_status
     async def GetRound(self, request, context):
-        record = await self.dialogue.get_round(request.session_id, request.index, tenant=current_tenant.get())
+        record = await self.dialogue.get_round(request.session_id, request.number, tenant=current_tenant.get())
         return round_pb(record, request.session_id)
 
     @_status

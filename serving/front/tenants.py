@@ -12,8 +12,8 @@ A tokens file (YAML; on Kubernetes a Secret mounted as a file) lists the tenants
 
 ``mediround token NAME`` makes a token and prints its entry. Tokens are 256-bit random strings, so a
 plain SHA-256 is a safe way to keep them; every entry is compared in constant time, whichever matches.
-The file is read again when it changes (a rotated Secret takes effect without a restart; a version that
-does not parse is refused with an error in the log, and the tenants before it still apply); a tenant may
+The file is read again when it changes (``serving.reloading``: a rotated Secret takes effect without a restart;
+a version that does not parse is refused with an error in the log, and the tenants before it still apply); a tenant may
 have several entries, one per token, so that a new token can be handed out before the old one is removed.
 """
 
@@ -22,15 +22,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
-import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from serving.reloading import Reloading
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,8 @@ def new_token() -> str:
 class TenantRegistry:
     """Bearer token -> ``Tenant``, from a tokens file (re-read when it changes) or a single token."""
 
-    def __init__(self, tenants: dict[str, Tenant], *, path: Path | None = None):
-        self._tenants, self.path = tenants, path
-        self._stamp, self._checked = self._file_stamp(), time.monotonic()
+    def __init__(self, tenants: dict[str, Tenant] | Reloading[dict[str, Tenant]]):
+        self._tenants = tenants
 
     @classmethod
     def single(cls, token: str, name: str = "default") -> TenantRegistry:
@@ -84,38 +84,73 @@ class TenantRegistry:
 
     @classmethod
     def from_file(cls, path: str | Path) -> TenantRegistry:
-        path = Path(path)
-        return cls(parse_tokens_file(path.read_text(), str(path)), path=path)
+        """The tenants of a tokens file, read again when it changes."""
+        return cls(Reloading(Path(path), _load_tokens_file, what="tokens file", log=log,
+                             describe=lambda tenants: f"{len(tenants)} tokens"))
 
     def authenticate(self, authorization: str | None) -> Tenant | None:
         """The tenant whose token ``authorization`` ("Bearer <token>") carries, or None."""
-        self._reload_if_changed()
+        tenants = self._tenants.get() if isinstance(self._tenants, Reloading) else self._tenants
         scheme, _, token = (authorization or "").partition(" ")
         if not token.strip():
             return None
         presented = token_hash(token.strip()).encode()
         found = None
-        for digest, tenant in self._tenants.items():  # all of them, whichever matches: constant time
+        for digest, tenant in tenants.items():  # all of them, whichever matches: constant time
             if hmac.compare_digest(presented, digest.encode()) and scheme.lower() == "bearer":
                 found = tenant
         return found
 
-    def _file_stamp(self) -> int | None:
-        return os.stat(self.path).st_mtime_ns if self.path else None
 
-    def _reload_if_changed(self) -> None:
-        if self.path is None or time.monotonic() - self._checked < 2.0:
-            return
-        self._checked = time.monotonic()
-        try:
-            stamp = self._file_stamp()
-            if stamp == self._stamp:
-                return
-            self._stamp = stamp  # read each version once, whether it parses or not
-            self._tenants = parse_tokens_file(self.path.read_text(), str(self.path))
-            log.info("tokens file reloaded: %d tokens", len(self._tenants))
-        except (OSError, ValueError) as e:  # the message names the file and the entry, never a token
-            log.error("the changed tokens file was refused, the tenants loaded before still apply: %s", e)
+def _load_tokens_file(path: Path) -> tuple[dict[str, Tenant], tuple[Path, ...]]:
+    return parse_tokens_file(path.read_text(), str(path)), ()
+
+
+class TenantEntry(BaseModel):
+    """One entry of the tokens file (the module docstring shows the format)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str = Field(pattern=f"^{TENANT_NAME.pattern}$")
+    token_sha256: str = Field(pattern=f"^{TOKEN_HASH.pattern}$")
+    """Hex, either case: stored lowercase."""
+    max_sessions: int = Field(0, ge=0)
+    max_rounds_in_flight: int = Field(0, ge=0)
+    pacs: list[str] = []
+
+    @field_validator("token_sha256", mode="before")
+    @classmethod
+    def _lowercase(cls, value):
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("pacs")
+    @classmethod
+    def _named(cls, value: list[str]) -> list[str]:
+        if not all(value):
+            raise ValueError("empty PACS name")
+        return value
+
+    def tenant(self) -> Tenant:
+        return Tenant(self.name, max_sessions=self.max_sessions, max_rounds_in_flight=self.max_rounds_in_flight,
+                      pacs=tuple(sorted(set(self.pacs))))
+
+
+ENTRY_ERRORS = {
+    "name": "name must be 1-63 lowercase letters, digits, '.', '_' or '-'",
+    "token_sha256": "token_sha256 must be the 64 hex digits of the token's SHA-256, quoted (mediround token NAME "
+                    "prints the entry)",
+    "max_sessions": "max_sessions and max_rounds_in_flight are whole numbers >= 0",
+    "max_rounds_in_flight": "max_sessions and max_rounds_in_flight are whole numbers >= 0",
+    "pacs": 'pacs is a list of configured PACS names (or "*" for all of them)',
+}
+"""What each field's refusal says (pydantic's own messages name types, not what the file should hold)."""
+
+
+def _entry_error(error: ValidationError) -> str:
+    problems = error.errors()
+    if any(p["type"] in ("extra_forbidden", "model_type") for p in problems):
+        return f"accepted keys are {', '.join(TenantEntry.model_fields)}"
+    return ENTRY_ERRORS[str(problems[0]["loc"][0])]
 
 
 def parse_tokens_file(text: str, source: str = "the tokens file") -> dict[str, Tenant]:
@@ -129,29 +164,17 @@ def parse_tokens_file(text: str, source: str = "the tokens file") -> dict[str, T
         raise ValueError(f"{source} must hold 'tenants:', a list of entries with 'name' and 'token_sha256'")
     tenants: dict[str, Tenant] = {}
     names: dict[str, Tenant] = {}
-    for i, entry in enumerate(entries, 1):
+    for i, raw in enumerate(entries, 1):
         where = f"{source}, tenant {i}"
-        if not isinstance(entry, dict) or set(entry) - {"name", "token_sha256", "max_sessions",
-                                                        "max_rounds_in_flight", "pacs"}:
-            raise ValueError(f"{where}: accepted keys are name, token_sha256, max_sessions, max_rounds_in_flight, "
-                             "pacs")
-        name, digest = entry.get("name"), entry.get("token_sha256")
-        if not isinstance(name, str) or not TENANT_NAME.fullmatch(name):
-            raise ValueError(f"{where}: name must be 1-63 lowercase letters, digits, '.', '_' or '-'")
-        if not isinstance(digest, str) or not TOKEN_HASH.fullmatch(digest.lower()):
-            raise ValueError(f"{where}: token_sha256 must be the 64 hex digits of the token's SHA-256, quoted "
-                             "(mediround token NAME prints the entry)")
-        digest = digest.lower()
-        if digest in tenants:
+        try:
+            entry = TenantEntry.model_validate(raw)
+        except ValidationError as e:
+            raise ValueError(f"{where}: {_entry_error(e)}") from None
+        if entry.token_sha256 in tenants:
             raise ValueError(f"{where}: that token hash is already another entry's")
-        limits = {k: entry.get(k, 0) for k in ("max_sessions", "max_rounds_in_flight")}
-        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in limits.values()):
-            raise ValueError(f"{where}: max_sessions and max_rounds_in_flight are whole numbers >= 0")
-        pacs = entry.get("pacs", [])
-        if not isinstance(pacs, list) or not all(isinstance(p, str) and p for p in pacs):
-            raise ValueError(f"{where}: pacs is a list of configured PACS names (or \"*\" for all of them)")
-        tenant = Tenant(name, **limits, pacs=tuple(sorted(set(pacs))))
-        if names.setdefault(name, tenant) != tenant:  # a tenant's tokens (old and new, mid-rotation) agree
-            raise ValueError(f"{where}: '{name}' has another entry with other limits; one tenant, one set of limits")
-        tenants[digest] = tenant
+        tenant = entry.tenant()
+        if names.setdefault(entry.name, tenant) != tenant:  # a tenant's tokens (old and new, mid-rotation) agree
+            raise ValueError(f"{where}: '{entry.name}' has another entry with other limits; one tenant, one set of "
+                             "limits")
+        tenants[entry.token_sha256] = tenant
     return tenants

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from starlette.applications import Starlette
@@ -71,14 +72,15 @@ def build_app(upstream: Upstream, settings: PageSettings) -> Starlette:
                                      allow_methods=["GET", "POST", "DELETE"],
                                      allow_headers=["authorization", "content-type", "accept"],
                                      expose_headers=["location", "x-rounds", "x-skipped-rounds"], max_age=600))
+    # starlette types every handler as taking any Exception; each of these takes its own kind
+    handlers: dict[Any, Any] = {grpc.aio.AioRpcError: rpc_error, GatewayError: gateway_error, 404: not_found,
+                                Exception: unexpected_error}
     app = Starlette(
         routes=[Route("/", _index(settings.cors_origins), methods=["GET"]),
                 Mount("/static", StaticFiles(directory=STATIC), name="static"),
                 Route("/api/v1/config", config, methods=["GET"]),
                 *sessions.routes, *rounds.routes, *examples.routes],
-        middleware=middleware,
-        exception_handlers={grpc.aio.AioRpcError: rpc_error, GatewayError: gateway_error, 404: not_found,
-                            Exception: unexpected_error})
+        middleware=middleware, exception_handlers=handlers)
     app.state.upstream = upstream
     app.state.settings = settings
     return app

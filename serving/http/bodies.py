@@ -14,6 +14,8 @@ import math
 from collections.abc import Mapping
 from email.parser import BytesParser
 from email.policy import HTTP
+from email.utils import collapse_rfc2231_value
+from typing import cast
 
 import grpc
 from starlette.requests import Request
@@ -23,7 +25,7 @@ from serving.http.errors import GatewayError
 
 BAD = grpc.StatusCode.INVALID_ARGUMENT
 NUMBERS = {"ttl_seconds": int, "frame": int, "window_center": float, "window_width": float}
-FIELDS = set(NUMBERS) | {"window_preset"}
+FIELDS = set(NUMBERS) | {"window_preset", "request_id"}
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -56,10 +58,12 @@ def parse_form(content_type: str, body: bytes) -> tuple[bytes | None, dict[str, 
                                                   + body)
     if not message.is_multipart():
         raise GatewayError(BAD, "a multipart/form-data body needs its boundary in the Content-Type")
-    image, fields = None, {}
+    image: bytes | None = None
+    fields: dict[str, str] = {}
     for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        data = part.get_payload(decode=True) or b""
+        param = part.get_param("name", header="content-disposition")
+        name = collapse_rfc2231_value(param) if param else ""
+        data = cast(bytes, part.get_payload(decode=True) or b"")  # decoded: bytes
         if name == "image":
             image = data
         elif name:
@@ -96,6 +100,8 @@ def session_request(image: bytes, fields: Mapping[str, str]) -> pb.CreateSession
             request.ttl_seconds = number(name, text)
         elif name == "window_preset":
             request.dicom_options.window_preset = text
+        elif name == "request_id":
+            request.request_id = text
         else:
             setattr(request.dicom_options, name, number(name, text))
     return request

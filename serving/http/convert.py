@@ -31,7 +31,7 @@ def round_json(r: pb.Round) -> dict:
     body.pop("mask_png", None)
     if not r.HasField("box"):
         body["box"] = None
-    url = f"/api/v1/sessions/{r.session_id}/rounds/{r.index}"
+    url = f"/api/v1/sessions/{r.session_id}/rounds/{r.number}"
     return body | {"url": url, "mask_url": f"{url}/mask.png" if r.has_mask else None}
 
 

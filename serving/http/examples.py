@@ -19,14 +19,15 @@ from starlette.routing import Route
 
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
+from model.questions import round_number
 from serving.http.errors import GatewayError
 
 
 @dataclass(frozen=True)
 class ExampleRound:
     question: str
-    truth: Path
-    """The ground-truth mask of the round's answer."""
+    truth: Path | None
+    """The ground-truth mask of the round's answer; None when its structure is not in the image."""
     reference: int
     """1-based round the question refers to; 0 when none."""
 
@@ -43,8 +44,9 @@ class ExampleCase:
         url = f"/api/v1/examples/{self.id}"
         return {"id": self.id, "title": f"{self.modality}, {self.scenario}: {self.rounds[0].question}",
                 "modality": self.modality, "scenario": self.scenario, "image_url": f"{url}/image",
-                "rounds": [{"index": k, "question": r.question, "reference_round": r.reference,
-                            "truth_url": f"{url}/rounds/{k}/truth"} for k, r in enumerate(self.rounds, 1)]}
+                "rounds": [{"number": k, "question": r.question, "reference_round": r.reference,
+                            "truth_url": f"{url}/rounds/{k}/truth" if r.truth else None}
+                           for k, r in enumerate(self.rounds, 1)]}
 
 
 @functools.cache
@@ -52,8 +54,8 @@ def example_cases() -> dict[str, ExampleCase]:
     cases = {}
     for n, conv in enumerate(load(REAL_DIALOGUES)):
         case_id = conv.extra.get("id", f"real_{n}")
-        rounds = tuple(ExampleRound(r.question, REAL_SLICES / r.mask, 0 if r.reference is None else r.reference + 1)
-                       for r in conv.rounds)
+        rounds = tuple(ExampleRound(question=r.question, truth=REAL_SLICES / r.mask if r.mask else None,
+                                    reference=round_number(r.reference) or 0) for r in conv.rounds)
         cases[case_id] = ExampleCase(case_id, REAL_SLICES / conv.image, conv.extra.get("modality", ""),
                                      conv.extra.get("scenario", ""), rounds)
     return cases
@@ -79,7 +81,11 @@ async def example_truth(request: Request) -> FileResponse:
     case, k = _case(request), request.path_params["k"]
     if not 1 <= k <= len(case.rounds):
         raise GatewayError(grpc.StatusCode.NOT_FOUND, f"example {case.id} has rounds 1 to {len(case.rounds)}")
-    return FileResponse(case.rounds[k - 1].truth, media_type="image/png")
+    truth = case.rounds[k - 1].truth
+    if truth is None:
+        raise GatewayError(grpc.StatusCode.NOT_FOUND, f"round {k} of example {case.id} has no ground-truth mask: "
+                           "its structure is not in the image")
+    return FileResponse(truth, media_type="image/png")
 
 
 routes = [

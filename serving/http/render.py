@@ -42,7 +42,7 @@ class Levels:
 
 def _pixels(data: bytes) -> np.ndarray:
     """(H, W) or (H, W, 3) stored values: palette and alpha images become RGB (alpha is not part of the picture)."""
-    image = Image.open(io.BytesIO(data))
+    image: Image.Image = Image.open(io.BytesIO(data))
     if image.mode not in ("L", "RGB", "I", "I;16", "I;16B", "I;16L", "F"):
         image = image.convert("RGB")
     return np.asarray(image)
@@ -73,7 +73,7 @@ def render(data: bytes, center: float | None = None, width: float | None = None)
     a = _pixels(data)
     if center is None and a.dtype == np.uint8:
         return _png(a)
-    if center is None:
+    if center is None or width is None:  # neither (both or neither are given)
         found = levels(data)
         lo, hi = found.minimum, max(found.maximum, found.minimum + 1.0)
     else:

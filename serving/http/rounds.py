@@ -73,10 +73,10 @@ async def list_rounds(request: Request) -> JSONResponse:
 
 async def _round(request: Request) -> pb.Round:
     upstream = request.app.state.upstream
-    if request.path_params["index"] > 2**31 - 1:  # beyond int32: no round, and not a GetRoundRequest
-        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "a round index is 1 to 2147483647")
+    if request.path_params["number"] > 2**31 - 1:  # beyond int32: no round, and not a GetRoundRequest
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "a round number is 1 to 2147483647")
     return await upstream.stub.GetRound(pb.GetRoundRequest(session_id=request.path_params["session_id"],
-                                                           index=request.path_params["index"]),
+                                                           number=request.path_params["number"]),
                                         **upstream.kwargs(request))
 
 
@@ -87,13 +87,13 @@ async def get_round(request: Request) -> JSONResponse:
 async def round_mask(request: Request) -> Response:
     r = await _round(request)
     if not r.has_mask:
-        raise GatewayError(grpc.StatusCode.NOT_FOUND, f"round {r.index}'s answer has no mask")
+        raise GatewayError(grpc.StatusCode.NOT_FOUND, f"round {r.number}'s answer has no mask")
     return Response(r.mask_png, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
 routes = [
     Route("/api/v1/sessions/{session_id}/rounds", ask, methods=["POST"]),
     Route("/api/v1/sessions/{session_id}/rounds", list_rounds, methods=["GET"]),
-    Route("/api/v1/sessions/{session_id}/rounds/{index:int}", get_round, methods=["GET"]),
-    Route("/api/v1/sessions/{session_id}/rounds/{index:int}/mask.png", round_mask, methods=["GET"]),
+    Route("/api/v1/sessions/{session_id}/rounds/{number:int}", get_round, methods=["GET"]),
+    Route("/api/v1/sessions/{session_id}/rounds/{number:int}/mask.png", round_mask, methods=["GET"]),
 ]

@@ -78,7 +78,10 @@ class Gateway:
                  max_message_bytes: int = 64 * 2**20):
         self.options, self.checkpoint, self.max_message_bytes = options, checkpoint, max_message_bytes
         self.port, self.url = 0, ""
-        self._socket = self._server = self._task = self.upstream = None
+        self._socket: socket.socket | None = None
+        self._server: _Server | None = None
+        self._task: asyncio.Task | None = None
+        self.upstream: Upstream | None = None
         self.beta = 0.0
 
     def bind(self) -> Gateway:
@@ -99,24 +102,26 @@ class Gateway:
     async def start(self, grpc_target: str) -> Gateway:
         if self._socket is None:
             self.bind()
+        assert self._socket is not None  # bind() made it
         o = self.options
-        self.upstream = Upstream(UpstreamOptions(loopback(grpc_target), max_message_bytes=self.max_message_bytes,
-                                                 round_timeout_s=o.round_timeout_s))
+        upstream = self.upstream = Upstream(UpstreamOptions(loopback(grpc_target),
+                                                            max_message_bytes=self.max_message_bytes,
+                                                            round_timeout_s=o.round_timeout_s))
         settings = PageSettings(jcm_beta=self.beta, window_presets=window_presets(),
                                 max_body_bytes=o.max_body_bytes, cors_origins=o.cors_origins)
-        config = uvicorn.Config(build_app(self.upstream, settings), log_level="warning", access_log=False,
+        config = uvicorn.Config(build_app(upstream, settings), log_level="warning", access_log=False,
                                 lifespan="off", ws="none", server_header=False, timeout_graceful_shutdown=2)
-        self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
+        server = self._server = _Server(config)
+        task = self._task = asyncio.create_task(server.serve(sockets=[self._socket]))
+        while not server.started:
+            if task.done():
+                task.result()
                 raise RuntimeError("the HTTP gateway stopped while starting")
             await asyncio.sleep(0.01)
         return self
 
     async def stop(self) -> None:
-        if self._server is not None:
+        if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
         if self.upstream is not None:

@@ -45,8 +45,8 @@ async def create_session(request: Request) -> JSONResponse:
     else:
         image, fields = body, dict(request.query_params)
     session = await _stub(request).CreateSession(session_request(image, fields), **_call(request))
-    body = session_json(session)
-    return JSONResponse(body, status_code=201, headers={"Location": body["url"]})
+    made = session_json(session)
+    return JSONResponse(made, status_code=201, headers={"Location": made["url"]})
 
 
 async def get_session(request: Request) -> JSONResponse:

@@ -2,19 +2,22 @@
 
 What a shell adds is Ray's part only: batching across requests (``serve.batch``, or the Reasoner's
 ``DialogueBatcher``), encodings put once in the object store and passed on by reference, fetching
-those references where they are used, and the replica's id for routing and tracing. Options and
-defaults come from ``serving.replicas.settings``.
+those references where they are used, the replica's id for routing and tracing, and a timer that sweeps
+the step's caches (``serving.replicas.caches``). Options and defaults come from ``serving.replicas.settings``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+import logging
+from collections.abc import Callable
+from typing import Any, cast
 
 import ray
 from ray import serve
 
 from serving.messages import (
+    CachedData,
     DecodedMask,
     EncoderStats,
     Encoding,
@@ -29,6 +32,7 @@ from serving.replicas.settings import EncoderSettings, ReasonerSettings, Segment
 from serving.replicas.steps import EncodedImage, ImageEncoderStep, ReasonerStep, SegmenterStep
 
 ENCODER, REASONER, SEGMENTER = EncoderSettings(), ReasonerSettings(), SegmenterSettings()
+log = logging.getLogger(__name__)
 
 
 def _fetch(value) -> EncodedImage:
@@ -36,40 +40,67 @@ def _fetch(value) -> EncodedImage:
     return ray.get(value) if isinstance(value, ray.ObjectRef) else value
 
 
+def _set_batching(batched: Any, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+    """Resize a ``serve.batch`` method's batches (``serve.batch`` adds these setters; its typing does not say so)."""
+    batched.set_max_batch_size(max_batch_size)
+    batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+
+class Sweeper:
+    """Runs a step's ``sweep`` in a worker thread every ``interval_s`` on the replica's event loop, from the
+    first request on (a replica's constructor runs outside its loop)."""
+
+    def __init__(self, sweep: Callable[[], int], interval_s: float):
+        self.sweep, self.interval_s = sweep, interval_s
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await asyncio.to_thread(self.sweep)
+            except Exception as e:  # the store may be restarting: the next sweep catches up
+                log.warning("cache sweep failed (%s); next in %.0f s", type(e).__name__, self.interval_s)
+
+
+def _replica_id() -> str:
+    return serve.get_replica_context().replica_id.unique_id
+
+
 @serve.deployment(**ENCODER.deployment_options())
 class ImageEncoder:
     def __init__(self, checkpoint: str, redis_url: str | None = None, settings: EncoderSettings = ENCODER):
         self.step = ImageEncoderStep(checkpoint, redis_url=redis_url, settings=settings)
-        self.refs: OrderedDict[str, ray.ObjectRef] = OrderedDict()  # sha -> the encoding in the object store
-        self.computing: dict[str, asyncio.Future] = {}  # sha -> its encoding under way (computed once)
+        self.computing: dict[str, asyncio.Future[EncodedImage]] = {}  # image key -> its encoding under way (once)
+        self.sweeper = Sweeper(self.step.sweep, settings.sweep_interval_s)
+        self.replica = _replica_id()
 
-    async def encode(self, sha256: str, image: bytes | None = None) -> Encoding:
-        """The image's encoding by object reference, put once; without ``image`` a missing image is read
-        from the store."""
-        if sha256 in self.refs:
-            self.refs.move_to_end(sha256)
-            metrics.ENCODER_CACHE.inc(tags={"tier": "replica"})
-            return Encoding(self.refs[sha256], True)
-        encoded, tier = self.step.lookup(sha256)
+    async def encode(self, image_key: str, image: bytes | None = None) -> Encoding:
+        """The encoding of the image stored as ``image_key``, by object reference, put once; without ``image`` a
+        missing image is read from the store."""
+        self.sweeper.start()
+        # off the event loop: the shared tier is a Redis GET and a torch.load, and the loop serves every round
+        encoded, tier = await asyncio.to_thread(self.step.lookup, image_key)
         if encoded is None:
-            if image is None and sha256 not in self.computing:
+            if image_key not in self.computing:  # concurrent rounds on a new image share one computation
                 # read here, not in the batch: one expired image must not fail the others' rounds
-                image = await asyncio.to_thread(self.step.image_bytes, sha256)
-            if sha256 not in self.computing:  # concurrent rounds on a new image share one computation
-                self.computing[sha256] = asyncio.ensure_future(self._compute((sha256, image)))
-                self.computing[sha256].add_done_callback(lambda _: self.computing.pop(sha256, None))
-            encoded = await asyncio.shield(self.computing[sha256])
+                data = image if image is not None else await asyncio.to_thread(self.step.image_bytes, image_key)
+                if image_key not in self.computing:  # another round may have started it during the read
+                    self.computing[image_key] = asyncio.ensure_future(self._compute((image_key, data)))
+                    self.computing[image_key].add_done_callback(lambda _: self.computing.pop(image_key, None))
+            encoded = await asyncio.shield(self.computing[image_key])
         metrics.ENCODER_CACHE.inc(tags={"tier": tier})
-        if sha256 not in self.refs:
-            self.refs[sha256] = ray.put(encoded)
-            while len(self.refs) > self.step.settings.cache_size:
-                self.refs.popitem(last=False)
-        return Encoding(self.refs[sha256], tier != "miss")
+        if encoded.ref is None:  # one copy in the object store, however many rounds pass it on
+            encoded.ref = ray.put(encoded.without_ref())
+        return Encoding(ref=encoded.ref, cache_hit=tier != "miss", image_key=image_key)
 
     def reconfigure(self, config: dict) -> None:
         settings = self.step.settings = self.step.settings.with_user_config(config)
-        self._compute.set_max_batch_size(settings.max_batch_size)
-        self._compute.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        _set_batching(self._compute, settings.max_batch_size, settings.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=ENCODER.max_batch_size, batch_wait_timeout_s=ENCODER.batch_wait_timeout_s)
     async def _compute(self, items: list[tuple[str, bytes]]) -> list[EncodedImage]:
@@ -78,6 +109,9 @@ class ImageEncoder:
 
     def stats(self) -> EncoderStats:
         return EncoderStats(self.step.computed, len(self.step.cache))
+
+    def holds(self, image_key: str, session_id: str) -> CachedData:
+        return CachedData(self.replica, image_key in self.step.cache, False)
 
 
 @serve.deployment(**REASONER.deployment_options(),
@@ -89,52 +123,47 @@ class Reasoner:
         self.step = ReasonerStep(checkpoint, redis_url=redis_url, settings=settings, fetch=_fetch)
         self.batcher = DialogueBatcher(self.step.reason_batch, max_batch_size=settings.max_batch_size,
                                        max_wait_s=settings.max_wait_s)
-        self.replica = serve.get_replica_context().replica_id.unique_id
+        self.sweeper = Sweeper(self.step.sweep, settings.sweep_interval_s)
+        self.replica = _replica_id()
 
     def reconfigure(self, config: dict) -> None:
         settings = self.step.settings = self.step.settings.with_user_config(config)
         self.batcher.max_batch_size, self.batcher.max_wait_s = settings.max_batch_size, settings.max_wait_s
 
     async def reason(self, request: ReasonRequest) -> ReasonedTurn:
+        self.sweeper.start()
         result = await self.batcher.submit(request.session_id, request)
         if isinstance(result, Exception):
             raise result
-        result.replica = self.replica
-        return result
+        turn = cast(ReasonedTurn, result)  # what ReasonerStep.reason_batch returns for it
+        turn.replica = self.replica
+        return turn
 
     def stats(self) -> ReasonerStats:
         return ReasonerStats(self.step.reused, self.step.rebuilt, len(self.step.dialogues), self.batcher.batches)
 
+    def holds(self, image_key: str, session_id: str) -> CachedData:
+        return CachedData(self.replica, False, session_id in self.step.dialogues)
+
 
 @serve.deployment(**SEGMENTER.deployment_options())
 class Segmenter:
-    """Encodings arrive by object reference; each is fetched once and kept (bounded LRU)."""
+    """Encodings arrive by object reference; each is fetched once and kept (``SegmenterStep.encodings``)."""
 
-    def __init__(self, checkpoint: str, settings: SegmenterSettings = SEGMENTER):
-        self.step = SegmenterStep(checkpoint, settings=settings)
-        self.encodings: OrderedDict[str, EncodedImage] = OrderedDict()  # object ref -> fetched encoding
+    def __init__(self, checkpoint: str, redis_url: str | None = None, settings: SegmenterSettings = SEGMENTER):
+        self.step = SegmenterStep(checkpoint, redis_url=redis_url, settings=settings, fetch=_fetch)
+        self.sweeper = Sweeper(self.step.sweep, settings.sweep_interval_s)
+        self.replica = _replica_id()
 
     def reconfigure(self, config: dict) -> None:
         settings = self.step.settings = self.step.settings.with_user_config(config)
-        self.decode.set_max_batch_size(settings.max_batch_size)
-        self.decode.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-
-    def _encoding(self, ref) -> EncodedImage:
-        if not isinstance(ref, ray.ObjectRef):
-            return ref
-        key = ref.hex()
-        if key not in self.encodings:
-            self.encodings[key] = ray.get(ref)
-            while len(self.encodings) > self.step.settings.encoding_cache_size:
-                self.encodings.popitem(last=False)
-        self.encodings.move_to_end(key)
-        return self.encodings[key]
+        _set_batching(self.decode, settings.max_batch_size, settings.batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=SEGMENTER.max_batch_size, batch_wait_timeout_s=SEGMENTER.batch_wait_timeout_s)
     async def decode(self, requests: list[MaskRequest]) -> list[DecodedMask]:
+        self.sweeper.start()
         metrics.BATCH_SIZE.observe(len(requests), tags={"stage": "decode"})
+        return await asyncio.to_thread(self.step.decode, requests)
 
-        def run():
-            return self.step.decode([(self._encoding(r.encoding.ref), r.seg_vector) for r in requests])
-
-        return await asyncio.to_thread(run)
+    def holds(self, image_key: str, session_id: str) -> CachedData:
+        return CachedData(self.replica, image_key in self.step.encodings, False)

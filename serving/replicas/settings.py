@@ -24,6 +24,9 @@ class DeploymentSettings:
     max_ongoing_requests: int = 32
     num_cpus: float = 0.25
     """A fraction of a CPU: on a small machine whole CPUs per replica leave Serve waiting for resources."""
+    sweep_interval_s: float = 5.0
+    """How often a replica drops from its caches what belongs to sessions deleted or expired: the longest
+    a session's picture, embedding or key/value cache outlives it in a replica."""
 
     def deployment_options(self) -> dict:
         """Keyword arguments of ``serve.deployment``."""
@@ -60,11 +63,13 @@ class EncoderSettings(DeploymentSettings):
     """The ``ImageEncoder``: both image encoders, cached per image."""
 
     NAME: ClassVar[str] = "ImageEncoder"
-    ARGS: ClassVar[tuple[str, ...]] = ("cache_size", "shared_ttl_s")
+    ARGS: ClassVar[tuple[str, ...]] = ("cache_size", "cache_bytes", "shared_ttl_s", "sweep_interval_s")
     USER_CONFIG: ClassVar[tuple[str, ...]] = ("max_batch_size", "batch_wait_timeout_s")
 
     cache_size: int = 64
     """Encodings kept in each replica (LRU)."""
+    cache_bytes: int = 512 << 20
+    """... and at most this many bytes of them (pictures, SAM embeddings, CLIP features)."""
     shared_ttl_s: int = 3600
     """The longest an encoding stays in the shared Redis tier (never beyond its image, which leaves with its
     last session)."""
@@ -78,11 +83,13 @@ class ReasonerSettings(DeploymentSettings):
     """The ``Reasoner``: the language step, batched across dialogues (``serving.replicas.batching``)."""
 
     NAME: ClassVar[str] = "Reasoner"
-    ARGS: ClassVar[tuple[str, ...]] = ("dialogue_cache_size",)
+    ARGS: ClassVar[tuple[str, ...]] = ("dialogue_cache_size", "dialogue_cache_bytes", "sweep_interval_s")
     USER_CONFIG: ClassVar[tuple[str, ...]] = ("max_batch_size", "max_wait_s")
 
     dialogue_cache_size: int = 256
     """Dialogues whose key/value caches each replica keeps (LRU)."""
+    dialogue_cache_bytes: int = 512 << 20
+    """... and at most this many bytes of them (key/value caches, pictures, masks)."""
     max_batch_size: int = 32
     max_wait_s: float = 0.1
     """The longest a round waits for other dialogues that are due."""
@@ -93,12 +100,14 @@ class SegmenterSettings(DeploymentSettings):
     """The ``Segmenter``: JCM judge/correct and SAM mask decoding of [SEG] vectors."""
 
     NAME: ClassVar[str] = "Segmenter"
-    ARGS: ClassVar[tuple[str, ...]] = ("use_jcm", "encoding_cache_size")
+    ARGS: ClassVar[tuple[str, ...]] = ("use_jcm", "encoding_cache_size", "encoding_cache_bytes", "sweep_interval_s")
     USER_CONFIG: ClassVar[tuple[str, ...]] = ("max_batch_size", "batch_wait_timeout_s")
 
     use_jcm: bool = True
     encoding_cache_size: int = 64
     """Image encodings each replica keeps after fetching them (LRU)."""
+    encoding_cache_bytes: int = 512 << 20
+    """... and at most this many bytes of them."""
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.001
 

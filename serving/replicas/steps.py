@@ -1,9 +1,10 @@
 """The model's three serving steps as plain classes (no Ray), and ``LocalPipeline``, which runs them in
 one process. ``serving.replicas.deployments`` wraps the same classes as Ray Serve deployments.
 
-- ``ImageEncoderStep``: both image encoders, content-addressed by the image's SHA-256 with a bounded
-  in-process LRU and a shared tier in Redis, so an image is encoded once however many rounds and
-  sessions use it; reads the image bytes from the store itself when a round needs one it lacks.
+- ``ImageEncoderStep``: both image encoders, content-addressed by the image's key (``serving.store.content_key``:
+  its SHA-256, per tenant) with a bounded in-process LRU and a shared tier in Redis, so an image is encoded
+  once however many rounds and sessions use it; reads the image bytes from the store itself when a round
+  needs one it lacks.
 - ``ReasonerStep``: the LLaVA step: generates the answer and the [SEG] vector, the rounds of different
   dialogues together in one batch. Each dialogue's key/value cache stays here between rounds (a
   bounded LRU); when the stored rounds are not the ones it holds (another replica ran the last
@@ -11,8 +12,13 @@ one process. ``serving.replicas.deployments`` wraps the same classes as Ray Serv
   (``MultiRoundPredictor.restore``).
 - ``SegmenterStep``: JCM judge/correct and SAM mask decoding of [SEG] vectors, each on its own image.
 
+Each cache is a ``BoundedLRU`` (entries and bytes) that ``sweep`` trims to what the store still holds, so a
+deleted or expired session's picture, embedding and key/value cache do not outlive it in a replica.
+
 Round numbers in the messages are 1-based; the predictor's round indexes are 0-based: the steps
-convert between them (``_index`` / ``_number``).
+convert between them with ``model.questions.round_index`` / ``round_number`` and nowhere else. The
+dialogue sends its question normalised and its reference resolved; the Reasoner hands them to the
+predictor as a ``Question`` that is not checked again.
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ import asyncio
 import hashlib
 import io
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,6 +39,7 @@ from model.checkpoint import load_checkpoint
 from model.data.images import load_image, mask_box
 from model.mediround import ImageEncoding
 from model.predictor import MultiRoundPredictor, RoundResult, judge_and_decode, reason_together
+from model.questions import Question, round_index, round_number
 from serving.messages import (
     DecodedMask,
     Encoding,
@@ -45,6 +52,7 @@ from serving.messages import (
     encode_mask,
 )
 from serving.replicas import metrics
+from serving.replicas.caches import BoundedLRU, tensor_bytes
 from serving.replicas.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
 from serving.store import Conflict, StoreReader
 
@@ -60,10 +68,19 @@ def model_id(checkpoint: str | Path) -> str:
 
 @dataclass
 class EncodedImage:
-    """What the encoder hands on: the uint8 (3, H, W) picture and its ``ImageEncoding``."""
+    """What the encoder hands on: the uint8 (3, H, W) picture and its ``ImageEncoding``; in a Ray replica,
+    ``ref`` is the one copy of it put in the object store (``without_ref`` is what is put)."""
 
     picture: torch.Tensor
     encoding: ImageEncoding
+    ref: object | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self.picture, self.encoding.sam_embedding, self.encoding.image_features)
+
+    def without_ref(self) -> EncodedImage:
+        return replace(self, ref=None)
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -91,51 +108,49 @@ class ImageEncoderStep:
         self.model, _, _ = load_checkpoint(checkpoint)
         self.model_id = model_id(checkpoint)
         self.settings = settings or EncoderSettings()
-        self.cache: OrderedDict[str, EncodedImage] = OrderedDict()
+        self.cache: BoundedLRU[str, EncodedImage] = BoundedLRU(
+            max_entries=self.settings.cache_size, max_bytes=self.settings.cache_bytes, size_of=lambda e: e.nbytes)
         self.store = StoreReader(redis_url) if redis_url else None
         self.computed = 0
-        self.lock = threading.Lock()  # lookups (event loop) and computes (worker thread) share the LRU
 
-    def lookup(self, sha: str) -> tuple[EncodedImage | None, str]:
+    def lookup(self, image_key: str) -> tuple[EncodedImage | None, str]:
         """(the encoding or None, the tier that had it: "replica", "shared" or "miss")."""
-        with self.lock:
-            if sha in self.cache:
-                self.cache.move_to_end(sha)
-                return self.cache[sha], "replica"
+        encoded = self.cache.get(image_key)
+        if encoded is not None:
+            return encoded, "replica"
         if self.store is not None:
-            data = self.store.encoding(self.model_id, sha)
+            data = self.store.encoding(self.model_id, image_key)
             if data is not None:
                 encoded = EncodedImage.from_bytes(data)
-                self._remember(sha, encoded)
+                self.cache.put(image_key, encoded)
                 return encoded, "shared"
         return None, "miss"
 
-    def image_bytes(self, sha: str) -> bytes:
+    def sweep(self) -> int:
+        """Drop the encodings of images no session uses any more; the number dropped."""
+        return self.cache.retain(self.store.stored_images) if self.store is not None else 0
+
+    def image_bytes(self, image_key: str) -> bytes:
         """A session's image, read from the store (for a round whose image is not encoded here yet)."""
         if self.store is None:
             raise RuntimeError("the image is not encoded and this encoder has no store to read it from")
-        return self.store.image(sha)
+        return self.store.image(image_key)
 
-    def _remember(self, sha: str, encoded: EncodedImage) -> None:
-        with self.lock:
-            self.cache[sha] = encoded
-            self.cache.move_to_end(sha)
-            while len(self.cache) > self.settings.cache_size:
-                self.cache.popitem(last=False)
 
     @torch.inference_mode()
     def compute(self, items: list[tuple[str, bytes]]) -> list[EncodedImage]:
-        """Encode a batch of (sha, image bytes) with one SAM forward and one CLIP forward."""
+        """Encode a batch of (image key, image bytes) with one SAM forward and one CLIP forward."""
         pictures = [torch.from_numpy(load_image(data)).permute(2, 0, 1).contiguous() for _, data in items]
         embeddings, sizes = self.model.sam_embed(pictures)
-        features = self.model.image_features(pictures)
+        features = self.model.image_features(pictures, embeddings)  # from the SAM pass when the MLLM sees it
         out = []
-        for k, (sha, _) in enumerate(items):
+        for k, (image_key, _) in enumerate(items):
+            height, width = pictures[k].shape[-2:]
             enc = EncodedImage(pictures[k], ImageEncoding(embeddings[k:k + 1], features[k], sizes[k],
-                                                          tuple(pictures[k].shape[-2:])))
-            self._remember(sha, enc)
+                                                          (int(height), int(width))))
+            self.cache.put(image_key, enc)
             if self.store is not None:
-                self.store.put_encoding(self.model_id, sha, enc.to_bytes(), self.settings.shared_ttl_s)
+                self.store.put_encoding(self.model_id, image_key, enc.to_bytes(), self.settings.shared_ttl_s)
             out.append(enc)
         self.computed += len(items)
         if items:  # Ray's counters take positive increments only
@@ -150,28 +165,38 @@ class DialogueSlot:
     predictor: MultiRoundPredictor | None = None
     history: list[PriorTurn] = field(default_factory=list)
 
-
-def _index(number: int | None) -> int | None:
-    """1-based round number -> 0-based round index."""
-    return None if number is None else number - 1
-
-
-def _number(index: int | None) -> int | None:
-    return None if index is None else index + 1
+    def nbytes(self) -> int:
+        """What the slot holds of its own: the key/value cache, the picture and the rounds' masks (the image
+        encoding is the encoder's, shared)."""
+        p = self.predictor
+        if p is None:
+            return 0
+        layers: list[Any] = list(p.state.cache.layers)  # transformers' typing allows layers without keys; ours have
+        cache = [t for layer in layers for t in (layer.keys, layer.values)]
+        masks = sum(r.mask.nbytes for r in p.rounds if r.mask is not None)
+        return tensor_bytes(p._image, *cache) + masks
 
 
 def _held_round(index: int, prior: PriorTurn) -> RoundResult:
     """An earlier round as the predictor holds it when only its tokens matter (its mask, when referenced,
     comes with the request that refers to it)."""
-    return RoundResult(index, prior.question, "", None, None, None, False, _index(prior.reference_round), False,
-                       None, list(prior.answer_ids))
+    return RoundResult(index=index, question=prior.question, answer="", mask=None, box=None, quality=None,
+                       corrected=False, reference_index=round_index(prior.reference_round), has_mask=False,
+                       answer_ids=list(prior.answer_ids))
 
 
 def _stored_round(record: Round) -> RoundResult:
+    """A stored round as the predictor replays it in a rebuild."""
     seg = None if record.seg_vector is None else np.asarray(record.seg_vector, np.float32)
-    return RoundResult(record.number - 1, record.question, record.answer, record.mask, record.box, record.quality,
-                       record.corrected, _index(record.reference_round), record.has_mask, seg,
-                       list(record.answer_ids))
+    return RoundResult(index=round_index(record.number), question=record.question, answer=record.answer,
+                       mask=record.mask, box=record.box, quality=record.quality, corrected=record.corrected,
+                       reference_index=round_index(record.reference_round), has_mask=record.has_mask,
+                       seg_vector=seg, answer_ids=list(record.answer_ids))
+
+
+def _question(request: ReasonRequest) -> Question:
+    """The request's question as the dialogue normalised and resolved it, for the predictor as it is."""
+    return Question(text=request.question, reference_index=round_index(request.reference_round))
 
 
 class ReasonerStep:
@@ -189,7 +214,9 @@ class ReasonerStep:
                                                           **predictor_args)
         self.store = StoreReader(redis_url) if redis_url else None
         self.settings, self.fetch = settings or ReasonerSettings(), fetch
-        self.dialogues: OrderedDict[str, DialogueSlot] = OrderedDict()
+        self.dialogues: BoundedLRU[str, DialogueSlot] = BoundedLRU(
+            max_entries=self.settings.dialogue_cache_size, max_bytes=self.settings.dialogue_cache_bytes,
+            size_of=DialogueSlot.nbytes)
         self.reused = self.rebuilt = 0
         self.lock = threading.Lock()  # one batch at a time owns the predictors
 
@@ -216,8 +243,7 @@ class ReasonerStep:
                 except Exception as e:  # one dialogue that cannot be made ready fails alone
                     out[k] = e
             try:
-                turns = reason_together(ready, [(requests[k].question, _index(requests[k].reference_round))
-                                                for k in slots]) if slots else []
+                turns = reason_together(ready, [_question(requests[k]) for k in slots]) if slots else []
             except BaseException:
                 for slot in slots.values():  # a forward pass that failed halfway leaves a cache no one may reuse
                     slot.predictor = None
@@ -226,21 +252,29 @@ class ReasonerStep:
                 if isinstance(turn, Exception):
                     out[k] = turn
                     continue
-                slot.history.append(PriorTurn(turn.question, _number(turn.reference), tuple(turn.answer_ids)))
+                reference_round = round_number(turn.reference_index)
+                slot.history.append(PriorTurn(question=turn.question, reference_round=reference_round,
+                                              answer_ids=tuple(turn.answer_ids)))
+                session_id = requests[k].session_id
+                if session_id is not None:
+                    self.dialogues.put(session_id, slot)  # counts its grown cache again
                 seg = None if turn.seg_vector is None else turn.seg_vector.float().cpu().numpy().tolist()
-                out[k] = ReasonedTurn(turn.answer, turn.answer_ids, seg, _number(turn.reference))
-        return out
+                out[k] = ReasonedTurn(answer=turn.answer, answer_ids=turn.answer_ids, seg_vector=seg,
+                                      reference_round=reference_round)
+        return cast(list[ReasonedTurn | Exception], out)  # every request got its turn or its error
 
     def _slot(self, session_id: str | None) -> DialogueSlot:
         if session_id is None:  # a stateless round: nothing to keep
             return DialogueSlot()
         slot = self.dialogues.get(session_id)
         if slot is None:
-            slot = self.dialogues[session_id] = DialogueSlot()
-            while len(self.dialogues) > self.settings.dialogue_cache_size:
-                self.dialogues.popitem(last=False)
-        self.dialogues.move_to_end(session_id)
+            slot = DialogueSlot()
+            self.dialogues.put(session_id, slot)
         return slot
+
+    def sweep(self) -> int:
+        """Drop the dialogues of sessions deleted or expired; the number dropped."""
+        return self.dialogues.retain(self.store.live_sessions) if self.store is not None else 0
 
     def _ready(self, slot: DialogueSlot, request: ReasonRequest) -> MultiRoundPredictor:
         """The slot's predictor holding exactly the request's history: its kept cache when that matches,
@@ -256,7 +290,7 @@ class ReasonerStep:
             self.rebuilt += 1
             metrics.DIALOGUE_CACHE.inc(tags={"outcome": "rebuilt" if request.history else "new"})
         if request.reference_round is not None:
-            referenced = p.rounds[request.reference_round - 1]
+            referenced = p.rounds[round_index(request.reference_round)]
             referenced.mask = decode_mask(request.reference_mask_png) if request.reference_mask_png else None
         return p
 
@@ -278,23 +312,44 @@ class ReasonerStep:
 
 
 class SegmenterStep:
-    """JCM + SAM decoding of [SEG] vectors, each on its own image."""
+    """JCM + SAM decoding of [SEG] vectors, each on its own image. ``fetch`` turns an ``Encoding.ref`` into the
+    ``EncodedImage`` (identity in one process; ``ray.get`` in a deployment, kept here in a bounded LRU by image)."""
 
-    def __init__(self, checkpoint: str, *, settings: SegmenterSettings | None = None):
+    def __init__(self, checkpoint: str, *, redis_url: str | None = None, settings: SegmenterSettings | None = None,
+                 fetch: Callable[[object], EncodedImage] = _same):
         self.model, _, _ = load_checkpoint(checkpoint)
-        self.settings = settings or SegmenterSettings()
+        self.settings, self.fetch = settings or SegmenterSettings(), fetch
+        self.store = StoreReader(redis_url) if redis_url else None
+        self.encodings: BoundedLRU[str, EncodedImage] = BoundedLRU(
+            max_entries=self.settings.encoding_cache_size, max_bytes=self.settings.encoding_cache_bytes,
+            size_of=lambda e: e.nbytes)
+
+    def encoded(self, encoding: Encoding) -> EncodedImage:
+        if isinstance(encoding.ref, EncodedImage):
+            return encoding.ref
+        encoded = self.encodings.get(encoding.image_key)
+        if encoded is None:
+            encoded = self.fetch(encoding.ref)
+            self.encodings.put(encoding.image_key, encoded)
+        return encoded
 
     @torch.inference_mode()
-    def decode(self, items: list[tuple[EncodedImage, list[float]]]) -> list[DecodedMask]:
+    def decode(self, requests: list[MaskRequest]) -> list[DecodedMask]:
         out = []
-        for encoded, vector in items:
-            prompt = torch.tensor([vector], dtype=self.model.dtype)
+        for request in requests:
+            encoded = self.encoded(request.encoding)
+            prompt = torch.tensor([request.seg_vector], dtype=self.model.dtype)
             masks, q, corrected = judge_and_decode(self.model, encoded.encoding, prompt, self.settings.use_jcm,
                                                   encoded.picture)
             if corrected.any():
                 metrics.JCM_CORRECTIONS.inc(int(corrected.sum()))
-            out.append(DecodedMask(encode_mask(masks[0]), mask_box(masks[0]), float(q[0]), bool(corrected[0])))
+            out.append(DecodedMask(mask_png=encode_mask(masks[0]), box=mask_box(masks[0]), quality=float(q[0]),
+                                   corrected=bool(corrected[0])))
         return out
+
+    def sweep(self) -> int:
+        """Drop the encodings of images no session uses any more; the number dropped."""
+        return self.encodings.retain(self.store.stored_images) if self.store is not None else 0
 
 
 class LocalPipeline:
@@ -304,18 +359,22 @@ class LocalPipeline:
     def __init__(self, checkpoint: str, *, redis_url: str | None = None):
         self.encoder = ImageEncoderStep(checkpoint, redis_url=redis_url)
         self.reasoner = ReasonerStep(checkpoint, redis_url=redis_url)
-        self.segmenter = SegmenterStep(checkpoint)
+        self.segmenter = SegmenterStep(checkpoint, redis_url=redis_url)
 
-    async def encode(self, sha256: str, image: bytes | None = None) -> Encoding:
-        encoded, tier = self.encoder.lookup(sha256)
+    async def encode(self, image_key: str, image: bytes | None = None) -> Encoding:
+        encoded, tier = await asyncio.to_thread(self.encoder.lookup, image_key)
         if encoded is None:
             if image is None:
-                image = await asyncio.to_thread(self.encoder.image_bytes, sha256)
-            encoded = (await asyncio.to_thread(self.encoder.compute, [(sha256, image)]))[0]
-        return Encoding(encoded, tier != "miss")
+                image = await asyncio.to_thread(self.encoder.image_bytes, image_key)
+            encoded = (await asyncio.to_thread(self.encoder.compute, [(image_key, image)]))[0]
+        return Encoding(ref=encoded, cache_hit=tier != "miss", image_key=image_key)
 
     async def reason(self, request: ReasonRequest) -> ReasonedTurn:
         return await asyncio.to_thread(self.reasoner.reason, request)
 
     async def decode(self, request: MaskRequest) -> DecodedMask:
-        return (await asyncio.to_thread(self.segmenter.decode, [(request.encoding.ref, request.seg_vector)]))[0]
+        return (await asyncio.to_thread(self.segmenter.decode, [request]))[0]
+
+    def sweep(self) -> int:
+        """Every step's ``sweep`` (the deployments run theirs on a timer); the number of entries dropped."""
+        return self.encoder.sweep() + self.reasoner.sweep() + self.segmenter.sweep()

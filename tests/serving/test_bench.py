@@ -65,8 +65,7 @@ def test_the_model_only_parts_answer_every_round_of_every_dialogue(model_parts):
         assert len(part["p50_ms_by_round"]) == ROUNDS and all(ms > 0 for ms in part["p50_ms_by_round"])
     batched = model_parts["batched_floor"]
     assert batched["dialogues"] == MODEL_ONLY_DIALOGUES and len(batched["ms_by_round"]) == ROUNDS
-    assert all(ms > 0 for ms in batched["ms_by_round"])
-    assert len(batched["passes_rounds_per_s"]) == 3 and batched["rounds_per_s"] == max(batched["passes_rounds_per_s"])
+    assert all(ms > 0 for ms in batched["ms_by_round"]) and len(batched["passes_rounds_per_s"]) == 3
 
 
 def _hand_made_report() -> dict:
@@ -132,9 +131,7 @@ def test_the_whole_bench_answers_every_round_and_reports_sane_values(bench):
     assert all(part["rounds"] == DIALOGUES * ROUNDS and part["rounds_per_s"] > 0 for part in parts)
     assert [r["concurrency"] for r in report["naive"]] == [r["concurrency"] for r in report["served"]] == list(LEVELS)
     assert all(len(r["p50_ms_by_round"]) == ROUNDS for r in report["served"])
-    batched = report["batched_floor"]  # which floor is faster is a figure the bench prints, not a test
-    assert len(batched["passes_rounds_per_s"]) == 3 and batched["rounds_per_s"] == max(batched["passes_rounds_per_s"])
-    assert report["summary"] == summary(report)
+    assert len(report["batched_floor"]["passes_rounds_per_s"]) == 3  # which floor is faster: a printed figure
     assert [c["concurrency"] for c in report["summary"]["by_concurrency"]] == list(LEVELS)
     assert report["summary"]["served_alone_over_floor_per_round"] > 0
     for level in report["served"]:  # the CPU of every served part is found and counted

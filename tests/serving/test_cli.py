@@ -56,7 +56,7 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
                               input="Segment the liver.\nSegment the lesion inside it.\n\n", capture_output=True,
                               text=True, timeout=120)
         assert chat.returncode == 0, chat.stderr
-        assert chat.stdout.count("[SEG]") == 2 and "reference round 1" in chat.stdout
+        assert chat.stdout.count("[mask]") == 2 and "[SEG]" not in chat.stdout and "reference round 1" in chat.stdout
         assert len(list(tmp_path.glob("*_round*.png"))) == 2
         from pydicom.data import get_testdata_file
 

@@ -34,6 +34,21 @@ def test_a_write_survives_kill_9_of_redis_and_a_restart_on_the_same_directory(tm
     assert (tmp_path / "appendonly.aof").stat().st_size > 0
 
 
+def test_a_crashed_server_restarts_in_place_on_the_same_address_and_data(tmp_path):
+    """What the chaos harness does to the store: kill it, bring it back where the service expects it."""
+    from tests.serving.dicom.orthanc import free_port
+
+    with EmbeddedRedis(tmp_path, port=free_port()) as server:
+        redis.Redis.from_url(server.url).set("session", "kept")
+        crashed = server.pid
+        server.kill()
+        assert _gone(crashed)
+        server.restart()
+        assert server.pid != crashed and redis.Redis.from_url(server.url).get("session") == b"kept"
+        with pytest.raises(RuntimeError, match="kill"):
+            server.restart()
+
+
 def test_a_second_server_on_a_directory_in_use_fails_clearly(tmp_path):
     with EmbeddedRedis(tmp_path), pytest.raises(DataDirectoryInUse, match="in use by another mediround serve"):
         EmbeddedRedis(tmp_path, lock_wait=0.5)

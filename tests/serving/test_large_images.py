@@ -9,7 +9,7 @@ from PIL import Image
 
 from model.config import SHIPPED_TINY
 from model.data.real import REAL_SLICES
-from serving.messages import Encoding, ReasonRequest, decode_mask
+from serving.messages import Encoding, MaskRequest, ReasonRequest, decode_mask
 from serving.replicas.steps import ImageEncoderStep, ReasonerStep, SegmenterStep
 
 
@@ -28,9 +28,10 @@ def _png(image: Image.Image) -> bytes:
 def _round(steps, name: str, png: bytes, question: str):
     encoder, reasoner, segmenter = steps
     encoded = encoder.compute([(name, png)])[0]
-    turn = reasoner.reason(ReasonRequest(None, Encoding(encoded, False), question, None, []))
+    encoding = Encoding(encoded, False, name)
+    turn = reasoner.reason(ReasonRequest(None, encoding, question, None, []))
     assert turn.seg_vector is not None
-    return segmenter.decode([(encoded, turn.seg_vector)])[0]
+    return segmenter.decode([MaskRequest(encoding, turn.seg_vector)])[0]
 
 
 @pytest.mark.slow

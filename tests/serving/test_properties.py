@@ -282,7 +282,7 @@ def test_reading_and_deleting_never_fail_internally_nor_change_anything(service,
     method, request = data.draw(st.sampled_from([
         ("GetSession", pb.GetSessionRequest(session_id=sid)),
         ("ListRounds", pb.ListRoundsRequest(session_id=sid, include_masks=data.draw(st.booleans()))),
-        ("GetRound", pb.GetRoundRequest(session_id=sid, index=data.draw(small_or_any))),
+        ("GetRound", pb.GetRoundRequest(session_id=sid, number=data.draw(small_or_any))),
         ("DeleteSession", pb.DeleteSessionRequest(session_id=sid if sid != service.fixed else sid.upper())),
     ]))
     check_call(service, method, request)
@@ -344,7 +344,7 @@ def test_rounds_on_a_live_session_append_one_round_or_change_nothing(service, da
     if code is grpc.StatusCode.OK:
         made = response if method == "CreateRound" else response[-1].round
         assert len(after) in (before, before + 1)  # a request id seen before returns its round, appends none
-        assert after[made.index - 1].question == made.question
+        assert after[made.number - 1].question == made.question
     else:
         assert len(after) == before
 

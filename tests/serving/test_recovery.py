@@ -48,7 +48,7 @@ def test_redis_down_is_unavailable_and_the_server_recovers(tmp_path):
                 try:
                     second = await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id,
                                                                           question="Segment the spleen."))
-                    assert second.index == 2  # round 1 survived the outage
+                    assert second.number == 2  # round 1 survived the outage
                 finally:
                     restarted.close()
         finally:
@@ -81,7 +81,7 @@ def test_a_round_asked_while_redis_restarts_waits_for_it_and_is_appended_once(tm
                 restarted = EmbeddedRedis(tmp_path, port=port)
                 second = await asked
                 listed = await stub.ListRounds(pb.ListRoundsRequest(session_id=session.id))
-                assert second.index == 2 and [r.index for r in listed.rounds] == [1, 2]
+                assert second.number == 2 and [r.number for r in listed.rounds] == [1, 2]
         finally:
             await server.stop(grace=1)
             await store.close()

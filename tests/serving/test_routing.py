@@ -11,6 +11,7 @@ import pytest
 from ray.serve._private.common import DeploymentHandleSource, DeploymentID, RequestMetadata, RunningReplicaInfo
 from ray.serve.request_router import PendingRequest, ReplicaID, RunningReplica
 
+from serving.messages import Encoding, ReasonRequest
 from serving.replicas.routing import SessionAffinityRouter, rank_replicas
 
 REPLICAS = [f"replica-{k}" for k in range(4)]
@@ -71,8 +72,9 @@ def choose(candidates: list[RunningReplica], session: str | None) -> list[list[s
         router = SessionAffinityRouter(deployment_id=DeploymentID("reasoner"),
                                        handle_source=DeploymentHandleSource.UNKNOWN)
         request = None if session is None else PendingRequest(
-            args=[], kwargs={}, metadata=RequestMetadata(request_id="r", internal_request_id="r",
-                                                         multiplexed_model_id=session))
+            args=[ReasonRequest(session_id=session or None, encoding=Encoding(ref=None, cache_hit=False),
+                                question="Segment the liver.", reference_round=None, history=[])],
+            kwargs={}, metadata=RequestMetadata(request_id="r", internal_request_id="r"))
         ranks = await router.choose_replicas(candidates, request)
         return [[r.replica_id.unique_id for r in rank] for rank in ranks]
 

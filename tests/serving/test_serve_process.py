@@ -77,7 +77,7 @@ def test_kill_9_leaves_no_processes_and_a_restart_keeps_the_dialogue(tmp_path):
             with MediRoundClient(f"127.0.0.1:{port}") as client:
                 assert client.session(session.id).round_count == 1
                 (stored,) = client.rounds(session.id)
-                assert stored.index == 1 and stored.answer == answer
+                assert stored.number == 1 and stored.answer == answer
             third = subprocess.run([sys.executable, "-m", "serving.cli", "serve", "--address", "127.0.0.1:0",
                                     "--data-dir", str(data)], capture_output=True, text=True, env=ENV, timeout=120)
             assert third.returncode == 2 and "is in use by another mediround serve" in third.stderr, third.stderr

@@ -11,12 +11,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 
+from mediround.v1 import mediround_pb2_grpc as pb_grpc
 from model.config import SHIPPED_TINY
 from model.data.mrmedseg import load
 from model.data.real import REAL_DIALOGUES, REAL_SLICES
 from model.predictor import MultiRoundPredictor
+from model.questions import round_number
 from serving.client import MediRoundClient
 from serving.front.server import ServerOptions
+from serving.replicas.settings import EncoderSettings
+from serving.retries import Backoff
 from serving.runtime.service import BackgroundService, ServiceOptions
 from tests.serving.dicom.orthanc import free_port
 
@@ -60,12 +64,12 @@ def test_a_served_dialogue_equals_the_in_process_predictor(client, predictor):
     served = [client.ask(session.id, r.question) for r in conv.rounds]
     local = _in_process(predictor, image, [r.question for r in conv.rounds])
     for s, lo in zip(served, local, strict=True):
-        assert s.answer == lo.answer and s.has_mask == lo.has_seg
-        assert s.reference_round == (0 if lo.reference is None else lo.reference + 1)
-        if lo.has_seg:
+        assert s.answer == lo.answer and s.has_mask == lo.has_mask
+        assert s.reference_round == (round_number(lo.reference_index) or 0)  # 0 on the wire: no reference
+        if lo.has_mask:
             assert np.array_equal(MediRoundClient.mask(s), lo.mask)
             assert s.quality == pytest.approx(lo.quality, abs=1e-6) and s.corrected == lo.corrected
-    assert [r.index for r in client.rounds(session.id)] == list(range(1, len(conv.rounds) + 1))
+    assert [r.number for r in client.rounds(session.id)] == list(range(1, len(conv.rounds) + 1))
     assert client.session(session.id).round_count == len(conv.rounds)
 
 
@@ -87,7 +91,7 @@ def test_each_dialogue_keeps_to_the_reasoner_replica_chosen_for_it(client, predi
         assert {s.served_by["reasoner"] for s in served} == {chosen}
         for s, lo in zip(served, local, strict=True):
             assert s.answer == lo.answer
-            if lo.has_seg:
+            if lo.has_mask:
                 assert np.array_equal(MediRoundClient.mask(s), lo.mask)
 
 
@@ -96,9 +100,9 @@ def test_concurrent_rounds_on_one_session_are_serialised(client):
     questions = ["Segment the liver.", "Segment the spleen.", "Segment the aorta.", "Segment the left kidney."]
     with ThreadPoolExecutor(4) as pool:
         done = list(pool.map(lambda q: client.ask(session.id, q), questions))
-    assert sorted(r.index for r in done) == [1, 2, 3, 4]
+    assert sorted(r.number for r in done) == [1, 2, 3, 4]
     listed = client.rounds(session.id)
-    assert sorted(r.question for r in listed) == sorted(questions) and [r.index for r in listed] == [1, 2, 3, 4]
+    assert sorted(r.question for r in listed) == sorted(questions) and [r.number for r in listed] == [1, 2, 3, 4]
 
 
 def test_a_retried_request_id_appends_once(client):
@@ -106,8 +110,44 @@ def test_a_retried_request_id_appends_once(client):
     request_id = uuid.uuid4().hex
     first = client.ask(session.id, "Segment the liver.", request_id=request_id)
     again = client.ask(session.id, "Segment the liver.", request_id=request_id)
-    assert (first.index, again.index) == (1, 1) and again.mask_png == first.mask_png
+    assert (first.number, again.number) == (1, 1) and again.mask_png == first.mask_png
     assert len(client.rounds(session.id)) == 1
+
+
+class _Unavailable(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "the connection dropped before the reply came"
+
+
+class _LoseTheFirstCreateReply(grpc.UnaryUnaryClientInterceptor):
+    """The first CreateSession's reply is lost after the server made the session, as a dropped connection loses it."""
+
+    def __init__(self):
+        self.lost: list[str] = []  # the id each lost reply carried
+
+    def intercept_unary_unary(self, continuation, details, request):
+        outcome = continuation(details, request)
+        if details.method.endswith("/CreateSession") and not self.lost:
+            self.lost.append(outcome.result().id)
+            raise _Unavailable()
+        return outcome
+
+
+def test_a_create_session_sent_again_after_a_lost_reply_makes_one_session(service, client):
+    image, other = (REAL_SLICES / load(REAL_DIALOGUES)[k].image for k in (0, 1))
+    lossy = _LoseTheFirstCreateReply()
+    with MediRoundClient(service[0], create_backoff=Backoff(first_s=0.01, retries=1)) as retrying:
+        retrying.stub = pb_grpc.MediRoundStub(grpc.intercept_channel(retrying.channel, lossy))
+        session = retrying.create_session(image)
+    assert lossy.lost == [session.id]  # the retry got the session the lost reply named, not a second one
+    request_id = uuid.uuid4().hex
+    first = client.create_session(image, request_id=request_id)
+    assert client.create_session(image, request_id=request_id).id == first.id
+    code, details = _code(lambda: client.create_session(other, request_id=request_id))
+    assert code == grpc.StatusCode.ALREADY_EXISTS and f"already made session {first.id}" in details
 
 
 def test_the_image_encoder_runs_once_per_distinct_image(client, phantom_root):
@@ -142,12 +182,12 @@ def test_ids_that_are_not_session_ids_are_refused_before_the_store_sees_them(cli
     client.ask(session.id, "Segment the liver.", request_id="first")
     for bad in (f"{session.id}:rounds", f"{session.id}:requests", f"{session.id}:lock", session.id.upper(), "*", ""):
         for call in (lambda: client.session(bad), lambda: client.delete(bad), lambda: client.rounds(bad),  # noqa: B023
-                     lambda: client.round(bad, 1), lambda: client.ask(bad, "Segment the liver.")):  # noqa: B023
+                     lambda: client.get_round(bad, 1), lambda: client.ask(bad, "Segment the liver.")):  # noqa: B023
             code, details = _code(call)
             assert code == grpc.StatusCode.INVALID_ARGUMENT and "32 lowercase hexadecimal" in details
     # nothing of the real session was touched: its round and its idempotency map are intact
-    assert [r.index for r in client.rounds(session.id)] == [1] and client.session(session.id).round_count == 1
-    assert client.ask(session.id, "Segment the liver.", request_id="first").index == 1
+    assert [r.number for r in client.rounds(session.id)] == [1] and client.session(session.id).round_count == 1
+    assert client.ask(session.id, "Segment the liver.", request_id="first").number == 1
 
 
 def test_session_lifetimes_outside_the_accepted_range_are_refused(client):
@@ -163,13 +203,13 @@ def test_a_grey_png_with_alpha_is_accepted_and_segmented(client):
     buf = io.BytesIO()
     Image.fromarray(np.dstack([grey, np.full_like(grey, 200)]), mode="LA").save(buf, format="PNG")
     session = client.create_session(buf.getvalue())
-    assert client.ask(session.id, "Segment the liver.").index == 1
+    assert client.ask(session.id, "Segment the liver.").number == 1
 
 
 def test_a_request_id_reused_for_another_question_is_refused(client):
     session = client.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
     first = client.ask(session.id, "Segment the liver.", request_id="req-7")
-    assert client.ask(session.id, "Segment  the liver. ", request_id="req-7").index == first.index == 1  # a retry
+    assert client.ask(session.id, "Segment  the liver. ", request_id="req-7").number == first.number == 1  # a retry
     code, details = _code(lambda: client.ask(session.id, "Segment the spleen.", request_id="req-7"))
     assert code == grpc.StatusCode.ALREADY_EXISTS and "already made round 1" in details
     assert client.session(session.id).round_count == 1
@@ -180,7 +220,7 @@ def test_errors_from_a_replica_reach_the_client_as_themselves_without_ray_intern
     code, details = _code(lambda: client.ask(session.id, "Segment the liver " * 40))  # 720 chars, over 96 tokens
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 96 are accepted" in details
     assert len(details) < 300 and not any(s in details for s in ("Traceback", "ray::", "pid=", "/work", ".py"))
-    assert client.ask(session.id, "Segment the liver.").index == 1
+    assert client.ask(session.id, "Segment the liver.").number == 1
 
 
 def test_images_too_thin_to_segment_are_refused_at_create_session(client):
@@ -207,9 +247,9 @@ def test_errors_carry_the_right_status_and_say_what_is_accepted(client):
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     code, _ = _code(lambda: client.ask(session.id, "Segment the liver.", timeout=0.001))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    code, _ = _code(lambda: client.round(session.id, 7))
+    code, _ = _code(lambda: client.get_round(session.id, 7))
     assert code == grpc.StatusCode.NOT_FOUND
-    assert client.ask(session.id, "Segment the liver.").index == 1  # still serving, nothing half-stored
+    assert client.ask(session.id, "Segment the liver.").number == 1  # still serving, nothing half-stored
 
 
 def test_health_and_reflection_are_served(service):
@@ -237,8 +277,8 @@ def test_concurrent_dialogues_on_separate_sessions_each_stay_correct(client, pre
     with ThreadPoolExecutor(4) as pool:
         for served in pool.map(dialogue, range(4)):
             for s, lo in zip(served, local, strict=True):
-                assert s.answer == lo.answer and s.index == lo.index + 1
-                if lo.has_seg:
+                assert s.answer == lo.answer and s.number == round_number(lo.index)
+                if lo.has_mask:
                     assert np.array_equal(MediRoundClient.mask(s), lo.mask)
 
 
@@ -246,7 +286,7 @@ def test_segment_is_one_stateless_round(client, predictor):
     image = REAL_SLICES / load(REAL_DIALOGUES)[0].image
     served = client.segment(image, "Segment the liver.")
     local = _in_process(predictor, image, ["Segment the liver."])[0]
-    assert served.index == 1 and served.answer == local.answer and not served.session_id
+    assert served.number == 1 and served.answer == local.answer and not served.session_id
     assert np.array_equal(MediRoundClient.mask(served), local.mask)
 
 
@@ -280,7 +320,7 @@ def test_an_attached_front_serves_the_running_apps_and_stopping_it_leaves_them_r
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0
     second = client.ask(session.id, "Segment the lesion inside it.")  # the applications still run
-    assert second.index == 2 and second.reference_round == 1
+    assert second.number == 2 and second.reference_round == 1
 
 
 def test_every_series_is_scraped_where_a_prometheus_would_scrape_it(service, client):
@@ -312,3 +352,46 @@ def test_every_series_is_scraped_where_a_prometheus_would_scrape_it(service, cli
         time.sleep(2)
     assert [s for s in replicas if s not in ray] == []
     assert 'stage="reason"' in ray and 'tier="' in ray and 'outcome="' in ray
+
+
+def _held_by_every_replica(key: str, session_id: str) -> dict[str, list]:
+    """Each deployment's ``CachedData`` from every one of its replicas (asked until each has answered)."""
+    from ray import serve
+
+    held = {}
+    for app, deployment in (("encoder", "ImageEncoder"), ("reasoner", "Reasoner"), ("segmenter", "Segmenter")):
+        replicas = serve.status().applications[app].deployments[deployment].replica_states["RUNNING"]
+        handle, answers = serve.get_app_handle(app), {}
+        for _ in range(200):  # unrouted calls spread over the replicas
+            answer = handle.holds.remote(key, session_id).result()
+            answers[answer.replica] = answer
+            if len(answers) == replicas:
+                break
+        assert len(answers) == replicas, f"{deployment}: heard from {len(answers)} of {replicas} replicas"
+        held[deployment] = [a.image or a.dialogue for a in answers.values()]
+    return held
+
+
+def test_a_deleted_sessions_image_and_dialogue_leave_every_replica(service, client):
+    import hashlib
+    import time
+
+    picture = Image.open(REAL_SLICES / load(REAL_DIALOGUES)[0].image).convert("RGB")
+    picture.putpixel((0, 0), (7, 7, 7))  # an image no other test's session shares
+    png = io.BytesIO()
+    picture.save(png, format="PNG")
+    key = hashlib.sha256(png.getvalue()).hexdigest()  # the image's name in the store without tenants
+    session = client.create_session(png.getvalue())
+    client.ask(session.id, "Segment the liver.")
+    client.ask(session.id, "Segment the lesion inside it.")
+    held = _held_by_every_replica(key, session.id)
+    assert held["ImageEncoder"] == [True] and held["Segmenter"] == [True] and sorted(held["Reasoner"]) == [False, True]
+
+    assert client.delete(session.id)
+    deadline = time.monotonic() + EncoderSettings().sweep_interval_s + 10
+    while True:
+        held = _held_by_every_replica(key, session.id)
+        if not any(any(v) for v in held.values()):
+            break
+        assert time.monotonic() < deadline, f"still held after the sweep interval: {held}"
+        time.sleep(1)

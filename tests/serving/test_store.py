@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from serving.errors import RequestIdReused
 from serving.messages import DicomSource, Round, encode_mask
 from serving.store import (
     Conflict,
@@ -17,6 +18,7 @@ from serving.store import (
     StoreReader,
     StoreUnavailable,
     TooManySessions,
+    content_key,
     round_from_json,
     round_to_json,
 )
@@ -286,4 +288,35 @@ def test_a_dicom_sessions_header_lives_and_leaves_with_it(redis_url):
         assert (await store.get_session(plain.session_id)).dicom is None
         with pytest.raises(SessionNotFound, match="no DICOM source"):
             await store.dicom_header(plain.session_id)
+    run(_with_store(redis_url, body))
+
+
+def test_a_retried_create_session_makes_one_session_and_its_id_with_another_image_is_refused(redis_url):
+    other = b"\x89PNG another image"
+    other_sha = hashlib.sha256(other).hexdigest()
+
+    async def body(store):
+        tenant = "create-once"  # a tenant no other test uses: its counts are this test's
+        made = await store.create_session(IMAGE, SHA, (4, 6), ttl=60, tenant=tenant, max_sessions=1,
+                                          request_id="create-1")
+        again = await store.create_session(IMAGE, SHA, (4, 6), ttl=60, tenant=tenant, max_sessions=1,
+                                           request_id="create-1")  # at its limit, yet the retry is answered
+        assert again.session_id == made.session_id and await store.tenant_sessions(tenant) == 1
+        remembered = f"mr:tenant:{tenant}:create:create-1"
+        assert await store.redis.get(remembered) == made.session_id.encode()
+        assert 0 < await store.redis.ttl(remembered) <= 60
+        with pytest.raises(RequestIdReused, match=f"already made session {made.session_id} on another image"):
+            await store.create_session(other, other_sha, (4, 6), tenant=tenant, request_id="create-1")
+        assert await store.tenant_sessions(tenant) == 1
+        assert not await store.redis.exists(f"mr:image:{content_key(other_sha, tenant)}")  # nothing was stored
+        elsewhere = await store.create_session(IMAGE, SHA, (4, 6), tenant=f"{tenant}-b", request_id="create-1")
+        assert elsewhere.session_id != made.session_id  # request ids are each tenant's own
+
+        await store.redis.expire(remembered, 5)  # a round gives it the session's life again
+        await store.append_round(made, a_round())
+        assert await store.redis.ttl(remembered) > 5
+        assert await store.delete_session(made.session_id)
+        assert not await store.redis.exists(remembered)  # it leaves with its session
+        anew = await store.create_session(IMAGE, SHA, (4, 6), tenant=tenant, max_sessions=1, request_id="create-1")
+        assert anew.session_id != made.session_id
     run(_with_store(redis_url, body))

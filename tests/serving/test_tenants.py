@@ -123,7 +123,7 @@ def test_another_tenants_session_does_not_exist_for_it(tmp_path, redis_url, pipe
         await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id, question=QUESTION), metadata=A)
         sid = session.id
         for call in (stub.GetSession(pb.GetSessionRequest(session_id=sid), metadata=B),
-                     stub.GetRound(pb.GetRoundRequest(session_id=sid, index=1), metadata=B),
+                     stub.GetRound(pb.GetRoundRequest(session_id=sid, number=1), metadata=B),
                      stub.ListRounds(pb.ListRoundsRequest(session_id=sid), metadata=B),
                      stub.GetSessionImage(pb.GetSessionImageRequest(session_id=sid), metadata=B),
                      stub.CreateRound(pb.CreateRoundRequest(session_id=sid, question=QUESTION), metadata=B)):

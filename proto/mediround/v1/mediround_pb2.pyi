@@ -125,7 +125,7 @@ class Timings(_message.Message):
     def __init__(self, encode_ms: _Optional[float] = ..., reason_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., encoder_cache_hit: _Optional[bool] = ...) -> None: ...
 
 class Round(_message.Message):
-    __slots__ = ("session_id", "index", "question", "answer", "mask_png", "has_mask", "box", "quality", "corrected", "reference_round", "request_id", "timings", "create_time", "served_by")
+    __slots__ = ("session_id", "number", "question", "answer", "mask_png", "has_mask", "box", "quality", "corrected", "reference_round", "request_id", "timings", "create_time", "served_by")
     class ServedByEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,7 +134,7 @@ class Round(_message.Message):
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
     MASK_PNG_FIELD_NUMBER: _ClassVar[int]
@@ -148,7 +148,7 @@ class Round(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     SERVED_BY_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    index: int
+    number: int
     question: str
     answer: str
     mask_png: bytes
@@ -161,10 +161,10 @@ class Round(_message.Message):
     timings: Timings
     create_time: _timestamp_pb2.Timestamp
     served_by: _containers.ScalarMap[str, str]
-    def __init__(self, session_id: _Optional[str] = ..., index: _Optional[int] = ..., question: _Optional[str] = ..., answer: _Optional[str] = ..., mask_png: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., quality: _Optional[float] = ..., corrected: _Optional[bool] = ..., reference_round: _Optional[int] = ..., request_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, session_id: _Optional[str] = ..., number: _Optional[int] = ..., question: _Optional[str] = ..., answer: _Optional[str] = ..., mask_png: _Optional[bytes] = ..., has_mask: _Optional[bool] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., quality: _Optional[float] = ..., corrected: _Optional[bool] = ..., reference_round: _Optional[int] = ..., request_id: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., served_by: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("image", "dicom_instance", "dicom_options", "metadata", "ttl_seconds")
+    __slots__ = ("image", "dicom_instance", "dicom_options", "metadata", "ttl_seconds", "request_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -177,12 +177,14 @@ class CreateSessionRequest(_message.Message):
     DICOM_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     dicom_instance: DicomInstanceRef
     dicom_options: DicomOptions
     metadata: _containers.ScalarMap[str, str]
     ttl_seconds: int
-    def __init__(self, image: _Optional[bytes] = ..., dicom_instance: _Optional[_Union[DicomInstanceRef, _Mapping]] = ..., dicom_options: _Optional[_Union[DicomOptions, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, image: _Optional[bytes] = ..., dicom_instance: _Optional[_Union[DicomInstanceRef, _Mapping]] = ..., dicom_options: _Optional[_Union[DicomOptions, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., ttl_seconds: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -237,12 +239,12 @@ class RoundEvent(_message.Message):
     def __init__(self, answer: _Optional[str] = ..., round: _Optional[_Union[Round, _Mapping]] = ...) -> None: ...
 
 class GetRoundRequest(_message.Message):
-    __slots__ = ("session_id", "index")
+    __slots__ = ("session_id", "number")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    index: int
-    def __init__(self, session_id: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+    number: int
+    def __init__(self, session_id: _Optional[str] = ..., number: _Optional[int] = ...) -> None: ...
 
 class ListRoundsRequest(_message.Message):
     __slots__ = ("session_id", "include_masks")

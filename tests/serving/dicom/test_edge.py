@@ -107,15 +107,15 @@ def test_a_session_on_dicom_bytes_reports_what_it_is_and_its_seg_holds_the_round
     path.write_bytes(seg.dicom)
     dciodvfy(path)
     read = hd.seg.segread(path)
-    with_masks = [r.index for r in rounds if r.has_mask]
-    assert list(seg.rounds) == with_masks and list(seg.skipped_rounds) == [r.index for r in rounds if not r.has_mask]
+    with_masks = [r.number for r in rounds if r.has_mask]
+    assert list(seg.rounds) == with_masks and list(seg.skipped_rounds) == [r.number for r in rounds if not r.has_mask]
     assert read.StudyInstanceUID == ct.StudyInstanceUID and seg.sop_instance_uid == read.SOPInstanceUID
     algorithm = read.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     weights = hashlib.sha256((SHIPPED_TINY / "model.safetensors").read_bytes()).hexdigest()
     assert algorithm.AlgorithmName == "mediround-tiny" and algorithm.AlgorithmVersion.startswith(weights[:12])
     pixels = _seg_pixels(read, ct.SOPInstanceUID)
     for k, r in enumerate(r for r in rounds if r.has_mask):
-        assert np.array_equal(pixels[..., k], MediRoundClient.mask(r)), f"segment {k + 1} is not round {r.index}"
+        assert np.array_equal(pixels[..., k], MediRoundClient.mask(r)), f"segment {k + 1} is not round {r.number}"
 
 
 def test_by_reference_from_a_real_orthanc_and_exported_back_into_the_same_study(serve, orthanc):
@@ -188,7 +188,7 @@ def test_dicom_errors_are_clear_store_nothing_and_the_png_masks_still_work(serve
         r = client.ask(no_frame_of_reference.id, QUESTIONS[0])
         out["seg without a frame of reference"] = code(
             s.GetSegmentation, pb.GetSegmentationRequest(session_id=no_frame_of_reference.id))
-        out["its png mask"] = client.round(no_frame_of_reference.id, 1).mask_png == r.mask_png
+        out["its png mask"] = client.get_round(no_frame_of_reference.id, 1).mask_png == r.mask_png
         sent = s.CreateSession(pb.CreateSessionRequest(image=_part10(_instance(CT))))
         client.ask(sent.id, QUESTIONS[0])
         out["export of sent bytes"] = code(s.ExportSession, pb.ExportSessionRequest(session_id=sent.id))

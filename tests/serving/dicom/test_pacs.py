@@ -366,7 +366,7 @@ def test_a_rotated_secret_or_edited_file_takes_effect_without_a_restart(tmp_path
     password = _write(tmp_path, "password", "old")
     path = _write(tmp_path, "pacs.yaml", "pacs: [{name: a, url: 'http://a/dw', username: u, password_file: password}]")
     registry = PacsRegistry.from_file(path)
-    registry.reload_every_s = 0
+    registry.loaded.every_s = 0
     assert registry.client("a").endpoint.password == "old"
     password.write_text("new")
     os.utime(password, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime even on coarse clocks

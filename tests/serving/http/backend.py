@@ -34,7 +34,7 @@ def _png(value: int, box=None) -> bytes:
 
 IMAGE_PNG = _png(100)
 MASK_PNG = _png(0, (1, 2, 3, 3))  # foreground x 1..3, y 2..3
-ROUND = pb.Round(session_id=SESSION, index=1, question="Segment the liver.", answer="It is [SEG].", has_mask=True,
+ROUND = pb.Round(session_id=SESSION, number=1, question="Segment the liver.", answer="It is [SEG].", has_mask=True,
                  mask_png=MASK_PNG, box=pb.Box(x_min=1, y_min=2, x_max=3, y_max=3), quality=0.5, corrected=True,
                  reference_round=0, request_id="r1")
 
@@ -97,8 +97,8 @@ class ScriptedServicer(pb_grpc.MediRoundServicer):
 
     async def GetRound(self, request, context):
         self._seen(request, context)
-        if request.index != 1:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no round {request.index}")
+        if request.number != 1:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no round {request.number}")
         return ROUND
 
     async def GetSegmentation(self, request, context):

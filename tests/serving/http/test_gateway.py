@@ -56,7 +56,7 @@ def test_the_token_goes_through_to_the_servers_auth(backend, gateway):
     assert refused.headers["www-authenticate"].startswith("Bearer")
     assert ask(gateway, "fine", headers={"Authorization": "Bearer wrong"}).status == 401
     ok = ask(gateway, "fine")
-    assert ok.status == 200 and ok.json()["index"] == 1
+    assert ok.status == 200 and ok.json()["number"] == 1
     assert backend.servicer.metadata[-1]["authorization"] == f"Bearer {TOKEN}"
 
 
@@ -85,7 +85,7 @@ def test_the_answer_event_leaves_before_the_round_exists(backend, gateway):
     assert next(stream) == ("answer", {"answer": "It is [SEG]."})  # the servicer is still holding the round
     backend.servicer.release.set()
     kind, data = next(stream)
-    assert kind == "round" and data["index"] == 1 and data["mask_url"].endswith("/rounds/1/mask.png")
+    assert kind == "round" and data["number"] == 1 and data["mask_url"].endswith("/rounds/1/mask.png")
     assert list(stream) == []
     connection.close()
 
@@ -217,7 +217,7 @@ def test_the_session_its_image_its_rounds_and_delete(gateway):
     assert request(f"{gateway}/api/v1/sessions/{SESSION}/image/levels", headers=AUTH).json() == {
         "bits": 8, "channels": 1, "minimum": 100.0, "maximum": 100.0, "windowable": False}
     rounds = request(f"{gateway}/api/v1/sessions/{SESSION}/rounds", headers=AUTH).json()["rounds"]
-    assert [r["index"] for r in rounds] == [1] and rounds[0]["mask_url"].endswith("/rounds/1/mask.png")
+    assert [r["number"] for r in rounds] == [1] and rounds[0]["mask_url"].endswith("/rounds/1/mask.png")
     assert request(f"{gateway}/api/v1/sessions/{SESSION}", "DELETE", headers=AUTH).json() == {"deleted": True}
     assert request(f"{gateway}/api/v1/sessions/{'e' * 32}", "DELETE", headers=AUTH).json() == {"deleted": False}
     missing = request(f"{gateway}/api/v1/sessions/{'e' * 32}", headers=AUTH)

@@ -28,7 +28,7 @@ def test_a_dialogue_over_http_is_the_grpc_dialogue(served, client):
     streamed = list(events(connection.getresponse()))
     connection.close()
     assert [kind for kind, _ in streamed] == ["answer", "round"]
-    r = client.round(sid, 1)
+    r = client.get_round(sid, 1)
     assert streamed[0][1] == {"answer": r.answer}
     body = streamed[1][1]
     assert (body["answer"], body["has_mask"], body["request_id"]) == (r.answer, r.has_mask, "http-1")
@@ -37,14 +37,14 @@ def test_a_dialogue_over_http_is_the_grpc_dialogue(served, client):
 
     again = request(f"{served.url}/api/v1/sessions/{sid}/rounds", "POST",
                     {"question": "Segment the aorta.", "request_id": "http-1"})
-    assert again.status == 200 and again.json()["index"] == 1 and client.session(sid).round_count == 1
+    assert again.status == 200 and again.json()["number"] == 1 and client.session(sid).round_count == 1
 
     assert request(f"{served.url}/api/v1/sessions/{sid}/rounds/1/mask.png").body == r.mask_png
     image = request(f"{served.url}/api/v1/sessions/{sid}/image")
     assert image.body == client.image(sid).image == IMAGE.read_bytes()
     assert image.headers["content-type"] == "image/png"
     listed = request(f"{served.url}/api/v1/sessions/{sid}/rounds").json()["rounds"]
-    assert [(x["index"], x["answer"]) for x in listed] == [(x.index, x.answer) for x in client.rounds(sid)]
+    assert [(x["number"], x["answer"]) for x in listed] == [(x.number, x.answer) for x in client.rounds(sid)]
 
     with pytest.raises(grpc.RpcError) as seg:  # not a DICOM session (or no SEG support yet): as the server says
         client.stub.GetSegmentation(pb.GetSegmentationRequest(session_id=sid))

@@ -43,8 +43,8 @@ def opened(page, served):
     return session_id(page)
 
 
-def _mask(client, sid, index):
-    r = client.round(sid, index)
+def _mask(client, sid, number):
+    r = client.get_round(sid, number)
     return r, decode(r.mask_png) > 0
 
 
@@ -63,14 +63,14 @@ def test_a_png_opens_and_round_1_by_enter_shows_the_answer_before_the_mask(page,
     r, mask = _mask(client, opened, 1)
     seen = page.evaluate("window.seen")
     assert [s["what"] for s in seen] == ["answer", "mask"]
-    assert seen[0]["text"] == r.answer and seen[0]["legend"] == 0  # the answer was there, the mask not yet
+    assert seen[0]["text"] == shown(r.answer) and seen[0]["legend"] == 0  # the answer was there, the mask not yet
     assert mask.any()
     expect(page.locator("#round-1 .chip")).to_have_text("Round 1 · orange")
     x, y = inside_pixel(mask)
     assert near(pixel(page, x, y), blend(BASE[y, x], ORANGE, 0.5)), "a pixel inside the mask is coloured"
     x, y = outside_pixel([mask], [r.box])
     assert near(pixel(page, x, y), BASE[y, x]), "a pixel outside the mask is not"
-    expect(page.locator("#announcer")).to_contain_text(r.answer)  # told to screen readers
+    expect(page.locator("#announcer")).to_contain_text(shown(r.answer))  # told to screen readers
     assert page.get_attribute("#announcer", "aria-live") == "polite"
 
 
@@ -91,7 +91,7 @@ def test_a_gif_gets_the_servers_message_inline_and_the_page_goes_on(page, served
 def test_round_2_refers_to_round_1_as_the_server_says(page, opened, client):
     ask(page, "Segment the aorta.")
     ask(page, "Segment the organ on the image-right of the output of round 1.")
-    assert client.round(opened, 2).reference_round == 1
+    assert client.get_round(opened, 2).reference_round == 1
     expect(page.locator("#round-2 .refers")).to_have_text("refers to round 1")
     expect(page.locator("#round-2")).to_have_attribute("data-reference", "1")
     expect(page.locator("#round-1 .refers")).to_have_count(0)
@@ -105,7 +105,7 @@ def test_a_chip_makes_the_next_question_refer_to_its_round(page, opened, client)
     expect(page.locator("#refer-note")).to_be_visible()
     expect(page.locator("#round-1 .chip")).to_have_attribute("aria-pressed", "true")
     ask(page, "Segment the spleen.")  # names no round: the reference is the chip's
-    assert client.round(opened, 3).reference_round == 1
+    assert client.get_round(opened, 3).reference_round == 1
     expect(page.locator("#round-3 .refers")).to_have_text("refers to round 1")
     expect(page.locator("#refer-note")).to_be_hidden()  # one question only
 
@@ -188,13 +188,18 @@ def test_a_downloaded_mask_is_getrounds_mask_byte_for_byte(page, opened, client)
         page.click("#round-1 .download")
     assert download.value.suggested_filename == f"mediround-{opened}-round1.png"
     with open(download.value.path(), "rb") as f:
-        assert f.read() == client.round(opened, 1).mask_png
+        assert f.read() == client.get_round(opened, 1).mask_png
     with page.expect_download() as download:
         page.click("#download-transcript")
     with open(download.value.path()) as f:
         transcript = json.load(f)
     assert transcript["session"]["id"] == opened
-    assert [(r["index"], r["answer"]) for r in transcript["rounds"]] == [(1, client.round(opened, 1).answer)]
+    assert [(r["number"], r["answer"]) for r in transcript["rounds"]] == [(1, client.get_round(opened, 1).answer)]
+
+
+def shown(answer: str) -> str:
+    """An answer as the page shows it: a mask chip where the model said [SEG], never the token."""
+    return answer.replace("[SEG]", "mask")
 
 
 def test_a_retried_request_appends_once(page, opened, client):
@@ -213,7 +218,7 @@ def test_a_retried_request_appends_once(page, opened, client):
     assert len(bodies) == 2 and bodies[0] == bodies[1] and re.fullmatch(r"[0-9a-f]{32}", bodies[0]["request_id"])
     assert client.session(opened).round_count == 1
     expect(page.locator("#transcript > li")).to_have_count(1)
-    expect(page.locator("#round-1 .answer")).to_have_text(client.round(opened, 1).answer)
+    expect(page.locator("#round-1 .answer")).to_have_text(shown(client.get_round(opened, 1).answer))
 
 
 def test_a_reload_rebuilds_the_transcript(page, opened, client):
@@ -224,8 +229,9 @@ def test_a_reload_rebuilds_the_transcript(page, opened, client):
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     expect(page.locator("#transcript > li")).to_have_count(2)
     for r in client.rounds(opened):
-        expect(page.locator(f"#round-{r.index} .answer")).to_have_text(r.answer)
-        expect(page.locator(f"#round-{r.index}")).to_have_attribute("data-reference", str(r.reference_round))
+        expect(page.locator(f"#round-{r.number} .answer")).to_have_text(shown(r.answer))
+        expect(page.locator(f"#round-{r.number} .answer .mask-chip")).to_have_count(r.answer.count("[SEG]"))
+        expect(page.locator(f"#round-{r.number}")).to_have_attribute("data-reference", str(r.reference_round))
     expect(page.locator("#round-2 .refers")).to_have_text("refers to round 1")
     _, mask = _mask(client, opened, 1)
     x, y = inside_pixel(mask)
@@ -237,7 +243,7 @@ def test_a_reload_rebuilds_the_transcript(page, opened, client):
 
 def test_quality_warnings_follow_the_servers_threshold(page, opened, client, served):
     ask(page, "Segment the aorta.")
-    r = client.round(opened, 1)
+    r = client.get_round(opened, 1)
     beta = json.loads(page.evaluate("fetch('api/v1/config').then(r => r.text())"))["jcm_beta"]
     expect(page.locator("#round-1 .warn")).to_have_count(1 if r.quality <= beta else 0)
     expect(page.locator("#round-1 .corrected")).to_have_count(1 if r.corrected else 0)
@@ -247,7 +253,7 @@ def test_quality_warnings_follow_the_servers_threshold(page, opened, client, ser
         const { Transcript } = await import('./static/js/transcript.js');
         const t = new Transcript(document.createElement('ol'), {});
         t.beta = beta;
-        const li = t.done(null, {index: 7, question: 'q', answer: 'a', has_mask: true, quality: 0.31, corrected: true,
+        const li = t.done(null, {number: 7, question: 'q', answer: 'a', has_mask: true, quality: 0.31, corrected: true,
                                  reference_round: 2, box: null});
         return [li.querySelector('.warn')?.textContent, li.querySelector('.corrected')?.textContent,
                 li.querySelector('.refers').textContent];
@@ -271,7 +277,7 @@ def test_education_mode_predicts_first_then_reveals_the_truth_and_the_dice(page,
     expect(page.locator("#question")).to_have_value(case.rounds[1].question)  # the case's next question
     expect(page.locator("#show-truth-1")).to_have_count(0)  # the prediction first
     page.click("#round-1 .reveal")
-    predicted = decode(client.round(sid, 1).mask_png) > 0
+    predicted = decode(client.get_round(sid, 1).mask_png) > 0
     truth = load_mask(case.rounds[0].truth)
     dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
     expect(page.locator("#round-1 .dice")).to_have_text(f"Dice against the ground truth: {dice:.2f}")

@@ -45,7 +45,7 @@ def test_a_four_round_dialogue_with_its_screenshot_and_timings(page, served, cli
     expect(page.locator("#transcript > li.round")).to_have_count(4)
     assert [r.reference_round for r in client.rounds(sid)] == [0, 1, 2, 1]  # as the case's questions say
     for r in client.rounds(sid):
-        refers = page.locator(f"#round-{r.index} .refers")
+        refers = page.locator(f"#round-{r.number} .refers")
         if r.reference_round:
             expect(refers).to_have_text(f"refers to round {r.reference_round}")
         else:
@@ -73,7 +73,7 @@ def test_a_four_round_dialogue_with_its_screenshot_and_timings(page, served, cli
         assert request(f"{served.url}/api/v1/sessions/{session.id}/rounds/1").status == 200
         get_http.append(1e3 * (time.perf_counter() - t))
         t = time.perf_counter()
-        client.round(session.id, 1)
+        client.get_round(session.id, 1)
         get_grpc.append(1e3 * (time.perf_counter() - t))
     median = statistics.median
     report = {"page_load_s": round(load_s, 3), "round_http_ms": round(median(http_ms), 1),

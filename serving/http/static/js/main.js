@@ -17,7 +17,7 @@ const state = {
   session: null,
   example: null, // the example case the session was opened on, or null
   file: null, // the DICOM file opened, kept so that it can be reopened with another window
-  rounds: new Map(), // index -> {round, bits}
+  rounds: new Map(), // number -> {round, bits}
   referTo: 0,
   busy: false,
 };
@@ -25,7 +25,7 @@ const state = {
 const api = new Api(() => $("token").value.trim());
 const viewer = new Viewer($("view"), $("readout"));
 const transcript = new Transcript($("transcript"), { chip: referTo, download: downloadMask, reveal });
-transcript.canReveal = (index) => educating() && index <= state.example.rounds.length;
+transcript.canReveal = (number) => educating() && number <= state.example.rounds.length;
 
 function announce(text) {
   $("announcer").textContent = text;
@@ -157,14 +157,14 @@ function windowChanged() {
 // ---- rounds ----
 
 async function addRound(li, round) {
-  state.rounds.set(round.index, { round, bits: null });
+  state.rounds.set(round.number, { round, bits: null });
   if (round.has_mask) {
     const bits = await decodeBits(await api.blob(round.mask_url), state.session.width, state.session.height);
-    state.rounds.get(round.index).bits = bits;
-    const colour = colourOf(round.index);
-    viewer.addLayer({ key: `round-${round.index}`, label: String(round.index), bits, box: round.box, colour,
-      name: `round ${round.index} (${colour.name})` });
-    addLegend(`round-${round.index}`, `Round ${round.index} · ${colour.name}`, colour);
+    state.rounds.get(round.number).bits = bits;
+    const colour = colourOf(round.number);
+    viewer.addLayer({ key: `round-${round.number}`, label: String(round.number), bits, box: round.box, colour,
+      name: `round ${round.number} (${colour.name})` });
+    addLegend(`round-${round.number}`, `Round ${round.number} · ${colour.name}`, colour);
   }
   transcript.done(li, round);
   transcript.referTo(state.referTo);
@@ -182,10 +182,10 @@ async function ask(event) {
     for await (const { event: kind, data } of api.ask(state.session.id, body)) {
       if (kind === "answer") {
         transcript.answer(li, data.answer);
-        announce(`Answer: ${data.answer}`);
+        announce(`Answer: ${spoken(data.answer)}`);
       } else if (kind === "round") {
         await addRound(li, data);
-        announce(`Round ${data.index}: ${data.answer}` +
+        announce(`Round ${data.number}: ${spoken(data.answer)}` +
           (data.has_mask ? `; mask quality ${data.quality.toFixed(2)}` : "; no mask"));
       }
     }
@@ -207,12 +207,12 @@ function composer(enabled) {
   question.focus();
 }
 
-function referTo(index) {
-  state.referTo = index;
-  $("refer-note").hidden = !index;
-  $("refer-round").textContent = index;
-  transcript.referTo(index);
-  if (index) $("question").focus();
+function referTo(number) {
+  state.referTo = number;
+  $("refer-note").hidden = !number;
+  $("refer-round").textContent = number;
+  transcript.referTo(number);
+  if (number) $("question").focus();
 }
 
 // ---- overlays and the legend ----
@@ -229,8 +229,8 @@ function addLegend(key, text, colour) {
   $("legend").append(li);
 }
 
-function toggleRound(index) {
-  const box = $(`show-round-${index}`);
+function toggleRound(number) {
+  const box = $(`show-round-${number}`);
   if (!box) return;
   box.checked = !box.checked;
   box.dispatchEvent(new Event("change"));
@@ -257,17 +257,17 @@ function bounds(bits, width) {
   return box;
 }
 
-async function reveal(index) {
+async function reveal(number) {
   try {
-    const truth = state.example.rounds[index - 1];
+    const truth = state.example.rounds[number - 1];
     const { width, height } = state.session;
     const bits = await decodeBits(await api.blob(truth.truth_url), width, height);
-    const score = dice(state.rounds.get(index).bits, bits);
-    viewer.addLayer({ key: `truth-${index}`, label: `T${index}`, name: `ground truth of round ${index}`, bits,
+    const score = dice(state.rounds.get(number).bits, bits);
+    viewer.addLayer({ key: `truth-${number}`, label: `T${number}`, name: `ground truth of round ${number}`, bits,
       box: bounds(bits, width), colour: TRUTH, outlineOnly: true });
-    addLegend(`truth-${index}`, `Ground truth of round ${index} · white outline`, TRUTH);
-    transcript.revealed(index, score);
-    announce(`Round ${index}: Dice against the ground truth ${score.toFixed(2)}`);
+    addLegend(`truth-${number}`, `Ground truth of round ${number} · white outline`, TRUTH);
+    transcript.revealed(number, score);
+    announce(`Round ${number}: Dice against the ground truth ${score.toFixed(2)}`);
   } catch (e) {
     fail(null, e);
   }
@@ -275,9 +275,9 @@ async function reveal(index) {
 
 // ---- downloads ----
 
-async function downloadMask(index) {
+async function downloadMask(number) {
   try {
-    save(await api.blob(state.rounds.get(index).round.mask_url), `mediround-${state.session.id}-round${index}.png`);
+    save(await api.blob(state.rounds.get(number).round.mask_url), `mediround-${state.session.id}-round${number}.png`);
   } catch (e) {
     fail(null, e);
   }
@@ -365,3 +365,8 @@ async function start() {
 }
 
 start();
+
+// An answer as a screen reader hears it: "mask" where the model said [SEG], as the transcript shows it.
+function spoken(answer) {
+  return answer.replaceAll("[SEG]", "mask");
+}

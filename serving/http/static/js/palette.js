@@ -13,8 +13,8 @@ export const PALETTE = [
 
 export const TRUTH = { name: "white", rgb: [255, 255, 255], ink: "#000" };
 
-export function colourOf(index) {
-  return PALETTE[(index - 1) % PALETTE.length];
+export function colourOf(number) {
+  return PALETTE[(number - 1) % PALETTE.length];
 }
 
 export function css(colour) {

@@ -12,7 +12,7 @@ function element(tag, className, text) {
 }
 
 export class Transcript {
-  // actions: {chip(index), download(index), reveal(index)}; reveal is offered while canReveal(index) says so
+  // actions: {chip(number), download(number), reveal(number)}; reveal is offered while canReveal(number) says so
   constructor(list, actions) {
     this.list = list;
     this.actions = actions;
@@ -35,33 +35,33 @@ export class Transcript {
   }
 
   answer(li, text) {
-    li.querySelector(".answer").textContent = text;
+    showAnswer(li.querySelector(".answer"), text);
   }
 
   // The finished round (GetRound's JSON) in entry li (a pending one, or a new one when rebuilding).
   done(li, round) {
     li = li || this.pending(round.question);
-    const colour = colourOf(round.index);
+    const colour = colourOf(round.number);
     li.className = "round";
     li.removeAttribute("aria-busy");
-    li.id = `round-${round.index}`;
-    li.dataset.index = round.index;
+    li.id = `round-${round.number}`;
+    li.dataset.number = round.number;
     li.dataset.reference = round.reference_round;
 
     const head = element("div", "head");
-    const chip = element("button", "chip", `Round ${round.index} · ${colour.name}`);
+    const chip = element("button", "chip", `Round ${round.number} · ${colour.name}`);
     chip.type = "button";
     chip.style.setProperty("--chip", css(colour));
     chip.style.setProperty("--ink", colour.ink);
     chip.setAttribute("aria-pressed", "false");
-    chip.title = `Make the next question refer to round ${round.index}`;
-    chip.addEventListener("click", () => this.actions.chip(round.index));
+    chip.title = `Make the next question refer to round ${round.number}`;
+    chip.addEventListener("click", () => this.actions.chip(round.number));
     head.append(chip);
     if (round.reference_round > 0) {
       head.append(element("span", "refers", `refers to round ${round.reference_round}`));
     }
     li.querySelector(".question").before(head);
-    li.querySelector(".answer").textContent = round.answer;
+    showAnswer(li.querySelector(".answer"), round.answer, round.has_mask ? colour : null);
 
     const facts = element("p", "quality");
     if (round.has_mask) {
@@ -77,15 +77,15 @@ export class Transcript {
 
     const actions = element("div", "actions");
     if (round.has_mask) {
-      const download = element("button", "download", `Download mask ${round.index} (PNG)`);
+      const download = element("button", "download", `Download mask ${round.number} (PNG)`);
       download.type = "button";
-      download.addEventListener("click", () => this.actions.download(round.index));
+      download.addEventListener("click", () => this.actions.download(round.number));
       actions.append(download);
     }
-    if (round.has_mask && this.canReveal(round.index)) {
-      const reveal = element("button", "reveal", `Reveal the ground truth of round ${round.index}`);
+    if (round.has_mask && this.canReveal(round.number)) {
+      const reveal = element("button", "reveal", `Reveal the ground truth of round ${round.number}`);
       reveal.type = "button";
-      reveal.addEventListener("click", () => this.actions.reveal(round.index));
+      reveal.addEventListener("click", () => this.actions.reveal(round.number));
       actions.append(reveal, element("span", "dice"));
     }
     li.append(actions);
@@ -104,15 +104,30 @@ export class Transcript {
     return li;
   }
 
-  revealed(index, dice) {
-    const li = this.list.querySelector(`#round-${index}`);
+  revealed(number, dice) {
+    const li = this.list.querySelector(`#round-${number}`);
     li.querySelector(".dice").textContent = `Dice against the ground truth: ${dice.toFixed(2)}`;
     li.querySelector(".reveal").disabled = true;
   }
 
-  referTo(index) {
+  referTo(number) {
     for (const chip of this.list.querySelectorAll(".chip")) {
-      chip.setAttribute("aria-pressed", String(chip.closest("li").dataset.index === String(index)));
+      chip.setAttribute("aria-pressed", String(chip.closest("li").dataset.number === String(number)));
     }
+  }
+}
+
+// The answer's words with a mask chip where the model said [SEG] (the token itself is never shown); in the
+// round's colour once the mask is there.
+function showAnswer(p, text, colour = null) {
+  const parts = text.split("[SEG]");
+  p.replaceChildren(parts[0]);
+  for (const part of parts.slice(1)) {
+    const mask = element("span", "mask-chip", "mask");
+    if (colour) {
+      mask.style.setProperty("--chip", css(colour));
+      mask.style.setProperty("--ink", colour.ink);
+    }
+    p.append(mask, part);
   }
 }
