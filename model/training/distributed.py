@@ -17,7 +17,8 @@ from model.training.mixture import TrainingData
 
 def _resolved(data: TrainingData) -> TrainingData:
     """``data`` with absolute roots: Ray workers run in other directories."""
-    return replace(data, phantoms=data.phantoms.resolve(), brain=data.brain.resolve() if data.brain else None)
+    return replace(data, phantoms=data.phantoms.resolve(), brain=data.brain.resolve() if data.brain else None,
+                   embeddings=data.embeddings.resolve() if data.embeddings else None)
 
 
 def _worker(config: dict) -> None:
