@@ -111,6 +111,7 @@ class ImageEncoder:
         return EncoderStats(self.step.computed, len(self.step.cache))
 
     def holds(self, image_key: str, session_id: str) -> CachedData:
+        """Whether this replica still holds the session's data (a deleted session's must leave within a sweep)."""
         return CachedData(self.replica, image_key in self.step.cache, False)
 
 
@@ -143,6 +144,7 @@ class Reasoner:
         return ReasonerStats(self.step.reused, self.step.rebuilt, len(self.step.dialogues), self.batcher.batches)
 
     def holds(self, image_key: str, session_id: str) -> CachedData:
+        """Whether this replica still holds the session's data (a deleted session's must leave within a sweep)."""
         return CachedData(self.replica, False, session_id in self.step.dialogues)
 
 
@@ -166,4 +168,5 @@ class Segmenter:
         return await asyncio.to_thread(self.step.decode, requests)
 
     def holds(self, image_key: str, session_id: str) -> CachedData:
+        """Whether this replica still holds the session's data (a deleted session's must leave within a sweep)."""
         return CachedData(self.replica, image_key in self.step.encodings, False)
