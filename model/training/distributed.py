@@ -38,9 +38,10 @@ def _worker(config: dict) -> None:
     model, tokenizer, cfg = load_checkpoint(config["start"], device=device)
     if config["lora"] and not has_lora(model):
         apply_lora(model)
+    settings = StageSettings(**config["settings"])
     stage = make_stage(config["stage"], TrainingData.from_dict(config["data"]), tokenizer, cfg.mllm.image_tokens,
-                       lora=config["lora"])
-    last = fit(model, stage, StageSettings(**config["settings"]), config["out"], rank=rank, world=world,
+                       lora=config["lora"], masks_per_item=settings.masks_per_item)
+    last = fit(model, stage, settings, config["out"], rank=rank, world=world,
                progress=False)
     if rank == 0:
         save_checkpoint(model, tokenizer, cfg, Path(config["out"]) / "checkpoint")

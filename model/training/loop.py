@@ -44,10 +44,15 @@ class StageSettings:
     """Gradient-norm clipping."""
     save_every: int = 200
     seed: int = 0
+    masks_per_item: int | None = None
+    """Most masks decoded per training item (image or dialogue) a step, drawn at random; None: the stage's own
+    default. LiteMedSAM's mask decoder costs ~0.3 s per mask forward and backward on 2 cores, most of a step."""
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
+        if self.masks_per_item is not None and self.masks_per_item < 1:
+            raise ValueError(f"masks_per_item must be >= 1 or None, got {self.masks_per_item}")
 
     def lr_at(self, step: int) -> float:
         """Learning-rate multiplier at ``step`` (0-based)."""

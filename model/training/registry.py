@@ -12,15 +12,18 @@ from pathlib import Path
 from model.training.mixture import TrainingData
 from model.training.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, Stage
 
-StageBuilder = Callable[[TrainingData, object, int, bool], Stage]
-"""(training data, tokenizer, image tokens per image, LoRA on the language model) -> the stage."""
+StageBuilder = Callable[[TrainingData, object, int, bool, "int | None"], Stage]
+"""(training data, tokenizer, image tokens per image, LoRA on the language model, most masks decoded per item
+(None: the stage's default)) -> the stage."""
 
 STAGES: dict[str, StageBuilder] = {
-    SamPretraining.name: lambda data, tokenizer, image_tokens, lora: SamPretraining(data),
-    Alignment.name: lambda data, tokenizer, image_tokens, lora: Alignment(data, tokenizer, image_tokens),
-    MediRoundTraining.name: lambda data, tokenizer, image_tokens, lora: MediRoundTraining(
-        data, tokenizer, image_tokens, lora=lora),
-    JCMTraining.name: lambda data, tokenizer, image_tokens, lora: JCMTraining(data, tokenizer, image_tokens),
+    SamPretraining.name: lambda data, tokenizer, image_tokens, lora, masks: SamPretraining(
+        data, **({"masks_per_image": masks} if masks else {})),
+    Alignment.name: lambda data, tokenizer, image_tokens, lora, masks: Alignment(data, tokenizer, image_tokens),
+    MediRoundTraining.name: lambda data, tokenizer, image_tokens, lora, masks: MediRoundTraining(
+        data, tokenizer, image_tokens, lora=lora, masks_per_dialogue=masks),
+    JCMTraining.name: lambda data, tokenizer, image_tokens, lora, masks: JCMTraining(
+        data, tokenizer, image_tokens, masks_per_dialogue=masks),
 }
 
 
@@ -31,7 +34,8 @@ def check_stage_name(name: str) -> None:
 
 
 def make_stage(name: str, data: TrainingData | str | Path, tokenizer, image_tokens: int, *,
-               lora: bool = False) -> Stage:
-    """The stage registered as ``name``, reading ``data`` (training data, or a phantom dataset root)."""
+               lora: bool = False, masks_per_item: int | None = None) -> Stage:
+    """The stage registered as ``name``, reading ``data`` (training data, or a phantom dataset root);
+    ``masks_per_item``: ``StageSettings.masks_per_item``."""
     check_stage_name(name)
-    return STAGES[name](TrainingData.of(data), tokenizer, image_tokens, lora)
+    return STAGES[name](TrainingData.of(data), tokenizer, image_tokens, lora, masks_per_item)

@@ -219,9 +219,12 @@ class MediRoundTraining(Stage):
               "bbox_encoder.")
 
     def __init__(self, data, tokenizer, image_tokens: int, *, lora: bool = False, ce_weight: float = 1.0,
-                 bce_weight: float = 2.0, dice_weight: float = 0.5):
+                 bce_weight: float = 2.0, dice_weight: float = 0.5, masks_per_dialogue: int | None = None):
         self.data, self.tokenizer, self.image_tokens, self.lora = TrainingData.of(data), tokenizer, image_tokens, lora
         self.weights = (ce_weight, bce_weight, dice_weight)
+        self.masks_per_dialogue = masks_per_dialogue
+        """Most rounds of a dialogue whose mask is decoded and scored a step (a random draw; None: all of them).
+        The text loss always covers every round; the mask decoder is most of a step's cost."""
         self.frozen = FrozenEncodings(self.data.embeddings)
 
     def trainable(self, name: str) -> bool:
@@ -262,16 +265,29 @@ class MediRoundTraining(Stage):
                 "has_mask")
         return [dict(zip(keys, values, strict=True)) for values in zip(*(batch[k] for k in keys), strict=True)]
 
-    def decode_each(self, model, encodings, prompts, batch):
-        """Mask logits per conversation with a mask to find, paired with its ground-truth masks (rounds with a
-        mask only: ``prompts`` holds one per such round, in order)."""
+    def choose(self, batch) -> tuple[list[list[int]], torch.Tensor]:
+        """The rounds with a mask decoded this step: per conversation, their places among its rounds with a mask,
+        and their places among all the batch's (the rows of ``seg_states``' h_c)."""
+        chosen, flat, start = [], [], 0
+        for found in batch["has_mask"]:
+            n = int(found.sum())
+            places = list(range(n))
+            if self.masks_per_dialogue is not None and n > self.masks_per_dialogue:
+                places = sorted(random.sample(places, self.masks_per_dialogue))
+            chosen.append(places)
+            flat += [start + k for k in places]
+            start += n
+        return chosen, torch.tensor(flat, dtype=torch.long)
+
+    def decode_each(self, model, encodings, prompts, batch, chosen: list[list[int]]):
+        """Mask logits per conversation with a chosen round, paired with its ground-truth masks (``prompts``:
+        one per chosen round, in order; ``chosen``: from ``choose``)."""
         out, start = [], 0
-        for enc, masks, found in zip(encodings, batch["masks"], batch["has_mask"], strict=True):
-            target = masks[found]  # (n, H, W)
-            n = len(target)
+        for enc, masks, found, places in zip(encodings, batch["masks"], batch["has_mask"], chosen, strict=True):
+            n = len(places)
             if n:
                 out.append((model.decode_masks(enc.sam_embedding, prompts[start:start + n], enc.input_size,
-                                               enc.original_size), target))
+                                               enc.original_size), masks[found][places]))  # (n, H, W)
             start += n
         return out
 
@@ -287,7 +303,8 @@ class MediRoundTraining(Stage):
     def loss(self, model, batch):
         ce_w, bce_w, dice_w = self.weights
         encodings, h, logits = self.seg_states(model, batch)
-        decoded = self.decode_each(model, encodings, model.seg_prompts(h), batch)
+        chosen, rows = self.choose(batch)
+        decoded = self.decode_each(model, encodings, model.seg_prompts(h[rows]), batch, chosen)
         masks = self.mask_terms(decoded, bce_w, dice_w, h)
         ce = text_ce(logits, batch["labels"])
         return {"loss": ce_w * ce + masks["mask"], "ce": ce, "bce": masks["bce"], "dice": masks["dice"]}
@@ -305,12 +322,13 @@ class JCMTraining(MediRoundTraining):
         _, bce_w, dice_w = self.weights
         with torch.no_grad():
             encodings, h, _ = self.seg_states(model, batch)
-            prompts = model.seg_prompts(h)  # (N, P): rounds with a mask only
-            uncorrected = self.decode_each(model, encodings, prompts, batch)
+            chosen, rows = self.choose(batch)
+            prompts = model.seg_prompts(h[rows])  # (N, P): the chosen rounds with a mask
+            uncorrected = self.decode_each(model, encodings, prompts, batch, chosen)
             quality = torch.cat([soft_iou(logits, t) for logits, t in uncorrected]) if uncorrected \
                 else prompts.new_zeros(0)
         corrected = model.jcm.corrector(prompts)
-        decoded = self.decode_each(model, encodings, corrected, batch)
+        decoded = self.decode_each(model, encodings, corrected, batch, chosen)
         masks = self.mask_terms(decoded, bce_w, dice_w, corrected)
         scores = model.jcm.judge(prompts)
         judge = torch.nn.functional.binary_cross_entropy_with_logits(scores, quality) if len(quality) \

@@ -70,3 +70,24 @@ def test_a_batch_where_nothing_is_in_the_image_trains_the_text_alone(tiny_model,
         losses = stage.loss(model, stage.collate([ds[0]]))
         assert losses["bce"] == 0 and losses["dice"] == 0 and torch.isfinite(losses["loss"])
         losses["loss"].backward()
+
+
+def test_masks_per_dialogue_decodes_that_many_rounds_of_each_and_keeps_their_pairing(tiny_model, phantom_tokenizer,
+                                                                                      absent_root):
+    model, cfg = tiny_model
+    stage = MediRoundTraining(absent_root, phantom_tokenizer, cfg.mllm.image_tokens, masks_per_dialogue=1)
+    batch = _batch(stage, absent_root)
+    chosen, rows = stage.choose(batch)
+    with_mask = [int(m.sum()) for m in batch["has_mask"]]
+    assert [len(c) for c in chosen] == [min(1, n) for n in with_mask]
+    assert all(0 <= k < n for c, n in zip(chosen, with_mask, strict=True) for k in c)
+    assert len(rows) == sum(len(c) for c in chosen) and len(set(rows.tolist())) == len(rows)
+    encodings, h, _ = stage.seg_states(model, batch)
+    decoded = stage.decode_each(model, encodings, model.seg_prompts(h[rows]), batch, chosen)
+    kept = [(c, m, f) for c, m, f in zip(chosen, batch["masks"], batch["has_mask"], strict=True) if c]
+    for (logits, target), (places, masks, found) in zip(decoded, kept, strict=True):
+        assert logits.shape == target.shape and torch.equal(target, masks[found][places])
+    everything = MediRoundTraining(absent_root, phantom_tokenizer, cfg.mllm.image_tokens)
+    assert [len(c) for c in everything.choose(batch)[0]] == with_mask
+    losses = stage.loss(model, batch)
+    assert torch.isfinite(losses["loss"]) and losses["bce"] > 0
