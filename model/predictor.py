@@ -22,7 +22,7 @@ it is. Round indexes here are 0-based (``index``, ``reference_index``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
@@ -31,7 +31,7 @@ import torch
 from transformers import DynamicCache
 
 from model.data.images import ImageSource, load_image, mask_box
-from model.data.template import BOX_TOKEN, CROP_TOKEN, answer_text, human_text
+from model.data.template import BOX_TOKEN, CROP_TOKEN, NOTHING_FOUND, answer_text, human_text
 from model.mediround import ImageEncoding, MediRound
 from model.questions import Question, QuestionError, resolve_question
 
@@ -145,7 +145,7 @@ class MultiRoundPredictor:
     """
 
     def __init__(self, model: MediRound, tokenizer, *, use_jcm: bool = True, refine: bool = True,
-                 reference_mode: str = "crop+box", max_new_tokens: int = 24, max_question_tokens: int = 96,
+                 reference_mode: str = "crop+box", max_new_tokens: int = 32, max_question_tokens: int = 96,
                  max_length: int | None = None):
         if reference_mode not in REFERENCE_MODES:
             raise ValueError(f"reference_mode must be one of {REFERENCE_MODES}, got '{reference_mode}'")
@@ -154,6 +154,9 @@ class MultiRoundPredictor:
         self.max_new_tokens, self.max_question_tokens = max_new_tokens, max_question_tokens
         self.max_length: int = max_length or _text_config(model).max_position_embeddings
         self.image_tokens = model.image_tokens
+        # what follows [SEG] in an answer (the full stop, the end of the turn): fed as it is, never generated
+        template = self._tokens(f" {answer_text('')} {tokenizer.eos_token}")  # " [SEG]. </s>"
+        self.closing = template[template.index(model.token_ids["seg"]) + 1:]
         self._image: torch.Tensor | None = None
         self.encoding: ImageEncoding | None = None
         self.rounds: list[RoundResult] = []
@@ -261,9 +264,12 @@ class MultiRoundPredictor:
         if turn.seg_vector is not None:
             mask, q, corrected = judge_and_decode(self.model, self.image_encoding, turn.seg_vector[None], self.use_jcm,
                                                   self.image if self.refine else None)
-            result = replace(result, mask=mask[0], box=mask_box(mask[0]), quality=float(q[0]),
-                             corrected=bool(corrected[0]), has_mask=True,
-                             seg_vector=turn.seg_vector.float().cpu().numpy())
+            box = mask_box(mask[0])
+            if box is None:  # an empty mask: the round found nothing
+                result = replace(result, answer=NOTHING_FOUND, seg_vector=turn.seg_vector.float().cpu().numpy())
+            else:
+                result = replace(result, mask=mask[0], box=box, quality=float(q[0]), corrected=bool(corrected[0]),
+                                 has_mask=True, seg_vector=turn.seg_vector.float().cpu().numpy())
         self.rounds.append(result)
         return result
 
@@ -338,7 +344,7 @@ class MultiRoundPredictor:
             return self._step(tokens[0])[None], self.state.next_logits()[None]
 
         outs, h_cs = greedy_decode(self.state.next_logits()[None], hidden[None], step, eos=self.tokenizer.eos_token_id,
-                                   seg=self.model.token_ids["seg"], limit=self.max_new_tokens)
+                                   seg=self.model.token_ids["seg"], limit=self.max_new_tokens, closing=self.closing)
         return outs[0], h_cs[0]
 
     def _force(self, ids: list[int], hidden: torch.Tensor) -> tuple[list[int], torch.Tensor | None]:
@@ -437,7 +443,7 @@ def _round_together(predictors: list[MultiRoundPredictor], rounds: list[Prepared
                 last_logits[b] = step_logits[b, -1]
         return out[:, -1], step_logits[:, -1]
 
-    outs, h_cs = greedy_decode(logits, hidden, step, eos=eos, seg=seg, limit=limit)
+    outs, h_cs = greedy_decode(logits, hidden, step, eos=eos, seg=seg, limit=limit, closing=first.closing)
 
     # each dialogue keeps exactly its own tokens: no padding, nothing fed after its EOS
     for b, state in enumerate(states):
@@ -466,25 +472,28 @@ def reference_embeddings(model: MediRound, ids: torch.Tensor, images: torch.Tens
 
 def greedy_decode(logits: torch.Tensor, hidden: torch.Tensor,
                   step: Callable[[list[int], list[bool]], tuple[torch.Tensor, torch.Tensor]], *, eos: int, seg: int,
-                  limit: int) -> tuple[list[list[int]], list[torch.Tensor | None]]:
+                  limit: int, closing: Sequence[int] = ()) -> tuple[list[list[int]], list[torch.Tensor | None]]:
     """Greedy decoding of B dialogues in lockstep: (answer tokens, h_c) of each.
 
     ``logits`` (B, V) and ``hidden`` (B, d) follow each dialogue's last token; ``step(tokens, done)`` feeds one
     token per dialogue (``done``: it had already ended) and returns the next hidden states (B, d) and logits
     (B, V). A dialogue ends at EOS; past ``limit`` tokens EOS is fed anyway, closing the turn so that the next
     round's template stays intact. h_c is the hidden state that produced the dialogue's first [SEG] (None
-    without one).
+    without one). ``closing``: the template's tokens after ``[SEG]`` (the full stop and the end of the turn), fed
+    as they are once a dialogue has said ``[SEG]``, so an answer holds one ``[SEG]`` and ends there.
     """
     n = logits.shape[0]
     outs: list[list[int]] = [[] for _ in range(n)]
     h_cs: list[torch.Tensor | None] = [None] * n
+    forced: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
     for k in range(limit + 1):
-        tokens = logits.argmax(-1).tolist() if k < limit else [eos] * n
+        chosen = logits.argmax(-1).tolist() if k < limit else [eos] * n
+        tokens = [f.pop(0) if f and k < limit else c for f, c in zip(forced, chosen, strict=True)]
         for b, token in enumerate(tokens):
             if not done[b]:
                 if token == seg and h_cs[b] is None:
-                    h_cs[b] = hidden[b]
+                    h_cs[b], forced[b] = hidden[b], list(closing)
                 outs[b].append(token)
         hidden, logits = step(tokens, done)
         done = [d or token == eos for d, token in zip(done, tokens, strict=True)]

@@ -18,6 +18,9 @@ CROP_TOKEN = "[CROPPEDIMAGE]"
 BOX_TOKEN = "[BBOXINPUT]"
 SPECIAL_TOKENS = (IMAGE_TOKEN, SEG_TOKEN, CROP_TOKEN, BOX_TOKEN)
 IGNORE_INDEX = -100
+NOTHING_FOUND = "Nothing was found for this in the image."
+"""A round's answer when its ``[SEG]`` decoded to an empty mask: the words promised a mask the image did not give,
+so the round is one without a mask (the generated tokens stay the dialogue's history)."""
 
 
 def human_text(question: str, index: int, has_reference: bool) -> str:

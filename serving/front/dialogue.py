@@ -23,7 +23,15 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from model.data.images import to_uint8_rgb
-from model.questions import QuestionError, normalize_question, round_index, round_number, round_reference
+from model.data.template import NOTHING_FOUND
+from model.questions import (
+    QuestionError,
+    ReferenceRoundError,
+    normalize_question,
+    round_index,
+    round_number,
+    round_reference,
+)
 from serving.errors import (
     DeadlinePassed,
     ImageTooLarge,
@@ -269,6 +277,7 @@ class Dialogue:
             session = await self.get_session(session_id, tenant=tenant)
             history = await self.store.rounds(session_id)
             reference = _reference_round(question, reference_round, len(history))
+            _check_has_mask(history, reference)
             record = await self._retrying(deadline, lambda: self._compute(
                 session.image_key, None, history, question, reference, on_answer, session_id=session_id))
             record.request_id = request_id
@@ -325,14 +334,16 @@ class Dialogue:
         reasoned = time.perf_counter()
         if on_answer is not None:
             await on_answer(turn.answer)
-        mask = None
+        mask, answer = None, turn.answer
         if turn.seg_vector is not None:
             mask = await self.pipeline.decode(MaskRequest(encoding=encoding, seg_vector=turn.seg_vector))
+            if mask.box is None:  # an empty mask: the round found nothing, and says so
+                mask, answer = None, NOTHING_FOUND
         end = time.perf_counter()
         timings = RoundTimings(encode_ms=1e3 * (encoded - start), reason_ms=1e3 * (reasoned - encoded),
                                decode_ms=1e3 * (end - reasoned), total_ms=1e3 * (end - start),
                                encoder_cache_hit=encoding.cache_hit)
-        return Round(number=len(history) + 1, question=question, answer=turn.answer, answer_ids=turn.answer_ids,
+        return Round(number=len(history) + 1, question=question, answer=answer, answer_ids=turn.answer_ids,
                      reference_round=turn.reference_round, mask_png=mask.mask_png if mask else b"",
                      box=mask.box if mask else None, quality=mask.quality if mask else None,
                      corrected=mask.corrected if mask else False, has_mask=mask is not None,
@@ -378,3 +389,10 @@ def _reference_round(question: str, reference_round: int, rounds_so_far: int) ->
     the model steps take it as it is."""
     given = round_index(reference_round) if reference_round else None
     return round_number(round_reference(question, rounds_so_far, given))
+
+
+def _check_has_mask(history: list[Round], reference: int | None) -> None:
+    """A round can only refer to an earlier round that has a mask (its crop and box are the reference)."""
+    if reference is not None and not history[round_index(reference)].has_mask:
+        raise ReferenceRoundError(f"round {reference} has no mask (it found nothing in the image), so a later round "
+                                  "cannot refer to it; refer to a round with a mask by its number")

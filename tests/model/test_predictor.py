@@ -10,6 +10,7 @@ from transformers import DynamicCache
 
 from model.data.images import load_image
 from model.data.mrmedseg import load
+from model.data.template import NOTHING_FOUND
 from model.predictor import DialogueState, MultiRoundPredictor
 from model.questions import QuestionError, ReferenceRoundError
 
@@ -61,6 +62,37 @@ def test_an_answer_without_seg_is_reported_not_a_crash(predictor, phantom_root):
         predictor.model.mllm.lm_head.weight[seg] = -1e4  # this model can never say [SEG]
     result = predictor.ask("Segment the spleen.")
     assert not result.has_mask and result.quality is None and not result.mask.any() and result.box is None
+
+
+def test_an_answer_holds_one_seg_and_ends_there_however_much_the_model_wants_more(predictor, phantom_root):
+    """The degenerate '...[SEG][SEG][SEG]...' cannot be generated: after [SEG] the template's closing is fed."""
+    predictor.set_image(phantom_root / load(phantom_root / "test.json")[0].image)
+    seg, eos = predictor.model.token_ids["seg"], predictor.tokenizer.eos_token_id
+    bonus = torch.zeros(predictor.model.mllm.lm_head.out_features)
+    bonus[seg] = 1e4  # [SEG] is always the likeliest next token
+    hook = predictor.model.mllm.lm_head.register_forward_hook(lambda module, args, out: out + bonus)
+    try:
+        first, second = predictor.ask("Segment the liver."), predictor.ask("Segment the spleen.")
+    finally:
+        hook.remove()
+    closing = predictor.tokenizer(" [SEG]. </s>", add_special_tokens=False)["input_ids"]
+    assert predictor.closing == closing[closing.index(seg) + 1:] and predictor.closing[-1] == eos
+    for result in (first, second):
+        assert result.answer_ids == [seg, *predictor.closing] and result.answer == "[SEG]." and result.has_mask
+
+
+def nothing_decoded(model):
+    """Make ``model``'s mask decoder answer every prompt with an empty mask (all logits far below zero)."""
+    return model.sam.mask_decoder.register_forward_hook(lambda module, args, out: (out[0] - 1e4, *out[1:]))
+
+
+def test_a_seg_that_decodes_to_an_empty_mask_is_a_round_without_a_mask_that_says_so(predictor, phantom_root):
+    predictor.set_image(phantom_root / load(phantom_root / "test.json")[0].image)
+    with nothing_decoded(predictor.model):
+        result = predictor.ask("Segment the liver.", answer="Sure, the liver is")
+    assert not result.has_mask and result.answer == NOTHING_FOUND
+    assert result.quality is None and result.box is None and not result.mask.any()
+    assert predictor.tokenizer.decode(result.answer_ids).count("[SEG]") == 1  # the history keeps what was said
 
 
 @pytest.mark.parametrize("form", ["grey16", "rgba", "grey8", "png_bytes"])
