@@ -97,7 +97,7 @@ def build_model(cfg: ModelConfig, tokenizer, *, load_pretrained: bool = True) ->
         sam=build_sam(cfg.seg, load_pretrained=load_pretrained),
         text_hidden_fcs=nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, p)),
         bbox_encoder=nn.Linear(4, d),
-        jcm=JCM(dim=p, hidden=cfg.jcm.hidden, beta=cfg.jcm.beta),
+        jcm=JCM(dim=p, hidden=cfg.jcm.hidden, beta=cfg.jcm.beta, calibration=cfg.jcm.calibration),
         token_ids=token_ids(tokenizer),
         sam_projector=sam_projector,
         sam_pool=cfg.mllm.sam_pool,

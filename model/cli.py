@@ -176,8 +176,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--brain", help=f"real-brain dataset root whose splits join the tables as brain/<split>, with "
                    f"Dice per structure and size (default: {DEFAULT_BRAIN} when it holds one)")
     p.add_argument("--no-brain", action="store_true", help="skip the real-brain splits")
-    p.add_argument("--sam-checkpoint", help="checkpoint whose SAM Table 3 prompts with boxes, e.g. runs/tiny/sam/"
-                   "checkpoint (the box-pretrained SAM before stage 1); default: the evaluated checkpoint's")
+    p.add_argument("--sam-checkpoint", help="a further checkpoint whose SAM Table 3 prompts with boxes, e.g. "
+                   "runs/tiny/sam/checkpoint (the box-tuned SAM before stage 1)")
     p.add_argument("--manifest", action="store_true", help="record the tables (and the regression slice's "
                    "score) in the checkpoint's manifest.json")
     p.set_defaults(func=_eval)

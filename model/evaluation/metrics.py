@@ -12,12 +12,14 @@ round index (1-based, as the paper's tables: round #1..#8); ``MetricsBySplit`` k
 
 Beyond the paper: ``QualityCalibration`` (does the JCM's quality predict the mask's IoU: expected calibration
 error and Spearman's rank correlation) and ``AbstentionMetric`` (rounds about what the image does not show:
-precision and recall of "not found", and false refusals of structures that are there).
+precision and recall of "not found", and false refusals of structures that are there), ``AnswerNames`` (does a
+generated answer name the structure the round asked for).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -234,3 +236,38 @@ class AbstentionMetric:
         return {**c, "precision": c["refused_absent"] / refused if refused else None,
                 "recall": c["refused_absent"] / absent if absent else None,
                 "false_refusals": c["refused_present"] / present if present else None}
+
+
+class AnswerNames:
+    """Does a generated answer name the structure its round segments?
+
+    ``known``: every structure name the dialogues use ("left putamen", "putamen", "liver lesion", ...). The name
+    an answer gives is the longest known name in it as whole words, so "the left putamen" names "left putamen",
+    not "putamen"; an answer naming none is wrong. ``accuracy``: the share of rounds whose answer names theirs.
+    """
+
+    def __init__(self, known: set[str] | list[str]) -> None:
+        names = sorted({n.lower() for n in known if n.strip()}, key=len, reverse=True)  # longest first
+        if not names:
+            raise ValueError("no structure names to look for")
+        self.pattern = re.compile(r"\b(" + "|".join(re.escape(n) for n in names) + r")\b")
+        self.right = self.wrong = self.unnamed = 0
+
+    def named(self, answer: str) -> str | None:
+        """The longest known name ``answer`` holds, or None."""
+        found = self.pattern.findall(answer.lower())
+        return max(found, key=len) if found else None
+
+    def __call__(self, answer: str, name: str) -> None:
+        said = self.named(answer)
+        if said is None:
+            self.unnamed += 1
+        elif said == name.lower():
+            self.right += 1
+        else:
+            self.wrong += 1
+
+    def aggregate(self) -> dict:
+        n = self.right + self.wrong + self.unnamed
+        return {"n": n, "right": self.right, "wrong": self.wrong, "unnamed": self.unnamed,
+                "accuracy": self.right / n if n else None}

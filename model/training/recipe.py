@@ -9,7 +9,8 @@ stage leaves ``out/<stage>/checkpoint``, and a pretrained SAM encoder's embeddin
 kept in ``out/embeddings`` (computed once); a rerun skips finished stages and resumes the interrupted
 one from its ``state.pt``. Each stage records its training time summed over the runs that made it
 (``seconds.json``; the data and tokenizer likewise), so the manifest's total is the from-scratch
-time even across reruns.
+time even across reruns. Last, the JCM's quality is calibrated on the validation splits
+(``model.training.calibration``) and the final checkpoint written in half precision.
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
         timings[name] = json.loads((stage_dir / "seconds.json").read_text())["seconds"]  # written by fit
         previous = stage_dir / "checkpoint"
     model, tokenizer, cfg = load_checkpoint(previous)
+    calibration = calibrate_on_validation(model, tokenizer, cfg, data, brain, out / "calibration.json",
+                                          progress=progress)
+    timings["calibration"] = calibration["seconds"]
     manifest = {
         "recipe": recipe.name,
         "command": f"mediround train recipe {recipe.name}",
@@ -224,6 +228,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
         "text_augment": asdict(recipe.text) if recipe.text else None,
         "commit": commit,
         "stages": [{"name": n, **asdict(s)} for n, s in recipe.stages],
+        "jcm_calibration": calibration,
         "stage_seconds": timings,
         "total_seconds": round(sum(timings.values()), 1),
         "torch": torch.__version__,
@@ -231,6 +236,23 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
     final = save_checkpoint(model, tokenizer, cfg, out / "checkpoint", dtype=torch.float16, manifest=manifest)
     print(json.dumps({"checkpoint": str(final), "stage_seconds": timings}, indent=2))
     return final
+
+
+def calibrate_on_validation(model, tokenizer, cfg: ModelConfig, data: Path, brain: Path | None, record: Path, *,
+                            progress: bool = False) -> dict:
+    """The JCM's quality calibrated on the validation splits (phantoms, and the brain when mixed in), set on the
+    model and its config; fit once, then read back from ``record``."""
+    if not record.exists():
+        from model.data.mrmedseg import load
+        from model.training.calibration import calibrate_quality
+
+        t = time.perf_counter()
+        held_out = [(root, load(root / "val.json")) for root in (data, brain) if root is not None]
+        report = calibrate_quality(model, tokenizer, cfg, held_out, progress=progress)
+        record.write_text(json.dumps({**report, "seconds": round(time.perf_counter() - t, 1)}, indent=2) + "\n")
+    report = json.loads(record.read_text())
+    model.jcm.calibration = cfg.jcm.calibration = (report["scale"], report["shift"])
+    return report
 
 
 def _add_seconds(path: Path, seconds: float) -> float:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from model.config import SHIPPED_TINY
 from model.data.images import load_mask
@@ -32,7 +33,9 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
                 if (row["protocol"], row["split"]) == (r["protocol"], r["split"])}
         assert r["overall"]["difference"] == pytest.approx(dice["MediRound + JCM"] - dice["MediRound"])
         assert r["overall"]["low"] <= r["overall"]["difference"] <= r["overall"]["high"]
-    assert 0.0 <= tables["box_prompted_sam"]["dice"] <= 1.0
+    box = tables["box_prompted_sam"]  # the shipped SAM was trained here: no zero-shot row
+    assert [(r["sam"], r["split"]) for r in box] == [("this checkpoint", "test"), ("this checkpoint", "real CT")]
+    assert all(0.0 <= r["dice"] <= 1.0 for r in box) and box[1]["n"] == 24
     assert [r["overall"]["n"] for r in tables["real_ct"]] == [24, 24]  # every round of the real dialogues
     hard = next(r for r in tables["main"] if r["split"] == "test_hard" and r["protocol"] == "auto")
     assert set(hard["per_round"]) >= {"1", "6"}  # hard dialogues reach round 6 and beyond
@@ -43,10 +46,15 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
                                               "Real CT slices", "Answers (with JCM)"))
     answers = {(r["protocol"], r["split"]): r for r in tables["answers"]}
     assert set(answers) == {(p, s) for p in ("paper", "auto") for s in ("val", "test", "test_hard", "test_unseen")}
+    for (protocol, _), r in answers.items():  # generated answers are checked for the name; forced ones are not
+        named = r["names"]
+        assert named is None if protocol == "paper" else named["n"] == r["abstention"]["masked_present"] + \
+            r["abstention"]["refused_present"] and named["right"] + named["wrong"] + named["unnamed"] == named["n"]
     for r in answers.values():  # the fixture's splits ask only about what the image shows
         counts = r["abstention"]
         assert counts["refused_absent"] + counts["masked_absent"] == 0 and r["abstention"]["recall"] is None
-        assert r["quality_calibration"]["n"] == counts["masked_present"] and 0 <= r["quality_calibration"]["ece"] <= 1
+        judged = r["quality_calibration"]  # from the run without JCM: each of its masks scored once
+        assert 0 < judged["n"] <= counts["masked_present"] + counts["refused_present"] and 0 <= judged["ece"] <= 1
     assert (tmp_path / "per_round.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
         f"{p}_{s}_0.png" for p in ("paper", "auto") for s in ("test", "test_hard", "real"))
@@ -63,3 +71,26 @@ def test_ground_truth_references_replace_the_masks_later_rounds_crop_from(phanto
     assert not all((r.mask == t).all() for r, t in zip(predictor.rounds, truths, strict=True))
     with pytest.raises(ValueError, match="references_from 'own' or 'truth'"):
         Setting("paper", references_from="ground truth")
+
+
+def test_table_3s_zero_shot_sam_is_litemedsam_as_published_beside_the_tuned_one(phantom_tokenizer, phantom_root):
+    from model.build import build_model, build_sam
+    from model.config import ModelConfig
+    from model.evaluation.evaluate import box_prompted, zero_shot_sam
+
+    cfg = ModelConfig.tiny()
+    cfg.mllm.text["vocab_size"] = len(phantom_tokenizer)
+    model = build_model(cfg, phantom_tokenizer).eval()
+    with torch.no_grad():
+        model.sam.mask_decoder.iou_token.weight.add_(1.0)  # as if fine-tuned
+    zero = zero_shot_sam(model, cfg)
+    published = build_sam(cfg.seg).state_dict()
+    assert all(torch.equal(v, published[k]) for k, v in zero.sam.state_dict().items())
+    assert not torch.equal(model.sam.mask_decoder.iou_token.weight, zero.sam.mask_decoder.iou_token.weight)
+    convs = load(phantom_root / "test.json")[:1]
+    tuned, zero_shot = box_prompted([model, zero], convs, phantom_root)
+    assert tuned.aggregate()["overall"]["n"] == zero_shot.aggregate()["overall"]["n"] == len(convs[0].rounds)
+    assert zero_shot.aggregate()["overall"]["dice"] > 0.5  # LiteMedSAM given the true box draws the structure
+    scratch = ModelConfig.tiny_scratch()
+    scratch.mllm.text["vocab_size"] = len(phantom_tokenizer)
+    assert zero_shot_sam(build_model(scratch, phantom_tokenizer), scratch) is None

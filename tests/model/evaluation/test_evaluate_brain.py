@@ -28,8 +28,9 @@ def test_brain_splits_join_the_tables_with_dice_per_structure_and_size(tmp_path,
     assert [r["split"] for r in t["jcm_effect"]] == splits
     assert {(r["split"], r["reference"]) for r in t["reference_ablation"]} == \
         {(s, m) for s in ("test", "brain/test") for m in ("none", "crop", "crop+box")}
-    assert {r["split"] for r in t["error_propagation"]} == {"test"} and t["box_prompted_sam"]["split"] == "test"
-    ceiling = t["box_prompted_sam_brain"]  # the box-prompted SAM on the brain, with its per-size partition
+    assert {r["split"] for r in t["error_propagation"]} == {"test"}
+    assert [r["split"] for r in t["box_prompted_sam"]] == ["test", "brain/test"]
+    ceiling = t["box_prompted_sam"][1]  # the box-prompted SAM on the brain, with its per-size partition
     assert ceiling["split"] == "brain/test" and ceiling["n"] == sum(r["n"] for r in ceiling["per_size"])
     assert sum(r["n"] * r["dice"] for r in ceiling["per_size"]) / ceiling["n"] == pytest.approx(ceiling["dice"])
 
@@ -48,10 +49,11 @@ def test_brain_splits_join_the_tables_with_dice_per_structure_and_size(tmp_path,
     md = (tmp_path / "tables.md").read_text()
     for heading in ("Table 1 (auto protocol): ", "Table 1 (auto protocol, real brain)",
                     "Table 2 (auto protocol, brain/test)", "Real brain: Dice (%) per structure size",
-                    "Real brain, brain/test (auto protocol", "Box-prompted SAM alone on brain/test"):
+                    "Real brain, brain/test (auto protocol", "Box-prompted SAM alone (this checkpoint) on brain/test"):
         assert f"### {heading}" in md, heading
     assert "| auto | none | brain/test |" in md  # Table A
-    assert any(line.startswith("| `") and "| brain/test |" in line for line in md.splitlines())  # Table 3 analogue
+    assert any(line.startswith("| this checkpoint | `") and "| brain/test |" in line
+               for line in md.splitlines())  # Table 3 analogue
     assert (tmp_path / "samples" / "auto_brain_test_0.png").exists()
     assert json.loads((tmp_path / "results.json").read_text())["tables"]["brain_per_size"] == t["brain_per_size"]
 

@@ -6,6 +6,7 @@ import torch
 
 from model.evaluation.metrics import (
     AbstentionMetric,
+    AnswerNames,
     MetricsBySplit,
     QualityCalibration,
     SegmentationMetric,
@@ -164,3 +165,18 @@ def test_abstention_precision_recall_and_false_refusals_by_hand():
     assert result["recall"] == pytest.approx(2 / 3)  # 3 absent structures, 2 refused
     assert result["false_refusals"] == pytest.approx(1 / 4)  # 4 present structures, 1 refused
     assert AbstentionMetric().aggregate()["precision"] is None
+
+
+def test_answer_names_by_hand():
+    names = AnswerNames(["putamen", "left putamen", "right putamen", "liver", "liver lesion", "heart"])
+    assert names.named("Within round 1: the left putamen [SEG].") == "left putamen"
+    assert names.named("Sure, the liver lesion is [SEG].") == "liver lesion"
+    assert names.named("The heartbeat is [SEG].") is None  # whole words only
+    names("Within round 1: the Left Putamen [SEG].", "left putamen")  # right, whatever the case
+    names("Sure, the putamen is [SEG].", "left putamen")  # a wider name is not the asked one
+    names("Sure, the right putamen is [SEG].", "left putamen")
+    names("[SEG].", "liver")
+    assert names.aggregate() == {"n": 4, "right": 1, "wrong": 2, "unnamed": 1, "accuracy": 0.25}
+    assert AnswerNames(["heart"]).aggregate()["accuracy"] is None
+    with pytest.raises(ValueError, match="no structure names"):
+        AnswerNames([" "])

@@ -26,7 +26,11 @@ def test_a_recipe_generates_the_brain_and_trains_every_stage_on_both(tmp_path, p
     manifest = read_manifest(final)
     assert manifest["brain"] == json.loads(json.dumps(asdict(recipe.brain)))
     assert manifest["text_augment"] == asdict(recipe.text)
-    assert set(manifest["stage_seconds"]) == {"data+tokenizer", "align", "mediround"}
+    assert set(manifest["stage_seconds"]) == {"data+tokenizer", "align", "mediround", "calibration"}
+    calibration = manifest["jcm_calibration"]  # fit on the validation splits, kept in the checkpoint's config
+    assert calibration["pairs"] >= 0 and calibration["scale"] > 0  # one step of training may draw no mask yet
+    saved = json.loads((final / "config.json").read_text())["jcm"]["calibration"]
+    assert saved == pytest.approx([calibration["scale"], calibration["shift"]])
     tokenizer = load_tokenizer(str(final / "tokenizer"))
     assert len(tokenizer.tokenize(" cerebellar hemisphere")) <= 4  # learnt from the brain's dialogues
     assert json.loads((run / "data+tokenizer.seconds.json").read_text())["seconds"] > 0

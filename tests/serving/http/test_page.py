@@ -247,7 +247,8 @@ def test_quality_warnings_follow_the_servers_threshold(page, opened, client, ser
     beta = json.loads(page.evaluate("fetch('api/v1/config').then(r => r.text())"))["jcm_beta"]
     expect(page.locator("#round-1 .warn")).to_have_count(1 if r.quality <= beta else 0)
     expect(page.locator("#round-1 .corrected")).to_have_count(1 if r.corrected else 0)
-    expect(page.locator("#round-1 .score")).to_have_text(f"Mask quality {r.quality:.2f}")
+    expect(page.locator("#round-1 .score")).to_have_text(
+        f"Estimated overlap with the true structure: {int(100 * r.quality + 0.5)}%")  # as Math.round
     # the tiny model's masks score above the threshold: a low one, drawn by the page's own module
     shown = page.evaluate("""async (beta) => {
         const { Transcript } = await import('./static/js/transcript.js');
@@ -258,8 +259,8 @@ def test_quality_warnings_follow_the_servers_threshold(page, opened, client, ser
         return [li.querySelector('.warn')?.textContent, li.querySelector('.corrected')?.textContent,
                 li.querySelector('.refers').textContent];
     }""", beta)
-    assert shown == [f"⚠ at or below the JCM threshold {beta:.2f}: check it", "✎ corrected by the JCM",
-                     "refers to round 2"]
+    assert shown == [f"⚠ at or below the {int(100 * beta + 0.5)}% threshold: check this mask",
+                     "✎ redrawn by the JCM (the estimate was for its first draft)", "refers to round 2"]
 
 
 def test_education_mode_predicts_first_then_reveals_the_truth_and_the_dice(page, served, client):

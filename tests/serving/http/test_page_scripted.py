@@ -2,6 +2,8 @@
 server that wants a token (the page's token field goes out as the bearer token, and survives a reload), and a
 mask at or below the JCM threshold that the JCM corrected."""
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -41,6 +43,8 @@ def test_a_low_quality_mask_is_warned_about_and_its_correction_marked(page, scri
     expect(page.locator("body")).to_have_attribute("data-ready", "true")
     ask(page, "Segment the liver.")  # the scripted round: quality 0.5, corrected
     entry = page.locator("#transcript > li").last
-    expect(entry.locator(".warn")).to_have_text("⚠ at or below the JCM threshold 0.60: check it")
-    expect(entry.locator(".corrected")).to_have_text("✎ corrected by the JCM")
-    expect(entry.locator(".score")).to_have_text("Mask quality 0.50")
+    expect(entry.locator(".warn")).to_have_text("⚠ at or below the 60% threshold: check this mask")
+    expect(entry.locator(".corrected")).to_have_text("✎ redrawn by the JCM (the estimate was for its first draft)")
+    expect(entry.locator(".score")).to_have_text("Estimated overlap with the true structure: 50%")
+    expect(entry.locator(".quality")).to_have_attribute("title", re.compile(r"IoU\)\. At or below 60% the JCM "
+                                                                            r"distrusts the mask and redraws it\."))

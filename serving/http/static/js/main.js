@@ -6,7 +6,7 @@ import { jsonBlob, save } from "./downloads.js";
 import { requestId } from "./ids.js";
 import { decodeBits, dice } from "./masks.js";
 import { colourOf, TRUTH } from "./palette.js";
-import { Transcript } from "./transcript.js";
+import { percent, Transcript } from "./transcript.js";
 import { Viewer } from "./viewer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -186,7 +186,7 @@ async function ask(event) {
       } else if (kind === "round") {
         await addRound(li, data);
         announce(`Round ${data.number}: ${spoken(data.answer)}` +
-          (data.has_mask ? `; mask quality ${data.quality.toFixed(2)}` : "; no mask"));
+          (data.has_mask ? `; estimated overlap ${percent(data.quality)}` : "; no mask"));
       }
     }
   } catch (e) {

@@ -1,6 +1,7 @@
 // The transcript: one entry per round, in order. Its chip carries the round's colour and name (click: the next
-// question refers to it), "refers to round k" comes from the server's reference_round, the quality score is warned
-// about at or below the JCM threshold and marked when the JCM corrected the mask; errors show inline.
+// question refers to it), "refers to round k" comes from the server's reference_round, the quality is said in plain
+// words (the estimated overlap with the true structure), warned about at or below the JCM threshold and marked when
+// the JCM redrew the mask; errors show inline.
 
 import { colourOf, css } from "./palette.js";
 
@@ -9,6 +10,18 @@ function element(tag, className, text) {
   if (className) el.className = className;
   if (text != null) el.textContent = text;
   return el;
+}
+
+export function percent(fraction) {
+  return `${Math.round(100 * fraction)}%`;
+}
+
+// What the quality is, for the people reading it: the JCM's own estimate of the mask's IoU, and what the threshold does.
+export function qualityExplained(beta) {
+  const threshold = beta == null ? "" : ` At or below ${percent(beta)} the JCM distrusts the mask and redraws it.`;
+  return "The model's own estimate (by its judge, the JCM) of how much this mask overlaps the true structure: " +
+    "the shared area over the area of both outlines together (IoU)." + threshold +
+    " An estimate, not a measurement: check the outline.";
 }
 
 export class Transcript {
@@ -65,11 +78,12 @@ export class Transcript {
 
     const facts = element("p", "quality");
     if (round.has_mask) {
-      facts.append(element("span", "score", `Mask quality ${round.quality.toFixed(2)}`));
+      facts.title = qualityExplained(this.beta);
+      facts.append(element("span", "score", `Estimated overlap with the true structure: ${percent(round.quality)}`));
       if (this.beta != null && round.quality <= this.beta) {
-        facts.append(element("span", "warn", `⚠ at or below the JCM threshold ${this.beta.toFixed(2)}: check it`));
+        facts.append(element("span", "warn", `⚠ at or below the ${percent(this.beta)} threshold: check this mask`));
       }
-      if (round.corrected) facts.append(element("span", "corrected", "✎ corrected by the JCM"));
+      if (round.corrected) facts.append(element("span", "corrected", "✎ redrawn by the JCM (the estimate was for its first draft)"));
     } else {
       facts.append(element("span", "score", "No mask in this answer"));
     }
