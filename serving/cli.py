@@ -115,43 +115,83 @@ def _token(args) -> int:
     return 0
 
 
+CHAT_EXIT_CODES = """exit status: 0 the dialogue ended (an empty line or end of input); 1 the service could not be
+reached or refused the image; 2 a bad command line or an unreadable file. A round the service refuses prints one
+line (error: STATUS: message) and the dialogue goes on."""
+
+
+def _window_options(window: str | None, frame: int | None):
+    """``--window`` / ``--frame`` as DicomOptions (None: the file's own); ``--window`` is a preset or CENTRE/WIDTH."""
+    from mediround.v1 import mediround_pb2 as pb
+
+    if not window and not frame:
+        return None
+    preset, slash, width = (window or "").partition("/")
+    if slash:
+        try:
+            center, span = float(preset), float(width)
+        except ValueError:
+            raise ValueError(f"--window takes a preset name or CENTRE/WIDTH numbers such as 40/400; "
+                             f"got '{window}'") from None
+        return pb.DicomOptions(frame=frame or 0, window_center=center, window_width=span)
+    if preset.lstrip("-").replace(".", "", 1).isdigit():
+        raise ValueError(f"--window takes a preset name (ct-abdomen, ct-lung, ct-brain, ct-bone, ...) or CENTRE/WIDTH "
+                         f"such as {preset}/400; got '{window}'")
+    return pb.DicomOptions(frame=frame or 0, window_preset=preset)
+
+
+def _rpc_error(e, address: str) -> str:
+    """A service's refusal as one line: ``error: STATUS: message``."""
+    import grpc
+
+    if e.code() == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (e.details() or "").lower():
+        return f"error: UNAVAILABLE: no MediRound service answers at {address} (is 'mediround serve' running there?)"
+    return f"error: {e.code().name}: {e.details()}"
+
+
 def _chat(args) -> int:
     import grpc
 
-    from mediround.v1 import mediround_pb2 as pb
     from serving.client import MediRoundClient, readable_answer
 
+    options = _window_options(args.window, args.frame)
+    image = Path(args.image).read_bytes()  # a missing file: FileNotFoundError, exit status 2
     with MediRoundClient(args.address, token=args.token) as client:
-        options = None
-        if args.window or args.frame:
-            preset, _, width = (args.window or "").partition("/")
-            center = float(preset) if width else 0.0
-            options = pb.DicomOptions(frame=args.frame or 0, window_preset="" if width else preset,
-                                      window_center=center, window_width=float(width or 0))
-        session = client.create_session(args.image, dicom_options=options)
+        try:
+            session = client.create_session(image, dicom_options=options)
+        except grpc.RpcError as e:
+            print(_rpc_error(e, args.address), file=sys.stderr)
+            return 1
         what = ""
         if session.HasField("dicom"):
             d = session.dicom
             what = (f"; DICOM {d.modality} frame {d.frame}/{d.number_of_frames}, window "
                     f"{d.window_center:g}/{d.window_width:g} ({d.window_source})")
         print(f"session {session.id} on {args.image} ({session.width}x{session.height}{what}); empty line to quit")
+        rounds = 0
         while True:
             try:
-                question = input(f"round {client.session(session.id).round_count + 1}> ").strip()
+                question = input(f"round {rounds + 1}> ").strip()
             except EOFError:
                 break
             if not question:
                 break
-            r = client.ask(session.id, question)
+            try:
+                r = client.ask(session.id, question)
+            except grpc.RpcError as e:  # one line, and the dialogue goes on
+                print(_rpc_error(e, args.address), file=sys.stderr)
+                continue
+            rounds = r.number
             box = f" box ({r.box.x_min},{r.box.y_min})-({r.box.x_max},{r.box.y_max})" if r.has_mask else ""
-            print(f"  {readable_answer(r.answer)}  [q {r.quality:.2f}{', corrected' if r.corrected else ''}{box}; "
-                  f"reference round {r.reference_round or '-'}; {r.timings.total_ms:.0f} ms]")
+            judged = f"q {r.quality:.2f}{', corrected' if r.corrected else ''}{box}; " if r.has_mask else "no mask; "
+            print(f"  {readable_answer(r.answer)}  [{judged}reference round {r.reference_round or '-'}; "
+                  f"{r.timings.total_ms:.0f} ms]")
             if args.save_masks and r.has_mask:
                 path = Path(args.save_masks) / f"{session.id}_round{r.number}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(r.mask_png)
                 print(f"  mask: {path}")
-        if args.save_masks and session.HasField("dicom") and client.session(session.id).round_count:
+        if args.save_masks and session.HasField("dicom") and rounds:
             try:
                 seg = client.segmentation(session.id)
             except grpc.RpcError as e:  # e.g. a source a SEG cannot reference: the PNG masks stand
@@ -219,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a configured PACS it may fetch DICOM from and export SEGs to (repeat; '*': all; default none)")
     p.set_defaults(func=_token)
 
-    p = sub.add_parser("chat", help="an interactive dialogue with a running service")
+    p = sub.add_parser("chat", help="an interactive dialogue with a running service", epilog=CHAT_EXIT_CODES)
     p.add_argument("image", help="PNG (8/16-bit), JPEG, TIFF or DICOM file")
     p.add_argument("--address", default="127.0.0.1:50051", help="service address (default 127.0.0.1:50051)")
     p.add_argument("--token", help="bearer token, if the service asks for one")
@@ -251,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as e:
+    except FileNotFoundError as e:
+        print(f"mediround: error: {e.filename}: no such file" if e.filename else f"mediround: error: {e}",
+              file=sys.stderr)
+        return 2
+    except ValueError as e:
         print(f"mediround: error: {e}", file=sys.stderr)
         return 2
 

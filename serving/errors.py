@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 class InvalidImage(ValueError):
-    """Image bytes that are not a PNG (8/16-bit), JPEG or TIFF, or have a bad size."""
+    """Image bytes that are not a PNG (8/16-bit), JPEG, TIFF or DICOM image, or have a bad size."""
 
 
 class ImageTooLarge(ValueError):

@@ -59,6 +59,8 @@ from serving.store import RedisSessionStore, SessionNotFound, StoreUnavailable, 
 
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "TIFF": "image/tiff"}
 ACCEPTED_FORMATS = set(MEDIA_TYPES)
+ACCEPTED_IMAGES = "PNG (8- or 16-bit), JPEG, TIFF or DICOM (a Part-10 file)"
+"""What a client may send as an image, in its words (DICOM is rendered by ``serving.dicom.edge`` first)."""
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
 """What ``RedisSessionStore.create_session`` makes (a UUID4 in hex): nothing else names a session."""
 
@@ -145,17 +147,25 @@ class Pipeline(Protocol):
         """The mask of one [SEG] vector."""
 
 
+def looks_like_dicom_without_preamble(data: bytes) -> bool:
+    """Whether ``data`` starts as a DICOM data set does without its Part-10 header: 'DICM' at the very start, or
+    a first element of group 0002 (file meta) or 0008 (identification), little endian, with an explicit VR."""
+    if data[:4] == b"DICM":
+        return True
+    return data[:2] in (b"\x02\x00", b"\x08\x00") and data[4:6].isalpha() and data[4:6].isupper()
+
+
 def decode_image(data: bytes, limits: Limits) -> np.ndarray:
     """Image bytes -> uint8 (H, W, 3); refuses what the service does not accept, saying why."""
     if not data:
-        raise InvalidImage("the image is empty; send PNG (8- or 16-bit), JPEG or TIFF bytes")
+        raise InvalidImage(f"the image is empty; send {ACCEPTED_IMAGES}")
     if len(data) > limits.max_image_bytes:
         raise ImageTooLarge(f"the image is {len(data)} bytes; at most {limits.max_image_bytes} are accepted")
     try:
         image: Image.Image = Image.open(io.BytesIO(data))
         fmt = image.format
         if fmt not in ACCEPTED_FORMATS:
-            raise InvalidImage(f"images must be PNG (8- or 16-bit), JPEG or TIFF; got {fmt}")
+            raise InvalidImage(f"images must be {ACCEPTED_IMAGES}; got {fmt}")
         if max(image.size) > limits.max_image_side:
             raise ImageTooLarge(f"the image is {image.size[0]}x{image.size[1]}; sides up to "
                                 f"{limits.max_image_side} pixels are accepted")
@@ -168,11 +178,13 @@ def decode_image(data: bytes, limits: Limits) -> np.ndarray:
         raise ImageTooLarge(f"the image is over {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; sides up to "
                             f"{limits.max_image_side} pixels are accepted") from e
     except UnidentifiedImageError as e:
-        raise InvalidImage("the bytes are not an image of a known format; send PNG (8- or 16-bit), JPEG or "
-                           "TIFF") from e
+        if looks_like_dicom_without_preamble(data):
+            raise InvalidImage("the bytes look like a DICOM data set without its Part-10 header (the 128-byte "
+                               "preamble and 'DICM'); DICOM is accepted as a Part-10 file: send the file as a "
+                               "PACS or pydicom's dcmwrite writes it") from e
+        raise InvalidImage(f"the bytes are not an image of a known format; send {ACCEPTED_IMAGES}") from e
     except OSError as e:  # PIL's message names the damage, never a path or an object (we pass it bytes)
-        raise InvalidImage(f"the image bytes could not be decoded ({e}); send PNG (8- or 16-bit), JPEG or "
-                           "TIFF") from e
+        raise InvalidImage(f"the image bytes could not be decoded ({e}); send {ACCEPTED_IMAGES}") from e
     if image.mode in ("LA", "La"):  # grey with alpha: the alpha is not part of the picture
         image = image.convert("L")
     return to_uint8_rgb(np.asarray(image.convert("RGB") if image.mode in ("P", "PA", "CMYK", "YCbCr") else image))

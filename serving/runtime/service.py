@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from serving.front.dialogue import Dialogue, Limits
 from serving.front.server import ServerOptions, start_server
+from serving.runtime.preflight import check_service
 from serving.store import RedisSessionStore
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class Service:
         from serving.pipeline import attach_pipeline, deploy_pipeline, load_serve_config
 
         o = self.options
+        check_service(o)  # before anything starts: a bad file or port is found in a second, not after Ray
         if o.http is not None:
             from serving.http.server import Gateway
 

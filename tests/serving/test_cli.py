@@ -53,11 +53,21 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         image = REAL_SLICES / "images" / sorted(p.name for p in (REAL_SLICES / "images").iterdir())[0]
         chat = subprocess.run([sys.executable, "-m", "serving.cli", "chat", str(image), "--address",
                                f"127.0.0.1:{port}", "--save-masks", str(tmp_path)],
-                              input="Segment the liver.\nSegment the lesion inside it.\n\n", capture_output=True,
-                              text=True, timeout=120)
+                              input="Segment the liver.\nSegment the lesion inside round 9.\nSegment the lesion inside "
+                                    "it.\n\n", capture_output=True, text=True, timeout=120)
         assert chat.returncode == 0, chat.stderr
         assert chat.stdout.count("[mask]") == 2 and "[SEG]" not in chat.stdout and "reference round 1" in chat.stdout
         assert len(list(tmp_path.glob("*_round*.png"))) == 2
+        # a refused round is one line, and the dialogue goes on past it
+        assert chat.stderr.splitlines() == ["error: FAILED_PRECONDITION: the question refers to round 9, but the "
+                                            "dialogue has rounds 1..1"]
+        text = tmp_path / "notes.txt"
+        text.write_text("not an image")
+        refused = subprocess.run([sys.executable, "-m", "serving.cli", "chat", str(text), "--address",
+                                  f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert refused.stderr.splitlines() == ["error: INVALID_ARGUMENT: the bytes are not an image of a known format; "
+                                               "send PNG (8- or 16-bit), JPEG, TIFF or DICOM (a Part-10 file)"]
         from pydicom.data import get_testdata_file
 
         dicom = subprocess.run([sys.executable, "-m", "serving.cli", "chat", get_testdata_file("CT_small.dcm"),
@@ -93,3 +103,27 @@ def test_token_prints_a_new_token_once_and_the_entry_that_admits_it(tmp_path, ca
     assert (tenant.name, tenant.max_sessions) == ("st-marys-pacs", 5)
     assert main(["token", "St Mary's"]) == 2
     assert "tenant name is 1-63" in capsys.readouterr().err
+
+
+def test_chat_says_in_one_line_what_is_wrong_with_its_command_line_or_that_no_service_answers(tmp_path):
+    import socket
+
+    image = REAL_SLICES / "images" / sorted(p.name for p in (REAL_SLICES / "images").iterdir())[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+
+    def chat(*args):
+        return subprocess.run([sys.executable, "-m", "serving.cli", "chat", *args, "--address", f"127.0.0.1:{port}"],
+                              input="\n", capture_output=True, text=True, timeout=120)
+
+    bare = chat(str(image), "--window", "40")
+    assert bare.returncode == 2 and bare.stderr.splitlines() == [
+        "mediround: error: --window takes a preset name (ct-abdomen, ct-lung, ct-brain, ct-bone, ...) or CENTRE/WIDTH "
+        "such as 40/400; got '40'"]
+    missing = chat(str(tmp_path / "missing.png"))
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [f"mediround: error: {tmp_path / 'missing.png'}: no such file"]
+    nobody = chat(str(image))
+    assert nobody.returncode == 1 and nobody.stderr.splitlines() == [
+        f"error: UNAVAILABLE: no MediRound service answers at 127.0.0.1:{port} (is 'mediround serve' running there?)"]

@@ -236,7 +236,7 @@ def test_errors_carry_the_right_status_and_say_what_is_accepted(client):
     code, details = _code(lambda: client.ask("0" * 32, "Segment the liver."))
     assert code == grpc.StatusCode.NOT_FOUND and "does not exist or has expired" in details
     code, details = _code(lambda: client.create_session(b"GIF89a not an accepted image"))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and "PNG (8- or 16-bit), JPEG or TIFF" in details
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "PNG (8- or 16-bit), JPEG, TIFF or DICOM" in details
     code, details = _code(lambda: client.create_session(b"\x89PNG" + bytes(9 * 2**20)))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most" in details
     code, details = _code(lambda: client.ask(session.id, "   "))
