@@ -54,6 +54,10 @@ def _serve(args) -> int:
     import asyncio
     import signal
 
+    from serving.runtime.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format)
+
     from serving.front.server import ServerOptions
     from serving.runtime.embedded_redis import DataDirectoryInUse
     from serving.runtime.service import Service, ServiceOptions
@@ -247,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="let pages of this origin (https://host[:port]) call the HTTP API and frame the page; "
                         "repeatable (default: none, CORS off)")
+    p.add_argument("--log-level", default=os.environ.get("MEDIROUND_LOG_LEVEL", "INFO"),
+                   help="the service's own log lines from this level up: DEBUG, INFO, WARNING or ERROR (default: "
+                        "MEDIROUND_LOG_LEVEL, else INFO); libraries' and Ray's from WARNING")
+    p.add_argument("--log-format", default=os.environ.get("MEDIROUND_LOG_FORMAT", "text"),
+                   help="text, or json (one object a line, for a log collector) (default: MEDIROUND_LOG_FORMAT, "
+                        "else text)")
     p.add_argument("--tls-cert", help="PEM certificate chain (serve TLS; needs --tls-key)")
     p.add_argument("--tls-key", help="PEM private key")
     p.set_defaults(func=_serve)

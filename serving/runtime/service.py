@@ -8,6 +8,7 @@ by the kernel's parent-death signal (``serving/runtime/embedded_redis.py``), a l
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from serving.http.server import Gateway, HttpOptions
     from serving.runtime.embedded_redis import EmbeddedRedis
     from serving.runtime.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,9 +88,12 @@ class Service:
         if url is None:
             from serving.runtime.embedded_redis import EmbeddedRedis
 
+            log.info("starting the dialogue store (embedded Redis%s)", ", kept in the data directory" if o.data_dir
+                     else ", in a temporary directory")
             self.redis = EmbeddedRedis(os.path.join(o.data_dir, "redis") if o.data_dir else None)
             url = self.redis.url
         if not ray.is_initialized():
+            log.info("starting Ray (a local node)" if o.ray_address is None else "joining the Ray cluster")
             if o.ray_address is None:  # a local Ray, ours to take down if this process dies
                 from serving.runtime.watchdog import Watchdog
 
@@ -95,6 +101,9 @@ class Service:
             metrics: dict[str, Any] = {"_metrics_export_port": o.ray_metrics_port} if o.ray_address is None else {}
             ray.init(address=o.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      **metrics)
+        log.info("attaching to the running model applications" if o.attach else
+                 "deploying the model's applications (image encoder, reasoner, segmenter): the first start loads "
+                 "the model in each replica")
         if o.attach:
             pipeline = attach_pipeline()
         else:
@@ -110,6 +119,7 @@ class Service:
             from serving.front.metrics import serve_metrics
 
             serve_metrics(o.metrics_port, o.metrics_address)
+        log.info("ready")
         return self
 
     async def stop(self) -> None:
@@ -129,6 +139,7 @@ class Service:
             self.redis.close()
         if self.watchdog is not None:
             self.watchdog.stop()
+        log.info("stopped")
 
     async def __aenter__(self) -> Service:
         return await self.start()

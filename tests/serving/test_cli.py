@@ -89,6 +89,10 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         assert proc.wait(timeout=120) == 0
     logged = (tmp_path / "stderr").read_text()
     assert "CompressedSamples" not in logged and "vertebra" not in logged  # the DICOM's patient, the question
+    progress = [line.split("serving.runtime.service: ", 1)[1].split(" (")[0] for line in logged.splitlines()
+                if " INFO serving.runtime.service: " in line]
+    assert progress == ["starting the dialogue store", "starting Ray", "deploying the model's applications", "ready",
+                        "stopped"]
 
 
 def test_token_prints_a_new_token_once_and_the_entry_that_admits_it(tmp_path, capsys):
