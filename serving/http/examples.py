@@ -43,10 +43,17 @@ class ExampleCase:
     def to_json(self) -> dict:
         url = f"/api/v1/examples/{self.id}"
         return {"id": self.id, "title": f"{self.modality}, {self.scenario}: {self.rounds[0].question}",
-                "modality": self.modality, "scenario": self.scenario, "image_url": f"{url}/image",
+                "modality": self.modality, "scenario": self.scenario, "note": STORED_AS_PUBLISHED,
+                "image_url": f"{url}/image",
                 "rounds": [{"number": k, "question": r.question, "reference_round": r.reference,
                             "truth_url": f"{url}/rounds/{k}/truth" if r.truth else None}
                            for k, r in enumerate(self.rounds, 1)]}
+
+
+STORED_AS_PUBLISHED = ("Shown as published in SA-Med2D, not turned to the radiological convention: some of these "
+                       "slices are upside down (the patient's back at the top), and the questions' left, right, "
+                       "above and below describe the pixels as shown.")
+"""Said beside every example case: the slices are the dataset's pixels, turned as it stores them."""
 
 
 @functools.cache

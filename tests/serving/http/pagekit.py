@@ -80,12 +80,28 @@ def _shrink(mask: np.ndarray, steps: int) -> np.ndarray:
     return m
 
 
-def inside_pixel(mask: np.ndarray, margin: int = 2) -> tuple[int, int]:
-    """(x, y) deep inside the mask: ``margin`` pixels from its edge, nearest its centroid."""
+def inside_pixel(mask: np.ndarray, margin: int = 2, avoid: tuple[int, int, int, int] | None = None) -> tuple[int, int]:
+    """(x, y) deep inside the mask: ``margin`` pixels from its edge, nearest its centroid, outside ``avoid``
+    (x0, y0, x1, y1: where a label sits, ``label_area``)."""
     core = _shrink(mask, margin)
-    ys, xs = np.nonzero(core if core.any() else mask)
+    core = core if core.any() else mask.copy()
+    if avoid is not None:
+        x0, y0, x1, y1 = avoid
+        core[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = False
+    assert core.any(), "the mask is too small to find a pixel the label leaves uncovered"
+    ys, xs = np.nonzero(core)
     k = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
     return int(xs[k]), int(ys[k])
+
+
+def label_area(page, mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Where the page draws the mask's label, with room to spare, in image pixels (x0, y0, x1, y1): viewer.js centres
+    it on the mask pixel nearest the mask's centroid, 16 CSS pixels high."""
+    scale = mask.shape[1] / page.locator("#view").bounding_box()["width"]
+    h = max(6, round(16 * scale))
+    ys, xs = np.nonzero(mask)
+    k = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    return int(xs[k]) - 3 * h, int(ys[k]) - h, int(xs[k]) + 3 * h, int(ys[k]) + 2 * h
 
 
 def edge_pixel(mask: np.ndarray) -> tuple[int, int]:

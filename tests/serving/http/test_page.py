@@ -19,6 +19,7 @@ from tests.serving.http.pagekit import (
     decode,
     edge_pixel,
     inside_pixel,
+    label_area,
     near,
     open_page,
     outside_pixel,
@@ -66,7 +67,7 @@ def test_a_png_opens_and_round_1_by_enter_shows_the_answer_before_the_mask(page,
     assert seen[0]["text"] == shown(r.answer) and seen[0]["legend"] == 0  # the answer was there, the mask not yet
     assert mask.any()
     expect(page.locator("#round-1 .chip")).to_have_text("Round 1 · orange")
-    x, y = inside_pixel(mask)
+    x, y = inside_pixel(mask, avoid=label_area(page, mask))
     assert near(pixel(page, x, y), blend(BASE[y, x], ORANGE, 0.5)), "a pixel inside the mask is coloured"
     x, y = outside_pixel([mask], [r.box])
     assert near(pixel(page, x, y), BASE[y, x]), "a pixel outside the mask is not"
@@ -113,7 +114,7 @@ def test_a_chip_makes_the_next_question_refer_to_its_round(page, opened, client)
 def test_toggling_opacity_outline_and_hover_change_the_pixels(page, opened, client):
     ask(page, "Segment the aorta.")
     r, mask = _mask(client, opened, 1)
-    x, y = inside_pixel(mask, margin=3)
+    x, y = inside_pixel(mask, margin=3, avoid=label_area(page, mask))
     page.locator("body").click(position={"x": 5, "y": 5})  # keys go to the page, not the question box
     coloured = blend(BASE[y, x], ORANGE, 0.5)
     assert near(pixel(page, x, y), coloured)
@@ -234,7 +235,7 @@ def test_a_reload_rebuilds_the_transcript(page, opened, client):
         expect(page.locator(f"#round-{r.number}")).to_have_attribute("data-reference", str(r.reference_round))
     expect(page.locator("#round-2 .refers")).to_have_text("refers to round 1")
     _, mask = _mask(client, opened, 1)
-    x, y = inside_pixel(mask)
+    x, y = inside_pixel(mask, avoid=label_area(page, mask))
     colour = pixel(page, x, y)
     assert not near(colour, BASE[y, x]), "the masks are drawn again"
     ask(page, "Segment the liver.")  # and the dialogue goes on where it was
@@ -273,6 +274,7 @@ def test_education_mode_predicts_first_then_reveals_the_truth_and_the_dice(page,
     page.click("#open-example")
     sid = session_id(page)
     expect(page.locator("#education")).to_be_visible()
+    expect(page.locator("#case-note")).to_contain_text("some of these slices are upside down")
     expect(page.locator("#question")).to_have_value(case.rounds[0].question)
     ask(page)
     expect(page.locator("#question")).to_have_value(case.rounds[1].question)  # the case's next question
@@ -330,9 +332,12 @@ def test_a_dicom_file_goes_with_its_window_and_the_server_answers_inline(page, s
     else:
         assert session.dicom.window_source == "preset:ct-abdomen"
         expect(page.locator("#dicom-window")).to_contain_text("preset:ct-abdomen")
-        expect(page.locator("#download-seg")).to_be_enabled()
+        expect(page.locator("#download-seg")).to_be_disabled()  # the SEG holds the rounds' masks: none yet
+        expect(page.locator("#download-seg")).to_have_attribute("title", re.compile("ask a round first"))
         ask(page, "Segment the liver.")
         sid = session_id(page)
+        assert client.get_round(sid, 1).has_mask
+        expect(page.locator("#download-seg")).to_be_enabled()
         with page.expect_download() as download:
             page.click("#download-seg")
         import pydicom
@@ -340,3 +345,59 @@ def test_a_dicom_file_goes_with_its_window_and_the_server_answers_inline(page, s
         seg = pydicom.dcmread(download.value.path())
         expected = client.stub.GetSegmentation(pb.GetSegmentationRequest(session_id=sid))
         assert seg.Modality == "SEG" and seg.SOPInstanceUID == expected.sop_instance_uid
+
+
+def test_the_empty_page_says_what_to_do_and_that_the_model_is_for_teaching(page, served):
+    open_page(page, served.url)
+    welcome = page.locator("#welcome")
+    expect(welcome).to_be_visible()
+    for said in ("Open an image above", "Segment the lesion inside round 1.", "refers to round 1",
+                 "Clicking a round's chip", "not a clinical tool"):
+        expect(welcome).to_contain_text(said)
+    upload(page, IMAGE)
+    session_id(page)
+    expect(welcome).to_be_hidden()
+
+
+def test_a_label_sits_on_its_mask_at_one_size_on_screen_and_a_truth_outline_shows_on_grey(page, served):
+    """On a radiograph-sized picture shown 400 px wide: the label is on the mask's body, not pulled off it by a
+    stray pixel, 16 CSS px high; a white ground-truth outline has a dark halo on mid-grey."""
+    open_page(page, served.url)
+    found = page.evaluate("""async () => {
+        const { Viewer } = await import('./static/js/viewer.js');
+        const canvas = document.createElement('canvas');
+        canvas.style.width = '400px';
+        document.body.append(canvas);
+        const viewer = new Viewer(canvas, document.createElement('p'));
+        const [w, h] = [1841, 1955];
+        viewer.open(w, h, 'test');
+        const grey = new ImageData(w, h);
+        grey.data.fill(128);
+        viewer.setPicture(await createImageBitmap(grey));
+        const bits = new Uint8Array(w * h);
+        for (let y = 1400; y < 1600; y++) for (let x = 1100; x < 1300; x++) bits[y * w + x] = 1;  // the body
+        bits[3 * w + 3] = 1;  // a stray pixel in the corner
+        const mask = viewer.addLayer({ key: 'round-1', label: '1', name: 'round 1', bits,
+                                       colour: { rgb: [230, 159, 0], name: 'orange', ink: '#000' } });
+        const ring = new Uint8Array(w * h);
+        for (let y = 400; y < 600; y++) for (let x = 400; x < 600; x++) ring[y * w + x] = 1;
+        viewer.addLayer({ key: 'truth-1', label: 'T1', name: 'truth', bits: ring, outlineOnly: true,
+                          colour: { rgb: [255, 255, 255], name: 'white', ink: '#000' } });
+        const at = (x, y) => [...viewer.ctx.getImageData(x, y, 1, 1).data.slice(0, 3)];
+        const t = viewer.lineWidth();
+        return { box: viewer.labelBox(mask), shown: canvas.getBoundingClientRect().width, w, t,
+                 edge: at(400 - t, 500), halo: at(400 - 2 * t, 500), inside: at(500, 500), far: at(300, 500) };
+    }""")
+    box, scale = found["box"], found["shown"] / found["w"]
+    cx, cy = box["x"] + box["w"] / 2, box["y"] + box["h"] / 2
+    assert 1100 <= cx < 1300 and 1400 <= cy < 1600, "the label is on the mask's body"
+    assert box["h"] * scale == pytest.approx(16, abs=1), "16 CSS px high on screen"
+    assert found["t"] * scale == pytest.approx(1, abs=0.5), "the outline is about a CSS pixel wide whatever the size"
+    assert found["edge"] == [255, 255, 255] and found["halo"] == [0, 0, 0], "a white line with a dark halo"
+    assert found["inside"] == found["far"] == [128, 128, 128], "an outline only: the grey shows inside and around"
+
+
+def test_a_long_word_in_a_question_wraps_instead_of_widening_the_page(page, opened):
+    ask(page, "x" * 1000)  # refused (too long for the model), shown inline with the question
+    expect(page.locator("#transcript li.failed")).to_have_count(1)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")

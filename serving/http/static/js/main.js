@@ -90,9 +90,11 @@ async function show(session, example, rounds) {
   transcript.clear();
   $("legend").replaceChildren();
   $("education").hidden = !example;
+  $("welcome").hidden = true;
+  $("case-note").hidden = !example?.note;
+  $("case-note").textContent = example?.note || "";
   $("download-transcript").disabled = false;
-  $("download-seg").disabled = !session.dicom;
-  $("download-seg").title = session.dicom ? "" : "Only a session opened on DICOM has a DICOM SEG";
+  segmentationOffered();
   await setupWindow(session);
   for (const round of rounds) await addRound(null, round);
   composer(true);
@@ -156,18 +158,28 @@ function windowChanged() {
 
 // ---- rounds ----
 
+// The DICOM SEG holds the rounds' masks: offered once a DICOM session has a round with a mask.
+function segmentationOffered() {
+  const masks = [...state.rounds.values()].some(({ round }) => round.has_mask);
+  const dicom = Boolean(state.session?.dicom);
+  $("download-seg").disabled = !(dicom && masks);
+  $("download-seg").title = !dicom ? "Only a session opened on DICOM has a DICOM SEG" :
+    masks ? "" : "The DICOM SEG holds the rounds' masks: ask a round first";
+}
+
 async function addRound(li, round) {
   state.rounds.set(round.number, { round, bits: null });
   if (round.has_mask) {
     const bits = await decodeBits(await api.blob(round.mask_url), state.session.width, state.session.height);
     state.rounds.get(round.number).bits = bits;
     const colour = colourOf(round.number);
-    viewer.addLayer({ key: `round-${round.number}`, label: String(round.number), bits, box: round.box, colour,
+    viewer.addLayer({ key: `round-${round.number}`, label: String(round.number), bits, colour,
       name: `round ${round.number} (${colour.name})` });
     addLegend(`round-${round.number}`, `Round ${round.number} · ${colour.name}`, colour);
   }
   transcript.done(li, round);
   transcript.referTo(state.referTo);
+  segmentationOffered();
 }
 
 async function ask(event) {
@@ -245,18 +257,6 @@ function toggleMode() {
 
 // ---- education mode ----
 
-function bounds(bits, width) {
-  let box = null;
-  bits.forEach((on, i) => {
-    if (!on) return;
-    const x = i % width;
-    const y = Math.floor(i / width);
-    box = box ? { x_min: Math.min(box.x_min, x), y_min: Math.min(box.y_min, y), x_max: Math.max(box.x_max, x),
-      y_max: Math.max(box.y_max, y) } : { x_min: x, y_min: y, x_max: x, y_max: y };
-  });
-  return box;
-}
-
 async function reveal(number) {
   try {
     const truth = state.example.rounds[number - 1];
@@ -264,7 +264,7 @@ async function reveal(number) {
     const bits = await decodeBits(await api.blob(truth.truth_url), width, height);
     const score = dice(state.rounds.get(number).bits, bits);
     viewer.addLayer({ key: `truth-${number}`, label: `T${number}`, name: `ground truth of round ${number}`, bits,
-      box: bounds(bits, width), colour: TRUTH, outlineOnly: true });
+      colour: TRUTH, outlineOnly: true });
     addLegend(`truth-${number}`, `Ground truth of round ${number} · white outline`, TRUTH);
     transcript.revealed(number, score);
     announce(`Round ${number}: Dice against the ground truth ${score.toFixed(2)}`);

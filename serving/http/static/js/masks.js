@@ -1,5 +1,5 @@
 // Masks as bits: a mask PNG (single channel, foreground 255) decoded to one byte per pixel, 1 inside; the outline
-// of a mask; the Dice of two masks (as model/evaluation/metrics.py: 1.0 when both are empty).
+// of a mask, grown to a width; the Dice of two masks (as model/evaluation/metrics.py: 1.0 when both are empty).
 
 export async function decodeBits(blob, width, height) {
   const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
@@ -26,6 +26,25 @@ export function outline(bits, width, height) {
     }
   }
   return out;
+}
+
+// The mask grown by r pixels (a square of side 2r + 1 around each pixel): a running count along rows, then columns.
+export function dilate(bits, width, height, r) {
+  const pass = (source, length, lines, at) => {
+    const out = new Uint8Array(source.length);
+    for (let line = 0; line < lines; line++) {
+      let count = 0;
+      for (let k = 0; k < Math.min(r, length); k++) count += source[at(line, k)];
+      for (let k = 0; k < length; k++) {
+        if (k + r < length) count += source[at(line, k + r)];
+        if (k - r - 1 >= 0) count -= source[at(line, k - r - 1)];
+        out[at(line, k)] = count > 0 ? 1 : 0;
+      }
+    }
+    return out;
+  };
+  const rows = pass(bits, width, height, (y, x) => y * width + x);
+  return pass(rows, height, width, (x, y) => y * width + x);
 }
 
 export function dice(a, b) {
