@@ -88,7 +88,7 @@ class Round:
     reference_round: int | None
     """1-based number of the round whose mask fed the reference tokens; None: no reference."""
     mask_png: bytes
-    """Single-channel 8-bit PNG, foreground 255; empty when the answer had no [SEG]."""
+    """Single-channel 8-bit PNG, foreground 255; empty when the round has no mask (no [SEG], or it found nothing)."""
     box: tuple[int, int, int, int] | None
     quality: float | None
     corrected: bool
@@ -102,7 +102,7 @@ class Round:
 
     @property
     def mask(self) -> np.ndarray | None:
-        """(H, W) bool; None for a round whose answer had no [SEG]."""
+        """(H, W) bool; None for a round without a mask (no [SEG], or it found nothing)."""
         return decode_mask(self.mask_png) if self.mask_png else None
 
     def prior(self) -> PriorTurn:

@@ -115,9 +115,10 @@ def build_segmentation(source_header: pydicom.Dataset, rounds: Sequence[Round], 
                        algorithm: Algorithm, frame: int = 1, series_number: int = SERIES_NUMBER) -> SegExport:
     """One BINARY DICOM SEG of ``rounds`` (a session's, in order) on ``frame`` (1-based) of the source.
 
-    Rounds without a mask are left out (``skipped_rounds`` says which); each mask is (H, W) bool at the
-    source frame's size. Raises SegmentationUnavailable when the source cannot be referenced or no round
-    has a mask, ValueError for a frame the source lacks or a mask of another size.
+    Rounds without a mask, or with an empty one (stored before empty masks became rounds without one), are left
+    out (``skipped_rounds`` says which and why); each mask is (H, W) bool at the source frame's size. Raises
+    SegmentationUnavailable when the source cannot be referenced or no round has a mask, ValueError for a frame
+    the source lacks or a mask of another size.
     """
     source = _source_copy(source_header)
     frames = int(source.get("NumberOfFrames") or 1)
@@ -129,7 +130,11 @@ def build_segmentation(source_header: pydicom.Dataset, rounds: Sequence[Round], 
     for r in rounds:
         mask = r.mask if r.has_mask else None
         if mask is None:
-            skipped.append(SkippedRound(r.number, "no mask: the answer had no [SEG]"))
+            skipped.append(SkippedRound(r.number, "no mask: the answer found nothing or said the structure is not "
+                                                  "there"))
+            continue
+        if not mask.any():  # an empty segment adds nothing a viewer can show, and some refuse the SEG that holds it
+            skipped.append(SkippedRound(r.number, "an empty mask: nothing was found"))
             continue
         if mask.shape != size:
             raise ValueError(f"round {r.number}'s mask is {mask.shape[1]}x{mask.shape[0]}, the source frame is "
