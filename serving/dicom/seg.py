@@ -18,11 +18,11 @@ finding across regenerated results.
 The source is a header (``stop_before_pixels`` is enough), copied before anything is filled in: the
 type-2 attributes a SEG copies (patient, study) may be missing or invalid (a PatientSex "W", a date
 "00000000"), and are then empty in the SEG; a source without a patient coordinate system (CR, US,
-secondary capture) lends the SEG its PatientOrientation. A SEG of one frame of a multi-frame source costs
-what a SEG of a single-frame image does, whatever the number of frames. What a SEG must reference and the
-source lacks (a frame of reference for CT / MR, plane geometry for one frame of a multi-frame image, its
-UIDs), or a header highdicom cannot copy, raises :class:`~serving.errors.SegmentationUnavailable`, whose
-message quotes none of the header's values.
+secondary capture) lends the SEG its PatientOrientation. A SEG of one frame of a multi-frame source (an
+enhanced image with plane geometry, or an ultrasound cine) costs what a SEG of a single-frame image does,
+whatever the number of frames. What a SEG must reference and the source lacks (a frame of reference for CT /
+MR, plane geometry for one frame of an enhanced image, its UIDs), or a header highdicom cannot copy, raises
+:class:`~serving.errors.SegmentationUnavailable`, whose message quotes none of the header's values.
 """
 
 from __future__ import annotations
@@ -145,10 +145,15 @@ def build_segmentation(source_header: pydicom.Dataset, rounds: Sequence[Round], 
         raise SegmentationUnavailable(f"none of the {len(rounds)} round(s) has a mask: a DICOM SEG needs a segment")
 
     coordinates = hd.spatial.get_image_coordinate_system(source)
-    if coordinates is None and frames > 1:
+    cine = frames > 1 and coordinates is None and source.SOPClassUID in SINGLE_FRAME_CLASS
+    if coordinates is None and frames > 1 and not cine:
+        if source.SOPClassUID in SINGLE_FRAME_CLASS.values():  # e.g. 2 frames in an (single-frame) US Image
+            raise SegmentationUnavailable(
+                f"no DICOM SEG for frame {frame} of this {_kind(source)}: its SOP class holds one frame, yet it has "
+                f"{frames}, so a SEG cannot reference the one segmented; the PNG masks are unaffected")
         raise _no_coordinates(f"frame {frame} of this {frames}-frame {_kind(source)}")
     pixels = np.stack(masks, axis=-1)[np.newaxis]  # (1, H, W, S): the source frame only
-    one_frame = frames > 1 and coordinates == hd.CoordinateSystemNames.PATIENT
+    one_frame = frames > 1 and (coordinates == hd.CoordinateSystemNames.PATIENT or cine)
     if frames > 1 and not one_frame:  # a slide: highdicom takes the whole stack, the other frames empty
         if frames * pixels.size > MAX_STACK_PIXELS:
             raise SegmentationUnavailable(
@@ -185,11 +190,17 @@ def build_segmentation(source_header: pydicom.Dataset, rounds: Sequence[Round], 
         raise SegmentationUnavailable(f"no DICOM SEG for this {_kind(source)}: the source's header has attributes "
                                       f"a DICOM SEG cannot copy ({type(e).__name__} in highdicom); the PNG masks are "
                                       "unaffected") from None
-    if one_frame:  # the view's frame 1 is the source's frame
+    if one_frame:  # the view's frame 1 is the source's frame (a cine's view: a single-frame image of its kind)
         for item in seg.PerFrameFunctionalGroupsSequence:
             for derivation in item.get("DerivationImageSequence", []):
                 for referenced in derivation.SourceImageSequence:
                     referenced.ReferencedFrameNumber = frame
+                    referenced.ReferencedSOPClassUID = source.SOPClassUID
+        if cine:  # every other reference to the source names its real class
+            references = [instance for series in seg.ReferencedSeriesSequence
+                          for instance in series.ReferencedInstanceSequence]
+            for referenced in references + list(seg.get("SourceImageSequence", [])):
+                referenced.ReferencedSOPClassUID = source.SOPClassUID
     if coordinates is None:  # General Image type 2C: a SEG without plane geometry says how the patient lies
         seg.PatientOrientation = source.get("PatientOrientation") or ""
     return SegExport(seg, [r.number for r in kept], skipped, coded)
@@ -201,14 +212,28 @@ def _no_coordinates(what: str) -> SegmentationUnavailable:
         "which a segmentation of it must reference; the PNG masks are unaffected")
 
 
+SINGLE_FRAME_CLASS = {
+    pydicom.uid.UltrasoundMultiFrameImageStorage: pydicom.uid.UltrasoundImageStorage,
+}
+"""Multi-frame SOP classes without functional groups (a cine), by the single-frame class of the same images.
+highdicom builds a SEG of a multi-frame source from its functional groups (enhanced images) only; a frame of a
+cine is given to it as a single-frame image of that class, and the SEG's references then name the real class and
+frame (Referenced Frame Number, which a multi-frame class allows)."""
+
+
 def _frame_view(source: pydicom.Dataset, frame: int) -> pydicom.Dataset:
-    """A multi-frame source as highdicom is to see it: ``frame`` alone, as its frame 1. highdicom reads every frame
-    of a multi-frame source (some 4 ms each, 16 s for 4096 frames) and wants a mask for each, though the SEG is of
-    one; the caller points the SEG's references back at ``frame``."""
+    """A multi-frame source as highdicom is to see it: ``frame`` alone, as its frame 1 (an enhanced image), or as a
+    single-frame image of its kind (a cine, ``SINGLE_FRAME_CLASS``). highdicom reads every frame of a multi-frame
+    source (some 4 ms each, 16 s for 4096 frames) and wants a mask for each, though the SEG is of one; the caller
+    points the SEG's references back at ``frame``."""
     view = pydicom.Dataset()
-    for element in source:
-        if element.keyword not in ("PerFrameFunctionalGroupsSequence", "NumberOfFrames"):
+    for element in source:  # the source's own elements, shared: only what is left out or set anew differs
+        if element.keyword not in ("PerFrameFunctionalGroupsSequence", "NumberOfFrames", "FrameIncrementPointer",
+                                   "SOPClassUID"):
             view.add(element)
+    view.SOPClassUID = SINGLE_FRAME_CLASS.get(source.SOPClassUID, source.SOPClassUID)
+    if source.SOPClassUID in SINGLE_FRAME_CLASS:
+        return view
     view.NumberOfFrames = 1
     view.PerFrameFunctionalGroupsSequence = [copy.deepcopy(source.PerFrameFunctionalGroupsSequence[frame - 1])]
     return view

@@ -164,6 +164,35 @@ def test_real_sources_of_other_modalities_give_valid_segs(tmp_path, name):
         assert seg.PatientOrientation == (source.get("PatientOrientation") or "")
 
 
+@pytest.mark.parametrize("name, frame", [
+    ("color3d_jpeg_baseline.dcm", 5),  # a 120-frame JPEG ultrasound cine
+    ("OBXXXX1A_rle_2frame.dcm", 2),  # a 2-frame RLE palette-colour ultrasound
+])
+def test_a_frame_of_an_ultrasound_cine_gets_a_valid_seg_that_references_that_frame(tmp_path, name, frame):
+    source = header(name)
+    size = (source.Rows, source.Columns)
+    h, w = size
+    mask = rect(size, h // 4, h // 2, w // 4, w // 2)
+    out, seg = export(tmp_path, source, [a_round(1, "Segment the gallbladder.", mask)], frame=frame)  # dciodvfy-clean
+    derived = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    assert (derived.ReferencedSOPInstanceUID, derived.ReferencedFrameNumber) == (source.SOPInstanceUID, frame)
+    referenced = [derived, seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0], *seg.SourceImageSequence]
+    assert {r.ReferencedSOPClassUID for r in referenced} == {source.SOPClassUID}  # its own class, a multi-frame one
+    assert np.array_equal(pixels_of(seg, source, frame=frame)[..., 0], mask)
+
+
+@pytest.mark.parametrize("name, said", [
+    ("emri_small_jpeg_ls_lossless.dcm", "it has no patient coordinate system"),  # enhanced MR without its groups
+    ("OBXXXX1A_2frame.dcm", "its SOP class holds one frame, yet it has 2"),  # 2 frames in a single-frame class
+])
+def test_a_frame_a_seg_cannot_reference_is_refused_saying_why(name, said):
+    source = header(name)
+    size = (source.Rows, source.Columns)
+    with pytest.raises(SegmentationUnavailable, match=said):
+        build_segmentation(source, [a_round(1, "Segment the liver.", rect(size, 2, 20, 2, 20))], session_id=SESSION,
+                           algorithm=TINY, frame=2)
+
+
 def test_one_frame_of_a_multiframe_source_is_referenced_by_frame(tmp_path):
     source = header("eCT_Supplemental.dcm")  # enhanced CT, 2 frames of 512x512
     size = (source.Rows, source.Columns)
