@@ -464,3 +464,16 @@ def test_the_models_vocabulary_is_coded():
     for name in [s.name for s in anatomy.STRUCTURES] + [g.name for g in anatomy.GROUPS]:
         coded = concept_for(f"Segment the left {name}.", "")
         assert not coded.generic and coded.name == normalise(name), name
+
+
+def test_a_relational_round_is_coded_as_the_structure_its_answer_names_with_its_side(tmp_path):
+    source = header("CT_small.dcm")
+    size = (source.Rows, source.Columns)
+    rounds = [a_round(1, "Segment the right kidney.", rect(size, 30, 70, 20, 50),
+                      answer="Sure, the right kidney is [SEG]."),
+              a_round(2, "Segment its contralateral counterpart.", rect(size, 30, 70, 80, 110), reference_round=1,
+                      answer="Across the midline from round 1: the left kidney [SEG].")]
+    _, seg = export(tmp_path, source, rounds)
+    assert type_code(seg, 1) == (SCT.Kidney.value, "SCT", SCT.Right.value)
+    assert type_code(seg, 2) == (SCT.Kidney.value, "SCT", SCT.Left.value)  # not "Anatomical Structure"
+    assert seg.SegmentSequence[1].SegmentLabel == "Segment its contralateral counterpart."
