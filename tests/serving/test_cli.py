@@ -36,17 +36,25 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    port, metrics_port = ports
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}  # embedded Redis
     proc = subprocess.Popen([sys.executable, "-m", "serving.cli", "serve", "--address", f"127.0.0.1:{port}",
                              "--data-dir", str(tmp_path / "data"),  # not the user's data directory
-                             "--audit-log", str(tmp_path / "audit.jsonl")],
+                             "--metrics-port", str(metrics_port), "--audit-log", str(tmp_path / "audit.jsonl")],
                             stdout=subprocess.PIPE, stderr=(tmp_path / "stderr").open("w"), text=True, env=env)
     try:
         line = proc.stdout.readline()
         assert f"mediround serving on 127.0.0.1:{port}" in line
+        import psutil
+
+        listening = {c.laddr.port: c.laddr.ip for c in psutil.Process(proc.pid).net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN}
+        assert {listening[port], listening[metrics_port]} <= {"127.0.0.1", "::ffff:127.0.0.1"}  # loopback only
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
