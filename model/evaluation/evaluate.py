@@ -150,8 +150,10 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
 def box_prompted(models: list[MediRound], conversations: list[Conversation], root: Path) -> list[SegmentationMetric]:
     """Table 3 analogue: each model's SAM prompted with each ground-truth mask's box, one round at a time (recorded
     with dialogue ids, so :func:`~model.evaluation.structures.mask_scores` reads it); one metric per model. Models
-    on the same frozen pretrained encoder share one encoding of each image."""
+    on the same frozen pretrained encoder share one encoding of each image, and dialogues on one image share it."""
     metrics = [SegmentationMetric() for _ in models]
+    last_image: str | None = None
+    encodings: dict[str, ImageEncoding] = {}  # last_image's, by encoder
     for i, conv in enumerate(conversations):
         rounds = [k for k, r in enumerate(conv.rounds) if r.mask is not None]  # a structure to draw a box on
         if not rounds:
@@ -162,7 +164,8 @@ def box_prompted(models: list[MediRound], conversations: list[Conversation], roo
         for t in targets:
             ys, xs = np.nonzero(t)
             boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
-        encodings: dict[str, ImageEncoding] = {}
+        if conv.image != last_image:  # a split's dialogues on one image come together
+            last_image, encodings = conv.image, {}
         for model, metric in zip(models, metrics, strict=True):
             shared = model.pretrained_sam_encoder or f"own-{id(model)}"
             if shared not in encodings:
