@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import numpy as np
 
 from mediround.v1 import mediround_pb2 as pb
@@ -46,15 +47,21 @@ def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -
                 print(f"\n== {title}: {conv.image} ({session.width}x{session.height}), session {session.id}")
                 masks, answers = [], []
                 for r in conv.rounds:
-                    result = client.ask(session.id, r.question)
-                    mask = client.mask(result)
                     # a round about a structure the image does not show has no mask: its truth is empty
                     truth = load_mask(root / r.mask) if r.mask else np.zeros((session.height, session.width), bool)
+                    try:
+                        result = client.ask(session.id, r.question)
+                    except grpc.RpcError as e:  # e.g. a reference to a round that found nothing: said, and on
+                        print(f"  {r.question}\n    -> refused: {e.code().name}: {e.details()}")
+                        masks.append(truth & False)
+                        answers.append(f"refused: {e.details()}")
+                        continue
+                    mask = client.mask(result)
                     shown = mask if mask is not None else truth & False
                     dice = dice_scores(*intersection_and_union(shown[None], truth[None]))[0]
                     ref = f"round {result.reference_round}" if result.reference_round else "none"
-                    judged = (f"q {result.quality:.2f}{', corrected' if result.corrected else ''}" if result.has_mask
-                              else "no mask")
+                    judged = (f"estimated overlap {round(100 * result.quality)}%"
+                              f"{', redrawn by the JCM' if result.corrected else ''}" if result.has_mask else "no mask")
                     print(f"  round {result.number}: {r.question}\n    -> {readable_answer(result.answer)}   "
                           f"[reference: {ref}; "
                           f"{judged}; Dice against the ground truth {dice:.2f}; {result.timings.total_ms:.0f} ms]")

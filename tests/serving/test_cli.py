@@ -24,7 +24,8 @@ def test_demo_holds_dialogues_with_the_shipped_model(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "== held-out phantom" in out and "== real CT slice" in out and "== held-out real brain slice" in out
-    assert out.count("Dice against the ground truth") >= 11  # every round of the three dialogues
+    assert out.count("\n    -> ") >= 11  # every round of the three dialogues: answered (with its Dice) or refused
+    assert out.count("Dice against the ground truth") + out.count("-> refused: ") == out.count("\n    -> ")
     assert all((tmp_path / f"{name}.png").stat().st_size > 10_000 for name in ("phantom", "real", "brain"))
 
 
