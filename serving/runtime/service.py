@@ -99,8 +99,12 @@ class Service:
 
                 self.watchdog = Watchdog()
             metrics: dict[str, Any] = {"_metrics_export_port": o.ray_metrics_port} if o.ray_address is None else {}
+            # Ray's notices (token authentication on, Serve started) stay in its log files (/tmp/ray/session_*), off
+            # the user's terminal: its driver logger from before ray.init, which logs the first of them
+            logging.getLogger("ray").setLevel(logging.ERROR)
             ray.init(address=o.ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     **metrics)
+                     logging_level=logging.ERROR, **metrics)
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
         log.info("attaching to the running model applications" if o.attach else
                  "deploying the model's applications (image encoder, reasoner, segmenter): the first start loads "
                  "the model in each replica")
@@ -132,7 +136,9 @@ class Service:
             await self.server.stop(grace=2)
         if self.store is not None:
             await self.store.close()
-        if not self.options.attach:
+        # Serve's applications on a cluster are taken down (unless attached to); a local Ray goes down whole, and
+        # serve.shutdown() there only adds a "(raylet) Task ServeController.graceful_shutdown failed" line
+        if not self.options.attach and self.options.ray_address is not None:
             serve.shutdown()
         ray.shutdown()
         if self.redis is not None:

@@ -102,6 +102,8 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
                 if " INFO serving.runtime.service: " in line]
     assert progress == ["starting the dialogue store", "starting Ray", "deploying the model's applications", "ready",
                         "stopped"]
+    assert "Token authentication" not in logged and "Started Serve" not in logged  # Ray's notices: its log files
+    assert proc.stdout.read() == ""  # after its one line, nothing: no "(raylet) ..." on the way down
 
 
 def test_token_prints_a_new_token_once_and_the_entry_that_admits_it(tmp_path, capsys):
