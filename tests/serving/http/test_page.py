@@ -351,12 +351,14 @@ def test_the_empty_page_says_what_to_do_and_that_the_model_is_for_teaching(page,
     open_page(page, served.url)
     welcome = page.locator("#welcome")
     expect(welcome).to_be_visible()
+    expect(page.locator("#view")).to_be_hidden()  # no empty black square: the words instead
     for said in ("Open an image above", "Segment the lesion inside round 1.", "refers to round 1",
                  "Clicking a round's chip", "not a clinical tool"):
         expect(welcome).to_contain_text(said)
     upload(page, IMAGE)
     session_id(page)
     expect(welcome).to_be_hidden()
+    expect(page.locator("#view")).to_be_visible()
 
 
 def test_a_label_sits_on_its_mask_at_one_size_on_screen_and_a_truth_outline_shows_on_grey(page, served):

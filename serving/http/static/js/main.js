@@ -91,6 +91,7 @@ async function show(session, example, rounds) {
   $("legend").replaceChildren();
   $("education").hidden = !example;
   $("welcome").hidden = true;
+  $("view").hidden = false;
   $("case-note").hidden = !example?.note;
   $("case-note").textContent = example?.note || "";
   $("download-transcript").disabled = false;
