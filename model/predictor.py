@@ -44,14 +44,14 @@ class RoundResult:
 
     index: int  # 0-based round index
     question: str  # normalised
-    answer: str  # the generated (or given) answer text, ``[SEG]`` included when produced
-    mask: np.ndarray | None  # (H, W) bool at the image's original resolution; all False without [SEG]
+    answer: str  # the generated (or given) answer text, ``[SEG]`` included; NOTHING_FOUND when [SEG] decoded empty
+    mask: np.ndarray | None  # (H, W) bool at the image's original resolution; all False without a mask
     # (None only in a round a service holds for its tokens: its mask comes with a round that refers to it)
     box: tuple[int, int, int, int] | None  # mask box (x0, y0, x1, y1) in pixels, inclusive; None if empty
-    quality: float | None  # the judge's q; None without [SEG]
+    quality: float | None  # the judge's q of the [SEG] (also when it decoded empty); None without [SEG]
     corrected: bool  # the JCM replaced h_c by its correction
     reference_index: int | None  # 0-based round whose mask fed the reference tokens
-    has_mask: bool  # the answer contained [SEG], so the round has a mask
+    has_mask: bool  # the answer said [SEG] and it decoded to a non-empty mask
     seg_vector: np.ndarray | None = field(default=None, repr=False)  # (P,) the uncorrected SAM prompt
     answer_ids: list[int] = field(default_factory=list, repr=False)  # the answer's tokens, EOS included
 
@@ -210,7 +210,9 @@ class MultiRoundPredictor:
 
     def resolve(self, question: str, reference_index: int | None = None) -> Question:
         """The next round's question normalised and its reference resolved (``reference_index`` when given,
-        checked; else what the question says)."""
+        checked; else what the question says). A reference to a round without a mask is allowed here, its crop
+        and box then the whole image's: evaluation carries a dialogue on past a round that found nothing, so
+        that later rounds keep their numbers; the service refuses it (``serving.front.dialogue``)."""
         if self._image is None:
             raise RuntimeError("call set_image() before ask()")
         return resolve_question(question, len(self.rounds), reference_index)
@@ -265,8 +267,9 @@ class MultiRoundPredictor:
             mask, q, corrected = judge_and_decode(self.model, self.image_encoding, turn.seg_vector[None], self.use_jcm,
                                                   self.image if self.refine else None)
             box = mask_box(mask[0])
-            if box is None:  # an empty mask: the round found nothing
-                result = replace(result, answer=NOTHING_FOUND, seg_vector=turn.seg_vector.float().cpu().numpy())
+            if box is None:  # an empty mask: the round found nothing (the judge's q kept: evaluation scores it)
+                result = replace(result, answer=NOTHING_FOUND, quality=float(q[0]), corrected=bool(corrected[0]),
+                                 seg_vector=turn.seg_vector.float().cpu().numpy())
             else:
                 result = replace(result, mask=mask[0], box=box, quality=float(q[0]), corrected=bool(corrected[0]),
                                  has_mask=True, seg_vector=turn.seg_vector.float().cpu().numpy())

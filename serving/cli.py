@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable (default: none, CORS off)")
     p.add_argument("--log-level", default=os.environ.get("MEDIROUND_LOG_LEVEL", "INFO"),
                    help="the service's own log lines from this level up: DEBUG, INFO, WARNING or ERROR (default: "
-                        "MEDIROUND_LOG_LEVEL, else INFO); libraries' and Ray's from WARNING")
+                        "MEDIROUND_LOG_LEVEL, else INFO); libraries' from WARNING; Ray's notices stay in its log "
+                        "files, its errors show")
     p.add_argument("--log-format", default=os.environ.get("MEDIROUND_LOG_FORMAT", "text"),
                    help="text, or json (one object a line, for a log collector) (default: MEDIROUND_LOG_FORMAT, "
                         "else text)")
@@ -301,9 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except FileNotFoundError as e:
-        print(f"mediround: error: {e.filename}: no such file" if e.filename else f"mediround: error: {e}",
-              file=sys.stderr)
+    except OSError as e:  # a file named on the command line that is missing, a directory, or unreadable
+        if e.filename is None and not isinstance(e, FileNotFoundError):
+            raise
+        reason = "no such file" if isinstance(e, FileNotFoundError) else (e.strerror or type(e).__name__).lower()
+        print(f"mediround: error: {e.filename}: {reason}" if e.filename else f"mediround: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:
         print(f"mediround: error: {e}", file=sys.stderr)

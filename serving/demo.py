@@ -45,28 +45,33 @@ def run_demo(out: str | Path, *, seed: int = 7, checkpoint: str | None = None) -
             for title, name, root, conv in dialogues:
                 session = client.create_session(root / conv.image, metadata={"demo": name})
                 print(f"\n== {title}: {conv.image} ({session.width}x{session.height}), session {session.id}")
-                masks, answers = [], []
+                masks: list[np.ndarray] = []
+                answers: list[str] = []
                 for r in conv.rounds:
                     # a round about a structure the image does not show has no mask: its truth is empty
                     truth = load_mask(root / r.mask) if r.mask else np.zeros((session.height, session.width), bool)
                     try:
                         result = client.ask(session.id, r.question)
-                    except grpc.RpcError as e:  # e.g. a reference to a round that found nothing: said, and on
-                        print(f"  {r.question}\n    -> refused: {e.code().name}: {e.details()}")
-                        masks.append(truth & False)
-                        answers.append(f"refused: {e.details()}")
-                        continue
+                    except grpc.RpcError as e:  # e.g. a reference to a round that found nothing: said, and the
+                        # dialogue ends there (its later questions name rounds by numbers this one would shift)
+                        print(f"  {r.question}\n    -> refused: {e.code().name}: {e.details()}\n  (the scripted "
+                              "dialogue stops here)")
+                        conv = replace(conv, rounds=conv.rounds[:len(masks)])
+                        break
                     mask = client.mask(result)
                     shown = mask if mask is not None else truth & False
                     dice = dice_scores(*intersection_and_union(shown[None], truth[None]))[0]
                     ref = f"round {result.reference_round}" if result.reference_round else "none"
-                    judged = (f"estimated overlap {round(100 * result.quality)}%"
-                              f"{', redrawn by the JCM' if result.corrected else ''}" if result.has_mask else "no mask")
+                    overlap = f"estimated overlap {round(100 * result.quality)}%"
+                    judged = ("no mask" if not result.has_mask else
+                              f"{overlap} of its first draft, which the JCM redrew" if result.corrected else overlap)
                     print(f"  round {result.number}: {r.question}\n    -> {readable_answer(result.answer)}   "
                           f"[reference: {ref}; "
                           f"{judged}; Dice against the ground truth {dice:.2f}; {result.timings.total_ms:.0f} ms]")
                     masks.append(shown)
                     answers.append(result.answer.replace("[SEG]", "").strip(" ."))
+                if not masks:
+                    continue
                 served = replace(conv, rounds=[replace(r, answer=a) for r, a in zip(conv.rounds, answers, strict=True)])
                 picture = render_conversation(served, root, out / f"{name}.png", masks=masks,
                                               title=f"{title}: served answers and masks")

@@ -10,9 +10,12 @@ Tables: 1 (Dice / gIoU / cIoU per split, with and without JCM), 2 (cIoU per roun
 A (reference-information ablation: none / crop / crop + box), B (error propagation: references
 cropped from the model's own masks or from the ground truth), C (masks with and without the guided
 filter refinement, where the model has one), D (what the JCM changes: Dice with minus without it,
-with bootstrap intervals), 3 (the box-prompted SAM alone: an upper bound), plus the real CT-slice
-dialogues, and how the answers behave (with JCM): abstention on rounds about structures the image does
-not show, and the JCM quality's calibration against each mask's IoU. Given a real-brain root, its splits
+with bootstrap intervals), 3 (the box-prompted SAM alone: the checkpoint's SAM, LiteMedSAM as published where
+the model stands on it, and a SAM stage's, on the phantom, real CT and brain test images), plus the real CT-slice
+dialogues, and how the answers behave (with JCM): whether generated answers name the asked structure, abstention
+on rounds about structures the image does not show ('nothing found' counts as a refusal; empty decodes are also
+counted apart), and the JCM quality's calibration against the IoU of the mask it judged (from the runs without
+JCM, where every mask is that one; a [SEG] that decoded empty scores IoU 0). Given a real-brain root, its splits
 join Tables 1, 2, A and D as ``brain/<split>``, with Dice per structure and per structure size
 (``structures.py``), and Table 3 gets the brain's test split.
 """
@@ -89,6 +92,9 @@ class DialogueRun:
     calibration: QualityCalibration
     names: AnswerNames | None
     kept: list
+    empty_decodes: int = 0
+    """Rounds whose answer said [SEG] and whose mask came out empty: shown as 'nothing found', so counted as
+    refusals by ``abstention``, and counted here to tell them from the language model's own refusals."""
 
 
 class Encodings:
@@ -128,15 +134,16 @@ def run_dialogues(predictor: MultiRoundPredictor, conversations: list[Conversati
                                        answer_has_mask=r.mask is not None)
             else:
                 result = predictor.ask(r.question)
-            run.abstention(present=r.mask is not None, answered_mask=result.has_mask)
+            run.abstention(present=r.mask is not None, answered_mask=result.has_mask)  # as the user sees it
+            run.empty_decodes += int(result.seg_vector is not None and not result.has_mask)
             masks.append(result.mask)
             if r.mask is None:
                 continue
-            if names is not None and meta[k].get("name"):
-                names(result.answer, meta[k]["name"])
+            if names is not None and meta[k].get("name"):  # what the model said, before any 'nothing found'
+                names(predictor.tokenizer.decode(result.answer_ids), meta[k]["name"])
             truth = load_mask(root / r.mask)
             run.metric(result.mask[None], truth[None], rounds=[k], dialogue=i)
-            if result.has_mask and result.quality is not None:
+            if result.quality is not None:  # a [SEG] that decoded empty too: its IoU is 0
                 inter, union = intersection_and_union(result.mask[None], truth[None])
                 run.calibration([result.quality], iou_scores(inter, union))
             if setting.references_from == "truth":  # what later rounds would score without propagated errors
@@ -234,6 +241,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out: str | Path, *, limit
                     judged[(protocol, split)] = run.calibration
                 else:
                     answers.append({"protocol": protocol, "split": split, "abstention": run.abstention.aggregate(),
+                                    "empty_decodes": run.empty_decodes,
                                     "quality_calibration": judged[(protocol, split)].aggregate(),
                                     "names": run.names.aggregate() if run.names else None})
                 for i, (conv, masks) in enumerate(kept if split.removeprefix(BRAIN) in ("test", "test_hard") else []):
@@ -372,7 +380,7 @@ def _answer_row(r: dict) -> list:
     def fmt(x, spec):
         return "-" if x is None else format(x, spec)
 
-    names = r.get("names") or {"n": 0, "accuracy": None}
+    names = r.get("names") or {"n": 0, "accuracy": None}  # paper protocol: the answers are forced, not checked
     return [r["protocol"], r["split"], names["n"], fmt(names["accuracy"], ".1%"),
             a["refused_absent"] + a["masked_absent"], fmt(a["precision"], ".1%"), fmt(a["recall"], ".1%"),
             fmt(a["false_refusals"], ".1%"), q["n"], fmt(q["ece"], ".3f"), fmt(q["spearman"], ".2f")]
@@ -440,9 +448,10 @@ def markdown_tables(results: dict) -> str:
                         ["protocol", "rounds", "Dice", "gIoU", "cIoU"],
                         [[r["protocol"], r["overall"]["n"], *_scores(r["overall"])] for r in t["real_ct"]])
     if t.get("answers"):
-        lines += _table("Answers (with JCM): the structure named, abstention on structures the image does not show; "
-                        "quality calibration (JCM off: each mask is the one the judge judged)",
-                        ["protocol", "split", "answers named", "name right", "absent asked", "refusal precision",
+        lines += _table("Answers (with JCM): the structure named, abstention on structures the image does not show "
+                        "('nothing found' counts as a refusal); quality calibration (JCM off: each mask is the one "
+                        "the judge judged; on val splits in-sample when the checkpoint's calibration was fit there)",
+                        ["protocol", "split", "answers checked", "name right", "absent asked", "refusal precision",
                          "refusal recall", "false refusals",
                          "masks scored", "quality ECE", "quality-IoU Spearman"], [_answer_row(r) for r in t["answers"]])
     return "\n".join(lines)

@@ -243,7 +243,9 @@ class AnswerNames:
 
     ``known``: every structure name the dialogues use ("left putamen", "putamen", "liver lesion", ...). The name
     an answer gives is the longest known name in it as whole words, so "the left putamen" names "left putamen",
-    not "putamen"; an answer naming none is wrong. ``accuracy``: the share of rounds whose answer names theirs.
+    not "putamen" (an answer naming two, as "the lesion inside the left kidney", counts the longer). An answer
+    naming none is ``unnamed``, one naming another structure ``wrong``; ``accuracy``: the share of answers that
+    name theirs.
     """
 
     def __init__(self, known: set[str] | list[str]) -> None:

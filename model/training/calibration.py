@@ -51,8 +51,8 @@ def fit_platt(quality: list[float], iou: list[float], *, steps: int = 200) -> tu
 def calibrate_quality(model: MediRound, tokenizer, cfg: ModelConfig, held_out: list[tuple[Path, list[Conversation]]],
                       *, progress: bool = False) -> dict:
     """Fit the calibration on ``held_out`` ((root, dialogues) of validation splits) and set it on ``model`` and
-    ``cfg``; returns what it measured: pairs (rounds whose mask was drawn), (scale, shift), and the expected
-    calibration error before and after on those pairs."""
+    ``cfg``; returns what it measured: pairs (rounds whose [SEG] was judged), (scale, shift), and the expected
+    calibration error before and after the fit on those same pairs (in-sample: the test splits say more)."""
     model.jcm.calibration = (1.0, 0.0)  # the judge as trained
     predictor = MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length)
     encodings = Encodings(model)
@@ -62,12 +62,13 @@ def calibrate_quality(model: MediRound, tokenizer, cfg: ModelConfig, held_out: l
                             progress=progress, desc=f"calibration {root.name}")
         raw(run.calibration.quality, run.calibration.iou)
     if len(raw.quality) < MIN_PAIRS:  # nothing to learn from: the judge stays as trained, and the report says so
-        return {"pairs": len(raw.quality), "scale": 1.0, "shift": 0.0, "ece_before": raw.aggregate()["ece"],
-                "ece_after": raw.aggregate()["ece"]}
+        ece = raw.aggregate()["ece"]
+        return {"pairs": len(raw.quality), "scale": 1.0, "shift": 0.0, "ece_in_sample_before": ece,
+                "ece_in_sample_after": ece}
     scale, shift = fit_platt(raw.quality, raw.iou)
     model.jcm.calibration = cfg.jcm.calibration = (scale, shift)
     logits = torch.logit(torch.tensor(raw.quality, dtype=torch.float64).clamp(1e-6, 1 - 1e-6))
     fitted = QualityCalibration()
     fitted(torch.sigmoid(scale * logits + shift).numpy(), raw.iou)
-    return {"pairs": len(raw.quality), "scale": scale, "shift": shift, "ece_before": raw.aggregate()["ece"],
-            "ece_after": fitted.aggregate()["ece"]}
+    return {"pairs": len(raw.quality), "scale": scale, "shift": shift,
+            "ece_in_sample_before": raw.aggregate()["ece"], "ece_in_sample_after": fitted.aggregate()["ece"]}

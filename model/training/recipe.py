@@ -15,6 +15,7 @@ time even across reruns. Last, the JCM's quality is calibrated on the validation
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -183,7 +184,8 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
     commit = git_commit()  # the code that runs, taken before anything can change it
     t = time.perf_counter()
     unfinished = any(not (out / name / "checkpoint" / "config.json").exists() for name, _ in recipe.stages)
-    if unfinished or not (out / "tokenizer" / "tokenizer.json").exists():  # a finished run needs no data
+    calibrated = (out / "calibration.json").exists()
+    if unfinished or not calibrated or not (out / "tokenizer" / "tokenizer.json").exists():  # else: no data needed
         prepare_data(recipe, data)
         if brain is not None:
             prepare_brain(recipe, brain)
@@ -217,7 +219,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
         previous = stage_dir / "checkpoint"
     model, tokenizer, cfg = load_checkpoint(previous)
     calibration = calibrate_on_validation(model, tokenizer, cfg, data, brain, out / "calibration.json",
-                                          progress=progress)
+                                          fit_on=previous, progress=progress)
     timings["calibration"] = calibration["seconds"]
     manifest = {
         "recipe": recipe.name,
@@ -239,18 +241,21 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
 
 
 def calibrate_on_validation(model, tokenizer, cfg: ModelConfig, data: Path, brain: Path | None, record: Path, *,
-                            progress: bool = False) -> dict:
+                            fit_on: Path, progress: bool = False) -> dict:
     """The JCM's quality calibrated on the validation splits (phantoms, and the brain when mixed in), set on the
-    model and its config; fit once, then read back from ``record``."""
-    if not record.exists():
+    model (the checkpoint ``fit_on``) and its config; fit once and kept in ``record`` with the digest of the
+    weights it was fit on, fit again when they differ (a stage trained anew)."""
+    weights = hashlib.sha256((fit_on / "model.safetensors").read_bytes()).hexdigest()
+    report = json.loads(record.read_text()) if record.exists() else {}
+    if report.get("weights_sha256") != weights:
         from model.data.mrmedseg import load
         from model.training.calibration import calibrate_quality
 
         t = time.perf_counter()
         held_out = [(root, load(root / "val.json")) for root in (data, brain) if root is not None]
-        report = calibrate_quality(model, tokenizer, cfg, held_out, progress=progress)
-        record.write_text(json.dumps({**report, "seconds": round(time.perf_counter() - t, 1)}, indent=2) + "\n")
-    report = json.loads(record.read_text())
+        report = {**calibrate_quality(model, tokenizer, cfg, held_out, progress=progress), "weights_sha256": weights,
+                  "seconds": round(time.perf_counter() - t, 1)}
+        record.write_text(json.dumps(report, indent=2) + "\n")
     model.jcm.calibration = cfg.jcm.calibration = (report["scale"], report["shift"])
     return report
 

@@ -405,6 +405,7 @@ def _reference_round(question: str, reference_round: int, rounds_so_far: int) ->
 
 def _check_has_mask(history: list[Round], reference: int | None) -> None:
     """A round can only refer to an earlier round that has a mask (its crop and box are the reference)."""
-    if reference is not None and not history[round_index(reference)].has_mask:
+    referred = None if reference is None else history[round_index(reference)]
+    if referred is not None and (not referred.has_mask or referred.box is None):  # None: an empty mask stored
         raise ReferenceRoundError(f"round {reference} has no mask (it found nothing in the image), so a later round "
                                   "cannot refer to it; refer to a round with a mask by its number")

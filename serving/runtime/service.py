@@ -68,6 +68,8 @@ class Service:
         self.store: RedisSessionStore | None = None
         self.watchdog: Watchdog | None = None
         self.gateway: Gateway | None = None
+        self.local_ray = False
+        """This service started the Ray node it runs on (and stopping it takes the whole node down)."""
         self.address = ""
 
     async def start(self) -> Service:
@@ -92,8 +94,10 @@ class Service:
                      else ", in a temporary directory")
             self.redis = EmbeddedRedis(os.path.join(o.data_dir, "redis") if o.data_dir else None)
             url = self.redis.url
+        # a Ray node of our own (no address given, none in RAY_ADDRESS, none running): ours to take down whole
+        self.local_ray = not ray.is_initialized() and o.ray_address is None and not os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
-            log.info("starting Ray (a local node)" if o.ray_address is None else "joining the Ray cluster")
+            log.info("starting Ray (a local node)" if self.local_ray else "joining the Ray cluster")
             if o.ray_address is None:  # a local Ray, ours to take down if this process dies
                 from serving.runtime.watchdog import Watchdog
 
@@ -136,9 +140,9 @@ class Service:
             await self.server.stop(grace=2)
         if self.store is not None:
             await self.store.close()
-        # Serve's applications on a cluster are taken down (unless attached to); a local Ray goes down whole, and
-        # serve.shutdown() there only adds a "(raylet) Task ServeController.graceful_shutdown failed" line
-        if not self.options.attach and self.options.ray_address is not None:
+        # Serve's applications on a cluster are taken down (unless attached to); a local Ray of our own goes down
+        # whole, and serve.shutdown() there only adds a "(raylet) Task ServeController.graceful_shutdown failed" line
+        if not self.options.attach and not self.local_ray:
             serve.shutdown()
         ray.shutdown()
         if self.redis is not None:

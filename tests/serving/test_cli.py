@@ -24,8 +24,11 @@ def test_demo_holds_dialogues_with_the_shipped_model(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "== held-out phantom" in out and "== real CT slice" in out and "== held-out real brain slice" in out
-    assert out.count("\n    -> ") >= 11  # every round of the three dialogues: answered (with its Dice) or refused
-    assert out.count("Dice against the ground truth") + out.count("-> refused: ") == out.count("\n    -> ")
+    scripted = out.split("\n== DICOM")[0]  # the three scripted dialogues (the DICOM one follows)
+    reported = scripted.count("\n    -> ")  # each round answered (with its Dice), or refused and its dialogue stopped
+    assert scripted.count("Dice against the ground truth") + scripted.count("-> refused: ") == reported
+    assert scripted.count("-> refused: ") == scripted.count("(the scripted dialogue stops here)")
+    assert scripted.count("Dice against the ground truth") >= 3  # at least round 1 of each of the three dialogues
     assert all((tmp_path / f"{name}.png").stat().st_size > 10_000 for name in ("phantom", "real", "brain"))
 
 
@@ -139,6 +142,8 @@ def test_chat_says_in_one_line_what_is_wrong_with_its_command_line_or_that_no_se
     missing = chat(str(tmp_path / "missing.png"))
     assert missing.returncode == 2
     assert missing.stderr.splitlines() == [f"mediround: error: {tmp_path / 'missing.png'}: no such file"]
+    folder = chat(str(tmp_path))
+    assert folder.returncode == 2 and folder.stderr.splitlines() == [f"mediround: error: {tmp_path}: is a directory"]
     nobody = chat(str(image))
     assert nobody.returncode == 1 and nobody.stderr.splitlines() == [
         f"error: UNAVAILABLE: no MediRound service answers at 127.0.0.1:{port} (is 'mediround serve' running there?)"]

@@ -1,5 +1,6 @@
 """The recipe from nothing on phantoms and a real brain it generates: data, tokenizer, stages, manifest."""
 
+import hashlib
 import json
 from dataclasses import asdict
 
@@ -28,9 +29,10 @@ def test_a_recipe_generates_the_brain_and_trains_every_stage_on_both(tmp_path, p
     assert manifest["text_augment"] == asdict(recipe.text)
     assert set(manifest["stage_seconds"]) == {"data+tokenizer", "align", "mediround", "calibration"}
     calibration = manifest["jcm_calibration"]  # fit on the validation splits, kept in the checkpoint's config
-    assert calibration["pairs"] >= 0 and calibration["scale"] > 0  # one step of training may draw no mask yet
     saved = json.loads((final / "config.json").read_text())["jcm"]["calibration"]
     assert saved == pytest.approx([calibration["scale"], calibration["shift"]])
+    assert calibration["weights_sha256"] == hashlib.sha256(
+        (run / "mediround" / "checkpoint" / "model.safetensors").read_bytes()).hexdigest()  # what it was fit on
     tokenizer = load_tokenizer(str(final / "tokenizer"))
     assert len(tokenizer.tokenize(" cerebellar hemisphere")) <= 4  # learnt from the brain's dialogues
     assert json.loads((run / "data+tokenizer.seconds.json").read_text())["seconds"] > 0

@@ -403,3 +403,18 @@ def test_a_long_word_in_a_question_wraps_instead_of_widening_the_page(page, open
     ask(page, "x" * 1000)  # refused (too long for the model), shown inline with the question
     expect(page.locator("#transcript li.failed")).to_have_count(1)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+
+def test_a_round_that_found_nothing_offers_no_reference_to_it(page, served):
+    open_page(page, served.url)
+    chip = page.evaluate("""async () => {
+        const { Transcript } = await import('./static/js/transcript.js');
+        const t = new Transcript(document.createElement('ol'), { chip: () => {} });
+        const li = t.done(null, {number: 2, question: 'Segment the spleen.', has_mask: false, quality: 0,
+                                 answer: 'Nothing was found for this in the image.', corrected: false,
+                                 reference_round: 0, box: null});
+        const c = li.querySelector('.chip');
+        return { disabled: c.disabled, title: c.title, quality: li.querySelector('.quality').textContent };
+    }""")
+    assert chip == {"disabled": True, "title": "Round 2 has no mask: a later question cannot refer to it",
+                    "quality": "No mask in this answer"}

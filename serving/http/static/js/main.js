@@ -25,7 +25,8 @@ const state = {
 const api = new Api(() => $("token").value.trim());
 const viewer = new Viewer($("view"), $("readout"));
 const transcript = new Transcript($("transcript"), { chip: referTo, download: downloadMask, reveal });
-transcript.canReveal = (number) => educating() && number <= state.example.rounds.length;
+transcript.canReveal = (number) => educating() && number <= state.example.rounds.length &&
+  Boolean(state.example.rounds[number - 1].truth_url); // a round about what the image does not show has none
 
 function announce(text) {
   $("announcer").textContent = text;
@@ -263,7 +264,8 @@ async function reveal(number) {
     const truth = state.example.rounds[number - 1];
     const { width, height } = state.session;
     const bits = await decodeBits(await api.blob(truth.truth_url), width, height);
-    const score = dice(state.rounds.get(number).bits, bits);
+    const predicted = state.rounds.get(number).bits || new Uint8Array(width * height); // found nothing: empty
+    const score = dice(predicted, bits);
     viewer.addLayer({ key: `truth-${number}`, label: `T${number}`, name: `ground truth of round ${number}`, bits,
       colour: TRUTH, outlineOnly: true });
     addLegend(`truth-${number}`, `Ground truth of round ${number} · white outline`, TRUTH);

@@ -67,7 +67,9 @@ export class Transcript {
     chip.style.setProperty("--chip", css(colour));
     chip.style.setProperty("--ink", colour.ink);
     chip.setAttribute("aria-pressed", "false");
-    chip.title = `Make the next question refer to round ${round.number}`;
+    chip.title = round.has_mask ? `Make the next question refer to round ${round.number}` :
+      `Round ${round.number} has no mask: a later question cannot refer to it`;
+    chip.disabled = !round.has_mask;
     chip.addEventListener("click", () => this.actions.chip(round.number));
     head.append(chip);
     if (round.reference_round > 0) {
@@ -96,7 +98,7 @@ export class Transcript {
       download.addEventListener("click", () => this.actions.download(round.number));
       actions.append(download);
     }
-    if (round.has_mask && this.canReveal(round.number)) {
+    if (this.canReveal(round.number)) { // with or without a mask: found nothing is scored too (Dice 0)
       const reveal = element("button", "reveal", `Reveal the ground truth of round ${round.number}`);
       reveal.type = "button";
       reveal.addEventListener("click", () => this.actions.reveal(round.number));
