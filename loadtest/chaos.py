@@ -55,10 +55,12 @@ REDIS_USABLE_S = 2.0  # every session has its next round within this long after 
 # -- records -------------------------------------------------------------------------------------
 @dataclass
 class Script:
-    """One dialogue to hold: an image and its questions, in order."""
+    """One dialogue to hold: an image and its questions, in order, with the earlier round (0-based) each
+    refers to, if any."""
 
     image: Path
     questions: list[str]
+    references: list[int | None]
 
 
 @dataclass
@@ -185,12 +187,17 @@ def durable_redis(directory: Path) -> EmbeddedRedis:
 
 
 # -- load ----------------------------------------------------------------------------------------
+def script_of(root: Path, conversation) -> Script:
+    return Script(root / conversation.image, [r.question for r in conversation.rounds],
+                  [r.reference for r in conversation.rounds])
+
+
 def scripts(data: str | None) -> list[Script]:
     """The dialogues to hold: the shipped real CT dialogues, or the test_hard/test splits under ``data``."""
     if data is None:
-        return [Script(REAL_SLICES / c.image, [r.question for r in c.rounds]) for c in load(REAL_DIALOGUES)]
+        return [script_of(REAL_SLICES, c) for c in load(REAL_DIALOGUES)]
     root = Path(data)
-    found = [Script(root / c.image, [r.question for r in c.rounds])
+    found = [script_of(root, c)
              for split in ("test_hard", "test") if (root / f"{split}.json").is_file()
              for c in load(root / f"{split}.json")]
     if not found:
@@ -283,9 +290,11 @@ class Load:
                     continue
                 run = DialogueRun(index, n, str(script.image), session.id)
                 self.runs.append(run)
-                for number, question in enumerate(script.questions, 1):
+                for number, (question, reference) in enumerate(zip(script.questions, script.references), 1):
                     if self.stop.is_set():
                         break
+                    if reference is not None and not run.acks[reference].has_mask:
+                        break  # as a client would: the service refuses a reference to a round that found nothing
                     request_id = uuid.uuid4().hex
                     run.request_ids.append(request_id)
                     reply, start = self._retry("CreateRound", index, session.id, number, request_id,

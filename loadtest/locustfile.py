@@ -47,14 +47,14 @@ class RpcFailure(Exception):
         return str(self)
 
 
-def dialogues(root: Path, splits: str) -> list[tuple[bytes, list[str]]]:
-    """(image bytes, questions) of every conversation in the splits that exist under ``root``; read
-    once here, so that the users measure the server, not the disk."""
+def dialogues(root: Path, splits: str) -> list[tuple[bytes, list[tuple[str, int | None]]]]:
+    """(image bytes, [(question, the earlier round it refers to, 0-based)]) of every conversation in the
+    splits that exist under ``root``; read once here, so that the users measure the server, not the disk."""
     files = [root / f"{s.strip()}.json" for s in splits.split(",")]
     convs = [c for f in files if f.is_file() for c in load(f)]
     if not convs:
         raise FileNotFoundError(f"no conversations in {', '.join(map(str, files))}")
-    return [((root / c.image).read_bytes(), [r.question for r in c.rounds]) for c in convs]
+    return [((root / c.image).read_bytes(), [(r.question, r.reference) for r in c.rounds]) for c in convs]
 
 
 def _final_csv(**_) -> None:
@@ -98,11 +98,16 @@ class DialogueUser(locust.User):
 
     @locust.task
     def dialogue(self) -> None:
-        image, questions = random.choice(self.environment.dialogues)
+        image, script = random.choice(self.environment.dialogues)
         session = self.call("CreateSession", self.client.create_session, image, ttl_seconds=SESSION_TTL_SECONDS)
         if session is None:
             return
-        for k, question in enumerate(questions, start=1):
-            if self.call(f"round {k}", self.client.ask, session.id, question) is None:
+        found: list[bool] = []  # whether each round answered has a mask
+        for k, (question, reference) in enumerate(script, start=1):
+            if reference is not None and not found[reference]:
+                break  # as a client would: the service refuses a reference to a round that found nothing
+            reply = self.call(f"round {k}", self.client.ask, session.id, question)
+            if reply is None:
                 break  # later questions refer to this round
+            found.append(reply.has_mask)
         self.call("DeleteSession", self.client.delete, session.id)

@@ -45,7 +45,7 @@ def fit_platt(quality: list[float], iou: list[float], *, steps: int = 200) -> tu
         return loss
 
     optimizer.step(closure)
-    return float(log_scale.exp()), float(shift)
+    return float(log_scale.detach().exp()), float(shift.detach())
 
 
 def calibrate_quality(model: MediRound, tokenizer, cfg: ModelConfig, held_out: list[tuple[Path, list[Conversation]]],

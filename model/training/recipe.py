@@ -71,7 +71,7 @@ class Recipe:
     """Rewording of the training questions (stage 1 and JCM); None keeps the generators' wording."""
     vocab_size: int = 1024
     lora: bool = False
-    """Stage 1 trains LoRA adapters on the language model's q/v instead of all its weights."""
+    """The text stage and stage 1 train LoRA adapters on the language model's q/v instead of all its weights."""
     stages: list[tuple[str, StageSettings]] = field(default_factory=list)
     """(stage name in ``registry.STAGES``, its settings), in the order they run."""
 
@@ -95,6 +95,7 @@ TINY = Recipe(
     stages=[
         ("sam", StageSettings(steps=300, batch_size=8, lr=1e-4, warmup=30, weight_decay=0.01, masks_per_item=2)),
         ("align", StageSettings(steps=1000, batch_size=16, lr=1e-3, warmup=50, weight_decay=0.01)),
+        ("text", StageSettings(steps=4000, batch_size=8, lr=3e-4, warmup=100)),
         ("mediround", StageSettings(steps=1800, batch_size=8, lr=3e-4, warmup=100, masks_per_item=1)),
         ("jcm", StageSettings(steps=600, batch_size=8, lr=1e-3, warmup=50, masks_per_item=1)),
     ],
@@ -204,7 +205,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, data: str | Path | None = Non
             continue
         if previous is not None:
             model, tokenizer, cfg = load_checkpoint(previous)
-        lora = recipe.lora and name == "mediround"
+        lora = recipe.lora and name in ("text", "mediround")
         if lora and not has_lora(model):
             apply_lora(model)
         if workers > 1:

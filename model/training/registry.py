@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.training.mixture import TrainingData
-from model.training.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, Stage
+from model.training.stages import Alignment, AnswerText, JCMTraining, MediRoundTraining, SamPretraining, Stage
 
 StageBuilder = Callable[[TrainingData, object, int, bool, "int | None"], Stage]
 """(training data, tokenizer, image tokens per image, LoRA on the language model, most masks decoded per item
@@ -20,6 +20,8 @@ STAGES: dict[str, StageBuilder] = {
     SamPretraining.name: lambda data, tokenizer, image_tokens, lora, masks: SamPretraining(
         data, **({"masks_per_image": masks} if masks else {})),
     Alignment.name: lambda data, tokenizer, image_tokens, lora, masks: Alignment(data, tokenizer, image_tokens),
+    AnswerText.name: lambda data, tokenizer, image_tokens, lora, masks: AnswerText(
+        data, tokenizer, image_tokens, lora=lora),
     MediRoundTraining.name: lambda data, tokenizer, image_tokens, lora, masks: MediRoundTraining(
         data, tokenizer, image_tokens, lora=lora, masks_per_dialogue=masks),
     JCMTraining.name: lambda data, tokenizer, image_tokens, lora, masks: JCMTraining(

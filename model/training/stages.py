@@ -310,6 +310,20 @@ class MediRoundTraining(Stage):
         return {"loss": ce_w * ce + masks["mask"], "ce": ce, "bce": masks["bce"], "dice": masks["dice"]}
 
 
+class AnswerText(MediRoundTraining):
+    """Stage 1's dialogues for their text alone: CE on the answers, no mask decoded. The language model learns
+    what to say (names, relations, "not in this image") and where ``[SEG]`` goes at a sixth of a stage-1 step's
+    cost, before stage 1 spends its decoder steps on the masks."""
+
+    name = "text"
+    LEARNS = ("mllm.lm_head.", "mllm.model.language_model.embed_tokens.", "bbox_encoder.")
+
+    def loss(self, model, batch):
+        _, _, logits = self.seg_states(model, batch)
+        ce = text_ce(logits, batch["labels"])
+        return {"loss": ce, "ce": ce}
+
+
 class JCMTraining(MediRoundTraining):
     """Stage 2 (§5): everything frozen but the JCM; mask loss on corrected vectors + BCE(q, IoU)."""
 

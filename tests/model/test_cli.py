@@ -104,7 +104,8 @@ def test_eval_writes_the_tables_of_the_shipped_model(phantom_root, tmp_path, cap
 
 
 def test_train_recipe_rerun_of_a_finished_run_writes_the_final_checkpoint_and_manifest(phantom_root, tmp_path):
-    """A run whose stages are all done: the rerun skips them and only writes ``<out>/checkpoint``."""
+    """A run whose stages are all done: the rerun skips them, fits the JCM's calibration (no run had one)
+    and writes ``<out>/checkpoint``."""
     run = tmp_path / "run"
     shutil.copytree(SHIPPED_TINY / "tokenizer", run / "tokenizer")
     for k, (stage, _) in enumerate(TINY.stages):
@@ -119,10 +120,11 @@ def test_train_recipe_rerun_of_a_finished_run_writes_the_final_checkpoint_and_ma
     final = run / "checkpoint"
     manifest = json.loads((final / "manifest.json").read_text())
     assert manifest["command"] == "mediround train recipe tiny"
-    assert [s["name"] for s in manifest["stages"]] == ["sam", "align", "mediround", "jcm"]
+    assert [s["name"] for s in manifest["stages"]] == ["sam", "align", "text", "mediround", "jcm"]
     seconds = manifest["stage_seconds"]
-    assert {k: v for k, v in seconds.items() if k != "data+tokenizer"} == \
+    assert {k: v for k, v in seconds.items() if k not in ("data+tokenizer", "calibration")} == \
         {"sam": 10.0, "align": 20.0, "mediround": 30.0, "jcm": 40.0}
+    assert seconds["calibration"] > 0 and manifest["jcm_calibration"]["pairs"] > 0
     assert manifest["total_seconds"] == pytest.approx(sum(seconds.values()), abs=0.1)
     written, last = load_file(final / "model.safetensors"), load_file(run / "jcm" / "checkpoint" / "model.safetensors")
     assert written.keys() == last.keys() and all(torch.equal(written[k], last[k]) for k in last)  # nothing trained

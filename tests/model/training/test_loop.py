@@ -9,17 +9,19 @@ import torch
 
 from model.build import apply_lora
 from model.training.loop import StageSettings, fit, mark_trainable, plot_losses
-from model.training.stages import Alignment, JCMTraining, MediRoundTraining, SamPretraining, grounded_caption
+from model.training.stages import (Alignment, AnswerText, JCMTraining, MediRoundTraining, SamPretraining,
+                                   grounded_caption)
 
 
 def _stage(name, root, tokenizer, image_tokens, **kw):
     return {"sam": lambda: SamPretraining(root, masks_per_image=2),
             "align": lambda: Alignment(root, tokenizer, image_tokens),
+            "text": lambda: AnswerText(root, tokenizer, image_tokens, **kw),
             "mediround": lambda: MediRoundTraining(root, tokenizer, image_tokens, **kw),
             "jcm": lambda: JCMTraining(root, tokenizer, image_tokens)}[name]()
 
 
-@pytest.mark.parametrize("name", ["sam", "align", "mediround", "jcm"])
+@pytest.mark.parametrize("name", ["sam", "align", "text", "mediround", "jcm"])
 def test_each_stage_trains_only_its_parameters_and_logs(name, tmp_path, tiny_model, phantom_root, phantom_tokenizer):
     model, cfg = tiny_model
     stage = _stage(name, phantom_root, phantom_tokenizer, cfg.mllm.image_tokens)
@@ -28,7 +30,8 @@ def test_each_stage_trains_only_its_parameters_and_logs(name, tmp_path, tiny_mod
     assert torch.isfinite(torch.tensor(last["loss"]))
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(stage.trainable(n) for n in changed)
-    frozen = {"sam": "mllm.", "align": "sam.", "mediround": "sam.image_encoder.", "jcm": "sam."}[name]
+    frozen = {"sam": ("mllm.",), "align": ("sam.",), "text": ("sam.", "text_hidden_fcs.", "jcm."),
+              "mediround": ("sam.image_encoder.",), "jcm": ("sam.",)}[name]
     assert not any(n.startswith(frozen) for n in changed)
     with open(tmp_path / "losses.csv") as f:
         rows = list(csv.DictReader(f))

@@ -12,14 +12,14 @@ from model.training.registry import STAGES, make_stage
 
 
 def test_every_registered_stage_is_built_under_its_own_name(phantom_root, phantom_tokenizer):
-    assert [name for name, _ in TINY.stages] == list(STAGES) == ["sam", "align", "mediround", "jcm"]
+    assert [name for name, _ in TINY.stages] == list(STAGES) == ["sam", "align", "text", "mediround", "jcm"]
     for name in STAGES:
         assert make_stage(name, phantom_root, phantom_tokenizer, 4).name == name
     assert make_stage("mediround", phantom_root, phantom_tokenizer, 4, lora=True).lora
 
 
 def test_an_unknown_stage_is_refused_when_the_recipe_is_made():
-    with pytest.raises(ValueError, match="unknown stage 'segment': expected one of sam, align, mediround, jcm"):
+    with pytest.raises(ValueError, match="unknown stage 'segment': expected one of sam, align, text, mediround, jcm"):
         Recipe("typo", stages=[("segment", StageSettings(steps=1))])
     with pytest.raises(ValueError, match="unknown stage 'segment'"):
         make_stage("segment", Path("."), None, 4)
