@@ -9,8 +9,14 @@ import torch
 
 from model.build import apply_lora
 from model.training.loop import StageSettings, fit, mark_trainable, plot_losses
-from model.training.stages import (Alignment, AnswerText, JCMTraining, MediRoundTraining, SamPretraining,
-                                   grounded_caption)
+from model.training.stages import (
+    Alignment,
+    AnswerText,
+    JCMTraining,
+    MediRoundTraining,
+    SamPretraining,
+    grounded_caption,
+)
 
 
 def _stage(name, root, tokenizer, image_tokens, **kw):
