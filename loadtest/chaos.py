@@ -290,7 +290,8 @@ class Load:
                     continue
                 run = DialogueRun(index, n, str(script.image), session.id)
                 self.runs.append(run)
-                for number, (question, reference) in enumerate(zip(script.questions, script.references, strict=True), 1):
+                asks = zip(script.questions, script.references, strict=True)
+                for number, (question, reference) in enumerate(asks, 1):
                     if self.stop.is_set():
                         break
                     if reference is not None and not run.acks[reference].has_mask:
