@@ -1,9 +1,9 @@
 """The JCM's quality calibrated on held-out dialogues: Platt scaling of the judge's logit.
 
 The judge learns q from the soft IoU of training masks, and on images it has not seen it is overconfident. After
-training, the judge's q and the IoU of the mask it judged are collected on the validation splits (the paper
-protocol with the JCM off: teacher-forced words, the model's own references, every mask the first draft the judge
-saw) and q = sigmoid(scale * logit + shift) is fit by least cross-entropy against that IoU. The pair goes into the
+training, the judge's q and the IoU of the mask it judged are collected on the validation splits (the auto
+protocol, as served: the model's own words and references, so a wrongly named structure is a confident q on an
+IoU near 0; the JCM off, so every mask is the first draft the judge saw) and q = sigmoid(scale * logit + shift) is fit by least cross-entropy against that IoU. The pair goes into the
 checkpoint's config (``JCMConfig.calibration``); the threshold beta then compares an honest estimate of the IoU.
 Test splits are never used.
 """
@@ -58,7 +58,7 @@ def calibrate_quality(model: MediRound, tokenizer, cfg: ModelConfig, held_out: l
     encodings = Encodings(model)
     raw = QualityCalibration()
     for root, conversations in held_out:
-        run = run_dialogues(predictor, conversations, root, Setting("paper", jcm=False), encodings=encodings,
+        run = run_dialogues(predictor, conversations, root, Setting("auto", jcm=False), encodings=encodings,
                             progress=progress, desc=f"calibration {root.name}")
         raw(run.calibration.quality, run.calibration.iou)
     if len(raw.quality) < MIN_PAIRS:  # nothing to learn from: the judge stays as trained, and the report says so
