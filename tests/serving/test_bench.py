@@ -18,6 +18,7 @@ import pytest
 
 from model.checkpoint import load_checkpoint
 from model.config import SHIPPED_TINY
+from model.data.mrmedseg import load
 from model.predictor import MultiRoundPredictor
 from serving.bench import NaiveServer, batched_floor, bench_dialogues, floor, hold_all, markdown, summary
 from serving.cli import main
@@ -54,11 +55,13 @@ def model_parts(data):
         return MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length)
 
     naive = NaiveServer(new_predictor)
-    return {"floor": floor(new_predictor(), dialogues), "batched_floor": batched_floor(new_predictor, dialogues),
-            "naive": [hold_all(dialogues, c, naive.hold) for c in LEVELS]}
+    alone, held = floor(new_predictor(), dialogues)
+    return {"floor": alone, "held": held, "batched_floor": batched_floor(new_predictor, held),
+            "naive": [hold_all(held, c, naive.hold) for c in LEVELS]}
 
 
 def test_the_model_only_parts_answer_every_round_of_every_dialogue(model_parts):
+    assert [len(d.questions) for d in model_parts["held"]] == [ROUNDS] * MODEL_ONLY_DIALOGUES  # every round found
     for part in [model_parts["floor"], model_parts["batched_floor"], *model_parts["naive"]]:
         assert part["rounds"] == MODEL_ONLY_DIALOGUES * ROUNDS and part["rounds_per_s"] > 0 and part["seconds"] > 0
     for part in [model_parts["floor"], *model_parts["naive"]]:
@@ -68,13 +71,30 @@ def test_the_model_only_parts_answer_every_round_of_every_dialogue(model_parts):
     assert all(ms > 0 for ms in batched["ms_by_round"]) and len(batched["passes_rounds_per_s"]) == 3
 
 
+def test_every_dialogue_stops_before_its_first_reference_to_a_round_that_found_nothing(data):
+    """With the mask decoder made to find nothing, no round has a mask: each dialogue is held up to its first
+    question that refers to an earlier round (the dataset's own reference), as the service would refuse it."""
+    dialogues = bench_dialogues(data, MODEL_ONLY_DIALOGUES)
+    model, tokenizer, cfg = load_checkpoint(SHIPPED_TINY)
+    hook = model.sam.mask_decoder.register_forward_hook(lambda module, args, out: (out[0] - 1e4, *out[1:]))
+    try:
+        alone, held = floor(MultiRoundPredictor(model, tokenizer, max_length=cfg.mllm.max_length), dialogues)
+    finally:
+        hook.remove()
+    conversations = [c for c in load(data / "test_hard.json") if len(c.rounds) == ROUNDS][:MODEL_ONLY_DIALOGUES]
+    first_reference = [next(k for k, r in enumerate(c.rounds) if r.reference is not None) for c in conversations]
+    assert [len(d.questions) for d in held] == first_reference and all(k < ROUNDS for k in first_reference)
+    assert [d.questions for d in held] == [d.questions[:k] for d, k in zip(dialogues, first_reference, strict=True)]
+    assert alone["rounds"] == sum(first_reference)
+
+
 def _hand_made_report() -> dict:
     """Two concurrency levels of two 3-round dialogues, with round figures that divide evenly."""
     def level(concurrency, rounds_per_s, p50):
         return {"concurrency": concurrency, "rounds": 6, "seconds": 6 / rounds_per_s, "rounds_per_s": rounds_per_s,
                 "p50_ms_by_round": p50, "p95_ms": max(p50)}
 
-    report = {"dialogues": 2, "rounds_per_dialogue": 3, "torch_threads": 2,
+    report = {"dialogues": 2, "rounds_per_dialogue": 3, "rounds": 6, "torch_threads": 2,
               "floor": level(1, 25.0, [60.0, 30.0, 30.0]),
               "batched_floor": {"dialogues": 2, "rounds": 6, "seconds": 0.15, "rounds_per_s": 40.0,
                                 "ms_by_round": [70.0, 40.0, 40.0], "passes_rounds_per_s": [32.0, 40.0, 38.5]},
