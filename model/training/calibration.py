@@ -4,7 +4,8 @@ The judge learns q from the soft IoU of training masks, and on images it has not
 training, the judge's q and the IoU of the mask it judged are collected on the validation splits (the auto
 protocol, as served: the model's own words and references, so a wrongly named structure is a confident q on an
 IoU near 0; the JCM off, so every mask is the first draft the judge saw) and q = sigmoid(scale * logit + shift)
-is fit by least cross-entropy against that IoU. The pair goes into the checkpoint's config (``JCMConfig.calibration``); the threshold beta then compares an honest estimate of the IoU.
+is fit by least cross-entropy against that IoU. The pair goes into the checkpoint's config
+(``JCMConfig.calibration``); the threshold beta then compares an honest estimate of the IoU.
 Test splits are never used.
 """
 

@@ -88,8 +88,8 @@ class Recipe:
 # the language model the answers alone (no mask decoded, ~0.3 s a step against ~1.8 s for stage 1: a first run
 # without it ended stage 1 with garbled answers, 44% of names right on 12 phantom test dialogues). The SAM stage
 # fine-tunes the pretrained decoder box-prompted at a low lr (it starts from MedSAM's weights). The earlier recipe
-# over a SAM trained from nothing (model "tiny-scratch": sam 1500 steps at lr 1e-3, 8 views per slice, every round's mask
-# decoded) measured 8692 s from nothing on 2 cores (data 124, sam 1735, align 819, stage 1 4845, JCM 1169).
+# over a SAM trained from nothing (model "tiny-scratch": sam 1500 steps at lr 1e-3, 8 views per slice, every
+# round's mask decoded) measured 8692 s from nothing on 2 cores (data 124, sam 1735, align 819, stage 1 4845, JCM 1169).
 TINY = Recipe(
     name="tiny",
     brain=BrainData(augment=BrainAugment(variants=4)),
