@@ -108,7 +108,8 @@ def floor(predictor: MultiRoundPredictor, dialogues: list[ScriptedDialogue]) -> 
     held: list[ScriptedDialogue] = []
 
     def hold(dialogue: ScriptedDialogue) -> list[float]:
-        seconds, found = [], []
+        seconds: list[float] = []
+        found: list[bool] = []  # whether each round held has a mask
         t = time.perf_counter()
         predictor.set_image(dialogue.image)
         for question in dialogue.questions:

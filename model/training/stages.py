@@ -215,8 +215,8 @@ class MediRoundTraining(Stage):
     """
 
     name = "mediround"
-    LEARNS = ("mllm.lm_head.", "mllm.model.language_model.embed_tokens.", "sam.mask_decoder.", "text_hidden_fcs.",
-              "bbox_encoder.")
+    LEARNS: tuple[str, ...] = ("mllm.lm_head.", "mllm.model.language_model.embed_tokens.", "sam.mask_decoder.",
+                               "text_hidden_fcs.", "bbox_encoder.")
 
     def __init__(self, data, tokenizer, image_tokens: int, *, lora: bool = False, ce_weight: float = 1.0,
                  bce_weight: float = 2.0, dice_weight: float = 0.5, masks_per_dialogue: int | None = None):
