@@ -123,7 +123,7 @@ def test_train_recipe_rerun_of_a_finished_run_writes_the_final_checkpoint_and_ma
     assert [s["name"] for s in manifest["stages"]] == ["sam", "align", "text", "mediround", "jcm"]
     seconds = manifest["stage_seconds"]
     assert {k: v for k, v in seconds.items() if k not in ("data+tokenizer", "calibration")} == \
-        {"sam": 10.0, "align": 20.0, "mediround": 30.0, "jcm": 40.0}
+        {"sam": 10.0, "align": 20.0, "text": 30.0, "mediround": 40.0, "jcm": 50.0}
     assert seconds["calibration"] > 0 and manifest["jcm_calibration"]["pairs"] > 0
     assert manifest["total_seconds"] == pytest.approx(sum(seconds.values()), abs=0.1)
     written, last = load_file(final / "model.safetensors"), load_file(run / "jcm" / "checkpoint" / "model.safetensors")
