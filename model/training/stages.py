@@ -3,6 +3,7 @@
 - ``SamPretraining``   box-prompted SAM, as MedSAM was trained: the whole small SAM of ``tiny-scratch``, or
                        LiteMedSAM's mask decoder on its frozen encoder's cached embeddings (``tiny``);
 - ``Alignment``        image -> grounded caption, LLaVA-style (tiny model only: no pretrained LLaVA);
+- ``AnswerText``       stage 1's dialogues for their answers alone (CE, no mask decoded), before stage 1;
 - ``MediRoundTraining`` stage 1 of the paper: teacher forcing, 1.0 CE + 2.0 BCE + 0.5 Dice (§6);
 - ``JCMTraining``      stage 2: only the judge and the corrector learn (§5).
 
