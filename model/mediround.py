@@ -78,6 +78,15 @@ class MediRound(nn.Module):
         # name); "" when the encoder is trained here
         self.pretrained_sam_encoder = pretrained_sam_encoder
 
+    def train(self, mode: bool = True) -> MediRound:
+        """``nn.Module.train``, except that a pretrained SAM encoder always stays in eval mode: it never learns
+        here, and LiteMedSAM's TinyViT holds BatchNorm, which in training mode would normalise each image by its
+        own statistics instead of the pretrained ones (embeddings unlike those inference computes)."""
+        super().train(mode)
+        if self.pretrained_sam_encoder:
+            self.sam.image_encoder.eval()
+        return self
+
     # -- parts ---------------------------------------------------------------------------------
     @property
     def llava(self) -> nn.Module:

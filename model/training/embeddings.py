@@ -3,10 +3,10 @@
 A pretrained SAM encoder (LiteMedSAM) never learns here and is the dominant cost of a training step (about
 0.8 s an image on 2 cores against a few ms for the rest of a SAM step), so each training view is encoded
 once: the first stage that meets a view writes its embedding (fp16, 2 MiB for 256 x 64 x 64) under
-``root/<the encoder's name>/``, and every later step and stage, and a rerun of the recipe, reads it back. Views
-are named by the dataset's ``image_file`` (``<file>#aug<n>`` for an augmented view, a pure function of its
-seed), so a file always holds the embedding of the same pixels. An encoder trained here is frozen only within
-a stage: its embeddings stay in memory, for that stage.
+``root/<the encoder's name>.v<VERSION>/``, and every later step and stage, and a rerun of the recipe, reads it
+back. Views are named by the dataset's ``image_file`` (``<file>#aug<n>`` for an augmented view, a pure function
+of its seed), so a file always holds the embedding of the same pixels. An encoder trained here is frozen only
+within a stage: its embeddings stay in memory, for that stage.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ from pathlib import Path
 import torch
 
 from model.mediround import MediRound
+
+VERSION = 2
+"""Of how a view's embedding is computed: a file of another version is never read. 2: the encoder in eval mode
+(BatchNorm on its pretrained statistics, as at inference); 1 encoded in training mode."""
 
 
 class SamEmbeddings:
@@ -40,7 +44,7 @@ class SamEmbeddings:
                 self.memory[key] = self._compute(model, image)
             return self.memory[key]
         digest = hashlib.sha1(key.encode()).hexdigest()
-        file = self.root / model.pretrained_sam_encoder / digest[:2] / f"{digest}.pt"
+        file = self.root / f"{model.pretrained_sam_encoder}.v{VERSION}" / digest[:2] / f"{digest}.pt"
         if file.exists():
             saved = torch.load(file, weights_only=True)
             return saved["embedding"].to(model.device, model.dtype), tuple(saved["input_size"])

@@ -45,6 +45,22 @@ def test_litemedsam_embeddings_are_computed_once_per_view_and_read_back(tmp_path
         assert torch.equal(tensor, model.sam.image_encoder.state_dict()[name]), name
 
 
+def test_embeddings_cached_while_training_are_those_inference_computes(tmp_path, phantom_root, phantom_tokenizer):
+    """LiteMedSAM's TinyViT holds BatchNorm: a training stage (the model in training mode) must still encode each
+    view with the pretrained statistics, or every cached embedding differs from what the served model sees."""
+    cfg = ModelConfig.tiny()
+    cfg.mllm.text["vocab_size"] = len(phantom_tokenizer)
+    model = build_model(cfg, phantom_tokenizer)
+    item = ImageMaskDataset(phantom_root, "train")[0]
+    inference, _ = model.eval().sam_embed([item["image"]])
+
+    model.train()  # as ``fit`` sets it
+    assert model.training and model.sam.mask_decoder.training and not model.sam.image_encoder.training
+    cached, _ = SamEmbeddings(tmp_path).get(model, item["image_file"], item["image"])
+    assert torch.allclose(cached, inference, atol=1e-5)
+    assert build_model(ModelConfig.tiny_scratch(), phantom_tokenizer).train().sam.image_encoder.training  # it learns
+
+
 def test_a_mask_pools_the_sam_cells_it_covers_on_the_images_part_of_the_grid():
     """A 4 x 4 grid whose image is 16 x 8 px resized into a 4-cell-high, 2-cell-wide corner: a mask over the
     image's top half averages the top 2 x 2 cells; a mask of 9 pixels or fewer, the image's 4 x 2 cells."""
