@@ -20,8 +20,8 @@ import torch
 from model.mediround import MediRound
 
 VERSION = 2
-"""Of how a view's embedding is computed: a file of another version is never read. 2: the encoder in eval mode
-(BatchNorm on its pretrained statistics, as at inference); 1 encoded in training mode."""
+"""The version of how views are encoded; a file of another version is never read. 2: the encoder in eval mode,
+BatchNorm on its pretrained statistics as at inference; 1: in training mode."""
 
 
 class SamEmbeddings:
