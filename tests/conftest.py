@@ -72,3 +72,12 @@ def require_brain_templates() -> Path:
     for name in (T1_FILE, ATLAS_FILE, NAMES_FILE):
         require_system_file(TEMPLATES / name, PACKAGE)
     return TEMPLATES
+
+
+def box_prompted_sams(checkpoint: Path) -> list[str]:
+    """The SAMs Table 3 prompts with boxes for ``checkpoint``: its own, and LiteMedSAM as published when it stands
+    on LiteMedSAM (a SAM trained here from nothing has no zero-shot counterpart)."""
+    from model.config import ModelConfig
+
+    litemedsam = ModelConfig.load(checkpoint / "config.json").seg.encoder == "litemedsam"
+    return ["this checkpoint", *(["LiteMedSAM zero-shot"] if litemedsam else [])]

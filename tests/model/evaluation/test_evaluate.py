@@ -5,15 +5,17 @@ import json
 import pytest
 import torch
 
-from model.config import SHIPPED_TINY
+from model.config import SHIPPED_TINY, ModelConfig
 from model.data.images import load_mask
 from model.data.mrmedseg import load
 from model.evaluation.evaluate import Setting, evaluate, run_dialogues
 from model.predictor import MultiRoundPredictor
+from tests.conftest import box_prompted_sams
 
 
 def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root):
     results = evaluate(SHIPPED_TINY, phantom_root, tmp_path, limit=2, pictures=1, progress=False)
+    refines = ModelConfig.load(SHIPPED_TINY / "config.json").seg.guided_filter_eps is not None
     tables = results["tables"]
     combos = {(r["protocol"], r["model"], r["split"]) for r in tables["main"]}
     for protocol in ("paper", "auto"):
@@ -24,8 +26,8 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
         {(p, m) for p in ("paper", "auto") for m in ("none", "crop", "crop+box")}
     assert {(r["protocol"], r["references_from"]) for r in tables["error_propagation"]} == \
         {(p, s) for p in ("paper", "auto") for s in ("own", "truth")}
-    assert {(r["protocol"], r["guided_filter"]) for r in tables["mask_refinement"]} == \
-        {(p, g) for p in ("paper", "auto") for g in (False, True)}
+    assert {(r["protocol"], r["guided_filter"]) for r in tables.get("mask_refinement", [])} == \
+        ({(p, g) for p in ("paper", "auto") for g in (False, True)} if refines else set())  # Table C: its filter
     assert {(r["protocol"], r["split"]) for r in tables["jcm_effect"]} == \
         {(p, s) for p in ("paper", "auto") for s in ("val", "test", "test_hard", "test_unseen")}
     for r in tables["jcm_effect"]:  # the paired difference is exactly the gap between Table 1's two rows
@@ -33,17 +35,19 @@ def test_evaluation_writes_every_table_for_both_protocols(tmp_path, phantom_root
                 if (row["protocol"], row["split"]) == (r["protocol"], r["split"])}
         assert r["overall"]["difference"] == pytest.approx(dice["MediRound + JCM"] - dice["MediRound"])
         assert r["overall"]["low"] <= r["overall"]["difference"] <= r["overall"]["high"]
-    box = tables["box_prompted_sam"]  # the shipped SAM was trained here: no zero-shot row
-    assert [(r["sam"], r["split"]) for r in box] == [("this checkpoint", "test"), ("this checkpoint", "real CT")]
-    assert all(0.0 <= r["dice"] <= 1.0 for r in box) and box[1]["n"] == 24
+    box = tables["box_prompted_sam"]
+    assert [(r["sam"], r["split"]) for r in box] == \
+        [(sam, split) for split in ("test", "real CT") for sam in box_prompted_sams(SHIPPED_TINY)]
+    assert all(0.0 <= r["dice"] <= 1.0 for r in box) and all(r["n"] == 24 for r in box if r["split"] == "real CT")
     assert [r["overall"]["n"] for r in tables["real_ct"]] == [24, 24]  # every round of the real dialogues
     hard = next(r for r in tables["main"] if r["split"] == "test_hard" and r["protocol"] == "auto")
     assert set(hard["per_round"]) >= {"1", "6"}  # hard dialogues reach round 6 and beyond
     assert json.loads((tmp_path / "results.json").read_text())["tables"] == json.loads(json.dumps(tables))
     md = (tmp_path / "tables.md").read_text()
     assert "### Table 1 (paper protocol)" in md and "### Table 2 (auto protocol, test_hard)" in md
-    assert all(f"### {name}" in md for name in ("Table A", "Table B", "Table C", "Table D", "Table 3 analogue",
+    assert all(f"### {name}" in md for name in ("Table A", "Table B", "Table D", "Table 3 analogue",
                                               "Real CT slices", "Answers (with JCM)"))
+    assert ("### Table C" in md) == refines
     answers = {(r["protocol"], r["split"]): r for r in tables["answers"]}
     assert set(answers) == {(p, s) for p in ("paper", "auto") for s in ("val", "test", "test_hard", "test_unseen")}
     for (protocol, _), r in answers.items():  # generated answers are checked for the name; forced ones are not

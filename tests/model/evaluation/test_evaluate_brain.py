@@ -11,6 +11,7 @@ from model.data.mrmedseg import load
 from model.evaluation.evaluate import evaluate
 from model.evaluation.structures import SIZE_BINS, size_bin
 from serving.cli import build_parser, main
+from tests.conftest import box_prompted_sams
 
 
 def _csv(path):
@@ -29,9 +30,10 @@ def test_brain_splits_join_the_tables_with_dice_per_structure_and_size(tmp_path,
     assert {(r["split"], r["reference"]) for r in t["reference_ablation"]} == \
         {(s, m) for s in ("test", "brain/test") for m in ("none", "crop", "crop+box")}
     assert {r["split"] for r in t["error_propagation"]} == {"test"}
-    assert [r["split"] for r in t["box_prompted_sam"]] == ["test", "brain/test"]
-    ceiling = t["box_prompted_sam"][1]  # the box-prompted SAM on the brain, with its per-size partition
-    assert ceiling["split"] == "brain/test" and ceiling["n"] == sum(r["n"] for r in ceiling["per_size"])
+    assert [(r["sam"], r["split"]) for r in t["box_prompted_sam"]] == \
+        [(sam, split) for split in ("test", "brain/test") for sam in box_prompted_sams(SHIPPED_TINY)]
+    ceiling = next(r for r in t["box_prompted_sam"] if (r["sam"], r["split"]) == ("this checkpoint", "brain/test"))
+    assert ceiling["n"] == sum(r["n"] for r in ceiling["per_size"])  # the box-prompted SAM, partitioned by size
     assert sum(r["n"] * r["dice"] for r in ceiling["per_size"]) / ceiling["n"] == pytest.approx(ceiling["dice"])
 
     for split in ("brain/test",):
