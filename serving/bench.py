@@ -190,7 +190,8 @@ def cpu_seconds_by_process() -> dict[str, float]:
 
 def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...], options=None) -> tuple[list[dict], dict]:
     """Hold the dialogues over gRPC against a freshly started service at each concurrency; each level
-    also reports the CPU milliseconds per round each process spent (``cpu_ms_per_round``)."""
+    also reports the CPU milliseconds per round each process spent (``cpu_ms_per_round``) and how many times the
+    image encoder ran (``encoder_runs``)."""
     from ray import serve
 
     from serving.client import MediRoundClient
