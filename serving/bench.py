@@ -188,7 +188,8 @@ def cpu_seconds_by_process() -> dict[str, float]:
     return groups
 
 
-def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...], options=None) -> tuple[list[dict], dict]:
+def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...],
+           checkpoint: str | Path = SHIPPED_TINY) -> tuple[list[dict], dict]:
     """Hold the dialogues over gRPC against a freshly started service at each concurrency; each level
     also reports the CPU milliseconds per round each process spent (``cpu_ms_per_round``) and how many times the
     image encoder ran (``encoder_runs``)."""
@@ -198,7 +199,7 @@ def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...], options=N
     from serving.front.server import ServerOptions
     from serving.runtime.service import BackgroundService, ServiceOptions
 
-    options = options or ServiceOptions(server=ServerOptions(address="127.0.0.1:0"))
+    options = ServiceOptions(checkpoint=str(checkpoint), server=ServerOptions(address="127.0.0.1:0"))
     with BackgroundService(options) as service:
         def hold(dialogue: ScriptedDialogue) -> list[float]:
             with MediRoundClient(service.address) as client:
@@ -246,7 +247,7 @@ def run_bench(out: str | Path, *, data: str | Path | None = None, dialogues: int
               "rounds": sum(len(d.questions) for d in todo), "torch_threads": torch.get_num_threads(),
               "floor": alone, "batched_floor": batched_floor(new_predictor, todo),
               "naive": [hold_all(todo, c, naive.hold) for c in levels]}
-    report["served"], report["counters"] = served(todo, levels)
+    report["served"], report["counters"] = served(todo, levels, checkpoint)  # the same model as the floors
     report["summary"] = summary(report)
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "bench.md").write_text(markdown(report))
