@@ -34,7 +34,7 @@ def stats(out: Path) -> dict[str, dict]:
 
 
 def test_users_hold_multi_round_dialogues_without_a_failure(address, phantom_root, tmp_path):
-    r = run(address, phantom_root, tmp_path, run_time="10s")
+    r = run(address, phantom_root, tmp_path, run_time="20s")
     assert r.returncode == 0, r.stdout + r.stderr + (tmp_path / "locust.log").read_text()
     rows = stats(tmp_path)
     assert {"CreateSession", "round 1", "round 2", "round 3", "round 4", "DeleteSession"} <= rows.keys()

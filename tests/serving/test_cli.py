@@ -65,7 +65,7 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         image = REAL_SLICES / "images" / sorted(p.name for p in (REAL_SLICES / "images").iterdir())[0]
         chat = subprocess.run([sys.executable, "-m", "serving.cli", "chat", str(image), "--address",
                                f"127.0.0.1:{port}", "--save-masks", str(tmp_path)],
-                              input="Segment the liver.\nSegment the lesion inside round 9.\nSegment the lesion inside "
+                              input="Segment the left lung.\nSegment the lesion inside round 9.\nSegment the lesion inside "
                                     "it.\n\n", capture_output=True, text=True, timeout=120)
         assert chat.returncode == 0, chat.stderr
         assert chat.stdout.count("[mask]") == 2 and "[SEG]" not in chat.stdout and "reference round 1" in chat.stdout
@@ -95,7 +95,7 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         calls = [(e["method"].rsplit("/", 1)[1], e["status"]) for e in audit]
         assert ("CreateSession", "OK") in calls and calls.count(("CreateRound", "OK")) == 3
         assert ("GetSegmentation", "OK") in calls
-        assert "liver" not in (tmp_path / "audit.jsonl").read_text()  # no question reaches it
+        assert "lung" not in (tmp_path / "audit.jsonl").read_text()  # no question reaches it
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0

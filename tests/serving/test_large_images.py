@@ -37,8 +37,8 @@ def _round(steps, name: str, png: bytes, question: str):
 @pytest.mark.slow
 def test_a_4096_px_round_gets_a_full_size_mask_that_matches_the_original_upscaled(steps):
     original = Image.open(REAL_SLICES / "images" / "amos_0006_90.png").convert("RGB")
-    small = _round(steps, "small", _png(original), "Segment the liver.")
-    large = _round(steps, "large", _png(original.resize((4096, 4096), Image.BICUBIC)), "Segment the liver.")
+    small = _round(steps, "small", _png(original), "Segment the left lung.")
+    large = _round(steps, "large", _png(original.resize((4096, 4096), Image.BICUBIC)), "Segment the left lung.")
 
     assert Image.open(io.BytesIO(large.mask_png)).mode == "L"
     mask, expected = decode_mask(large.mask_png), decode_mask(small.mask_png).repeat(8, 0).repeat(8, 1)

@@ -32,13 +32,13 @@ def test_an_empty_mask_is_no_mask_with_an_answer_saying_so_and_cannot_be_referre
                 stub = pb_grpc.MediRoundStub(channel)
                 session = await stub.CreateSession(pb.CreateSessionRequest(image=IMAGE))
                 found = await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id,
-                                                                     question="Segment the liver."))
+                                                                     question="Segment the left lung."))
                 assert found.has_mask and found.mask_png and found.answer != NOTHING_FOUND
                 decoder = pipeline.segmenter.model.sam.mask_decoder
                 hook = decoder.register_forward_hook(lambda module, args, out: (out[0] - 1e4, *out[1:]))
                 try:
                     empty = await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id,
-                                                                         question="Segment the spleen."))
+                                                                         question="Segment the right lung."))
                 finally:
                     hook.remove()
                 assert not empty.has_mask and empty.answer == NOTHING_FOUND

@@ -38,7 +38,7 @@ def test_redis_down_is_unavailable_and_the_server_recovers(tmp_path):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
                 stub = pb_grpc.MediRoundStub(channel)
                 session = await stub.CreateSession(pb.CreateSessionRequest(image=image))
-                await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id, question="Segment the liver."))
+                await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id, question="Segment the left lung."))
                 redis_server.close()  # saves its data and stops
                 with pytest.raises(grpc.aio.AioRpcError) as info:
                     await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id, question="Segment its lesion."))
@@ -72,7 +72,7 @@ def test_a_round_asked_while_redis_restarts_waits_for_it_and_is_appended_once(tm
             async with grpc.aio.insecure_channel(f"127.0.0.1:{bound}") as channel:
                 stub = pb_grpc.MediRoundStub(channel)
                 session = await stub.CreateSession(pb.CreateSessionRequest(image=image))
-                await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id, question="Segment the liver."))
+                await stub.CreateRound(pb.CreateRoundRequest(session_id=session.id, question="Segment the left lung."))
                 redis_server.close()
                 asked = asyncio.ensure_future(stub.CreateRound(pb.CreateRoundRequest(
                     session_id=session.id, question="Segment its lesion.", request_id="during-the-restart")))

@@ -29,7 +29,7 @@ from tests.serving.dicom.test_seg import dciodvfy
 
 CT = "CT_small.dcm"  # a real CT with a frame of reference: what a SEG of a CT must reference
 CT_WITHOUT_FRAME_OF_REFERENCE = "693_UNCR.dcm"
-QUESTIONS = ("Segment the liver.", "Now segment the left kidney.")
+QUESTIONS = ("Segment the left lung.", "Now segment the brain.")  # the shipped model finds the first, not the second
 
 
 def _instance(name: str) -> pydicom.Dataset:
@@ -108,6 +108,7 @@ def test_a_session_on_dicom_bytes_reports_what_it_is_and_its_seg_holds_the_round
     dciodvfy(path)
     read = hd.seg.segread(path)
     with_masks = [r.number for r in rounds if r.has_mask]
+    assert with_masks == [1]  # a SEG of the rounds with a mask; the refused round is listed as skipped
     assert list(seg.rounds) == with_masks and list(seg.skipped_rounds) == [r.number for r in rounds if not r.has_mask]
     assert read.StudyInstanceUID == ct.StudyInstanceUID and seg.sop_instance_uid == read.SOPInstanceUID
     algorithm = read.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]

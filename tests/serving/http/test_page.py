@@ -334,7 +334,7 @@ def test_a_dicom_file_goes_with_its_window_and_the_server_answers_inline(page, s
         expect(page.locator("#dicom-window")).to_contain_text("preset:ct-abdomen")
         expect(page.locator("#download-seg")).to_be_disabled()  # the SEG holds the rounds' masks: none yet
         expect(page.locator("#download-seg")).to_have_attribute("title", re.compile("ask a round first"))
-        ask(page, "Segment the liver.")
+        ask(page, "Segment the left lung.")
         sid = session_id(page)
         assert client.get_round(sid, 1).has_mask
         expect(page.locator("#download-seg")).to_be_enabled()
