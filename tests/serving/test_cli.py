@@ -65,8 +65,8 @@ def test_serve_prints_its_address_serves_health_chat_and_stops_on_sigterm(tmp_pa
         image = REAL_SLICES / "images" / sorted(p.name for p in (REAL_SLICES / "images").iterdir())[0]
         chat = subprocess.run([sys.executable, "-m", "serving.cli", "chat", str(image), "--address",
                                f"127.0.0.1:{port}", "--save-masks", str(tmp_path)],
-                              input="Segment the left lung.\nSegment the lesion inside round 9.\nSegment the lesion inside "
-                                    "it.\n\n", capture_output=True, text=True, timeout=120)
+                              input="Segment the left lung.\nSegment the lesion inside round 9.\n"
+                                    "Segment the lesion inside it.\n\n", capture_output=True, text=True, timeout=120)
         assert chat.returncode == 0, chat.stderr
         assert chat.stdout.count("[mask]") == 2 and "[SEG]" not in chat.stdout and "reference round 1" in chat.stdout
         assert len(list(tmp_path.glob("*_round*.png"))) == 2
