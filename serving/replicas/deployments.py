@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import ray
+import torch
 from ray import serve
 
 from serving.messages import (
@@ -28,7 +29,7 @@ from serving.messages import (
 )
 from serving.replicas import metrics
 from serving.replicas.batching import DialogueBatcher
-from serving.replicas.settings import EncoderSettings, ReasonerSettings, SegmenterSettings
+from serving.replicas.settings import DeploymentSettings, EncoderSettings, ReasonerSettings, SegmenterSettings
 from serving.replicas.steps import EncodedImage, ImageEncoderStep, ReasonerStep, SegmenterStep
 
 ENCODER, REASONER, SEGMENTER = EncoderSettings(), ReasonerSettings(), SegmenterSettings()
@@ -67,6 +68,11 @@ class Sweeper:
                 log.warning("cache sweep failed (%s); next in %.0f s", type(e).__name__, self.interval_s)
 
 
+def _use_threads(settings: DeploymentSettings) -> None:
+    """Torch's intra-op threads in this replica process, as its settings say (Ray set one)."""
+    torch.set_num_threads(settings.torch_threads)
+
+
 def _replica_id() -> str:
     return serve.get_replica_context().replica_id.unique_id
 
@@ -74,6 +80,7 @@ def _replica_id() -> str:
 @serve.deployment(**ENCODER.deployment_options())
 class ImageEncoder:
     def __init__(self, checkpoint: str, redis_url: str | None = None, settings: EncoderSettings = ENCODER):
+        _use_threads(settings)
         self.step = ImageEncoderStep(checkpoint, redis_url=redis_url, settings=settings)
         self.computing: dict[str, asyncio.Future[EncodedImage]] = {}  # image key -> its encoding under way (once)
         self.sweeper = Sweeper(self.step.sweep, settings.sweep_interval_s)
@@ -121,6 +128,7 @@ class Reasoner:
     """Rounds wait for the dialogues that are due: see ``DialogueBatcher``."""
 
     def __init__(self, checkpoint: str, redis_url: str | None = None, settings: ReasonerSettings = REASONER):
+        _use_threads(settings)
         self.step = ReasonerStep(checkpoint, redis_url=redis_url, settings=settings, fetch=_fetch)
         self.batcher = DialogueBatcher(self.step.reason_batch, max_batch_size=settings.max_batch_size,
                                        max_wait_s=settings.max_wait_s)
@@ -153,6 +161,7 @@ class Segmenter:
     """Encodings arrive by object reference; each is fetched once and kept (``SegmenterStep.encodings``)."""
 
     def __init__(self, checkpoint: str, redis_url: str | None = None, settings: SegmenterSettings = SEGMENTER):
+        _use_threads(settings)
         self.step = SegmenterStep(checkpoint, redis_url=redis_url, settings=settings, fetch=_fetch)
         self.sweeper = Sweeper(self.step.sweep, settings.sweep_interval_s)
         self.replica = _replica_id()

@@ -4,7 +4,7 @@ import pytest
 from ray.serve.schema import ServeDeploySchema
 
 from serving.pipeline import APPS, CONFIGS, load_serve_config
-from serving.replicas.settings import SETTINGS, ReasonerSettings
+from serving.replicas.settings import SETTINGS, ReasonerSettings, SegmenterSettings
 
 
 @pytest.mark.parametrize("name", ["cpu-tiny.yaml", "gpu-full.yaml"])
@@ -50,3 +50,9 @@ def test_an_unknown_user_config_key_is_refused_naming_the_known_ones():
                                          r"\['max_batch_size', 'max_wait_s'\]"):
         ReasonerSettings().with_user_config({"max_wait": 0.2})
     assert ReasonerSettings().with_user_config({"max_wait_s": 0.2}).max_wait_s == 0.2
+
+
+def test_a_replica_needs_at_least_one_torch_thread():
+    with pytest.raises(ValueError, match="Segmenter torch_threads must be at least 1, got 0"):
+        SegmenterSettings.from_args({"checkpoint": None, "torch_threads": 0})
+    assert SegmenterSettings.from_args({"torch_threads": 1}).torch_threads == 1
