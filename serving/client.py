@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import io
+import time
 import uuid
 from pathlib import Path
 
@@ -23,10 +24,18 @@ from serving.retries import Backoff, retry
 RETRIED_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 """What a ``CreateSession`` is sent again after (with the same request id): the reply may have been lost."""
 CREATE_BACKOFF = Backoff(first_s=0.5, longest_s=2.0, retries=2)
+ROUND_BACKOFF = Backoff(first_s=0.5, longest_s=4.0, budget_s=60.0, jitter=0.5)
+"""When a ``CreateRound`` answered UNAVAILABLE is sent again (the same request id: it appends once). The server
+says UNAVAILABLE when its model steps did not answer within its budget, a lost replica or a queue of new images
+at the encoder; the work under way goes on, so a retry usually finds it done."""
 
 
 def _lost_reply(error: Exception) -> bool:
     return isinstance(error, grpc.RpcError) and error.code() in RETRIED_CODES
+
+
+def _unavailable(error: Exception) -> bool:
+    return isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 class MediRoundClient:
@@ -34,7 +43,7 @@ class MediRoundClient:
 
     def __init__(self, address: str, *, token: str | None = None, root_certificates: bytes | None = None,
                  timeout: float = 120.0, max_message_bytes: int = 64 * 2**20,
-                 create_backoff: Backoff = CREATE_BACKOFF):
+                 create_backoff: Backoff = CREATE_BACKOFF, round_backoff: Backoff = ROUND_BACKOFF):
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
         if root_certificates is not None:
@@ -43,7 +52,7 @@ class MediRoundClient:
             self.channel = grpc.insecure_channel(address, options)
         self.stub = pb_grpc.MediRoundStub(self.channel)
         self.metadata = [("authorization", f"Bearer {token}")] if token else []
-        self.timeout, self.create_backoff = timeout, create_backoff
+        self.timeout, self.create_backoff, self.round_backoff = timeout, create_backoff, round_backoff
 
     def _call(self, method: str, request, timeout: float | None = None):
         return getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=self.metadata)
@@ -78,10 +87,13 @@ class MediRoundClient:
 
     def ask(self, session_id: str, question: str, *, reference_round: int = 0, request_id: str | None = None,
             timeout: float | None = None) -> pb.Round:
-        """Append one round; ``reference_round`` is 1-based (0: resolved from the question)."""
+        """Append one round; ``reference_round`` is 1-based (0: resolved from the question). Sent again with the
+        same request id after UNAVAILABLE (``round_backoff``), within ``timeout`` in all."""
         request = pb.CreateRoundRequest(session_id=session_id, question=question, reference_round=reference_round,
                                         request_id=request_id or uuid.uuid4().hex)
-        return self._call("CreateRound", request, timeout)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        return retry(lambda: self._call("CreateRound", request, max(1e-3, deadline - time.monotonic())),
+                     _unavailable, self.round_backoff, deadline=deadline)
 
     def stream(self, session_id: str, question: str, **kwargs):
         """Yield ``RoundEvent``s: the answer text, then the round."""

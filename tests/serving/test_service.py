@@ -152,6 +152,31 @@ def test_a_create_session_sent_again_after_a_lost_reply_makes_one_session(servic
     assert code == grpc.StatusCode.ALREADY_EXISTS and f"already made session {first.id}" in details
 
 
+class _RefuseTheFirstRound(grpc.UnaryUnaryClientInterceptor):
+    """The first CreateRound is answered UNAVAILABLE before it reaches the server, as a server whose model steps
+    did not answer in time answers it (nothing appended)."""
+
+    def __init__(self):
+        self.sent: list[str] = []  # the request id of every CreateRound sent
+
+    def intercept_unary_unary(self, continuation, details, request):
+        if details.method.endswith("/CreateRound"):
+            self.sent.append(request.request_id)
+            if len(self.sent) == 1:
+                raise _Unavailable()
+        return continuation(details, request)
+
+
+def test_a_round_answered_unavailable_is_sent_again_with_its_request_id(service, client):
+    refusing = _RefuseTheFirstRound()
+    with MediRoundClient(service[0], round_backoff=Backoff(first_s=0.01, retries=1)) as retrying:
+        retrying.stub = pb_grpc.MediRoundStub(grpc.intercept_channel(retrying.channel, refusing))
+        session = retrying.create_session(REAL_SLICES / load(REAL_DIALOGUES)[0].image)
+        first = retrying.ask(session.id, FOUND)
+    assert len(refusing.sent) == 2 and refusing.sent[0] == refusing.sent[1]
+    assert first.number == 1 and [r.number for r in client.rounds(session.id)] == [1]
+
+
 def test_the_image_encoder_runs_once_per_distinct_image(client, phantom_root):
     from ray import serve
 
