@@ -278,7 +278,8 @@ class Load:
 
         rng = random.Random(self.seed * 1000 + index)
         # every attempt is recorded here, so the client sends each call once
-        with MediRoundClient(self.address, timeout=self.attempt_timeout_s, create_backoff=Backoff(retries=0)) as client:
+        with MediRoundClient(self.address, timeout=self.attempt_timeout_s, create_backoff=Backoff(retries=0),
+                             round_backoff=Backoff(retries=0)) as client:
             while not self.stop.is_set():
                 n = rng.randrange(len(self.dialogues))
                 script = self.dialogues[n]
@@ -478,6 +479,7 @@ def rerun(runs: list[DialogueRun], faults: list[Fault], url: str, checkpoint: st
     import torch
 
     from model.predictor import MultiRoundPredictor
+    from serving.replicas.settings import SegmenterSettings
 
     client = redis.Redis.from_url(url)
     stored = {run.session_id: stored_rounds(client, run.session_id) for run in runs}
@@ -491,7 +493,7 @@ def rerun(runs: list[DialogueRun], faults: list[Fault], url: str, checkpoint: st
 
     candidates.sort(key=lambda run: not spans_fault(run))  # stable: shuffled within each group
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the replicas (Ray sets OMP_NUM_THREADS=1): the same floating-point sums
+    torch.set_num_threads(SegmenterSettings().torch_threads)  # as in the replicas: the same floating-point sums
     figures = RerunFigures()
     try:
         predictor = MultiRoundPredictor.from_checkpoint(checkpoint)

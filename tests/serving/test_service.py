@@ -19,7 +19,7 @@ from model.predictor import MultiRoundPredictor
 from model.questions import round_number
 from serving.client import MediRoundClient
 from serving.front.server import ServerOptions
-from serving.replicas.settings import EncoderSettings
+from serving.replicas.settings import EncoderSettings, SegmenterSettings
 from serving.retries import Backoff
 from serving.runtime.service import BackgroundService, ServiceOptions
 from tests.serving.dicom.orthanc import free_port
@@ -45,11 +45,11 @@ def client(service):
 
 @pytest.fixture(scope="module")
 def predictor():
-    """The in-process reference, single-threaded like the Serve replicas (Ray sets OMP_NUM_THREADS=1)."""
+    """The in-process reference, on the Serve replicas' torch threads (float sums depend on the split)."""
     import torch
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(SegmenterSettings().torch_threads)
     yield MultiRoundPredictor.from_checkpoint(SHIPPED_TINY)
     torch.set_num_threads(threads)
 
