@@ -25,6 +25,7 @@ import os
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -65,7 +66,8 @@ def bench_dialogues(data: Path | None, count: int, rounds: int = 8) -> list[Scri
 
 
 def hold_all(dialogues: list[ScriptedDialogue], concurrency: int, hold) -> dict:
-    """Run ``hold(dialogue) -> per-round seconds`` over all dialogues, ``concurrency`` at a time."""
+    """Run ``hold(dialogue) -> per-round seconds`` over all dialogues, ``concurrency`` at a time (the rounds
+    answered: a dialogue that failed is shorter)."""
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
         per_dialogue = list(pool.map(hold, dialogues))
@@ -193,6 +195,7 @@ def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...],
     """Hold the dialogues over gRPC against a freshly started service at each concurrency; each level
     also reports the CPU milliseconds per round each process spent (``cpu_ms_per_round``) and how many times the
     image encoder ran (``encoder_runs``)."""
+    import grpc
     from ray import serve
 
     from serving.client import MediRoundClient
@@ -200,17 +203,26 @@ def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...],
     from serving.runtime.service import BackgroundService, ServiceOptions
 
     options = ServiceOptions(checkpoint=str(checkpoint), server=ServerOptions(address="127.0.0.1:0"))
+    failed: Counter[str] = Counter()  # this level's failed calls by status code
+    counting = threading.Lock()
+
     with BackgroundService(options) as service:
         def hold(dialogue: ScriptedDialogue) -> list[float]:
+            """The seconds of each round answered; a failed call (after the client's own retries) is counted
+            and ends the dialogue, whose later questions may refer to the round it failed to make."""
+            seconds: list[float] = []
             with MediRoundClient(service.address) as client:
-                session = client.create_session(dialogue.image)
-                seconds = []
-                for question in dialogue.questions:
-                    t = time.perf_counter()
-                    client.ask(session.id, question)
-                    seconds.append(time.perf_counter() - t)
-                client.delete(session.id)
-                return seconds
+                try:
+                    session = client.create_session(dialogue.image)
+                    for question in dialogue.questions:
+                        t = time.perf_counter()
+                        client.ask(session.id, question)
+                        seconds.append(time.perf_counter() - t)
+                    client.delete(session.id)
+                except grpc.RpcError as e:
+                    with counting:
+                        failed[e.code().name] += 1
+            return seconds
 
         def encoder_runs() -> int:
             return serve.get_app_handle("encoder").stats.remote().result().computed
@@ -218,7 +230,9 @@ def served(dialogues: list[ScriptedDialogue], levels: tuple[int, ...],
         results = []
         for concurrency in levels:
             before, encoded = cpu_seconds_by_process(), encoder_runs()
+            failed.clear()
             result = hold_all(dialogues, concurrency, hold)
+            result["failed_calls"] = dict(failed)
             after = cpu_seconds_by_process()
             result["cpu_ms_per_round"] = {group: 1e3 * (after[group] - before.get(group, 0.0)) / result["rounds"]
                                           for group in sorted(after)}
@@ -310,7 +324,12 @@ def markdown(report: dict) -> str:
             lines.append(f"| {s['concurrency']} | " + " | ".join(f"{cpu.get(g, 0.0):.1f}" for g in groups)
                          + f" | {sum(cpu.values()):.1f} |")
     c = report["counters"]
-    lines += ["", *([] if alone is None else [f"- served at concurrency 1 / model-only floor, per round "
+    failures = [f"{sum(s['failed_calls'].values())} at {s['concurrency']} ("
+                + ", ".join(f"{code} {n}" for code, n in sorted(s["failed_calls"].items())) + ")"
+                for s in ours if s.get("failed_calls")]
+    lines += ["", "- served calls failed after the client's retries (each ended its dialogue; the rates count "
+              "the rounds answered): " + ("; ".join(failures) if failures else "none"),
+              *([] if alone is None else [f"- served at concurrency 1 / model-only floor, per round "
                                                f"(median over rounds): {alone:.2f}x"]),
               *[f"- served round {last} / round 2 latency at concurrency {s['concurrency']}: "
                 f"{s['round_last_over_round_2']:.2f}x" for s in summ["by_concurrency"]],

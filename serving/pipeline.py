@@ -11,6 +11,7 @@ Ray task build and run them (``serving.replicas.app.run_targets``), never the fr
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from pathlib import Path
@@ -33,12 +34,20 @@ _REPLICA_LOST = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostErr
 """A replica (or the replica holding an encoding) died or is unreachable: the step did not happen."""
 
 
-async def _result(response):
-    """A deployment's answer; an error raised in a replica comes back as that error itself, not Ray's
-    wrapper, whose text carries the replica's traceback, process id and host (never for clients). A lost
-    replica is ``StepUnavailable``, which the dialogue retries."""
+async def _result(response, taken_within_s: float):
+    """A deployment's answer once a replica takes the request: ``StepUnavailable`` when none does within
+    ``taken_within_s`` (Serve holds a request to a deployment without replicas until one starts) or the replica
+    is lost, which the dialogue retries. A request a replica holds is waited for as long as it takes: a burst of
+    new images queues at the encoder, which is no outage. An error raised in a replica comes back as that error
+    itself, not Ray's wrapper, whose text carries the replica's traceback, process id and host (never for
+    clients)."""
     try:
-        return await response
+        try:  # resolves when a replica has taken the request (Serve's developer API)
+            taken = await asyncio.wait_for(response._to_object_ref(), taken_within_s)
+        except TimeoutError:
+            response.cancel()
+            raise StepUnavailable(f"no model replica took the step within {taken_within_s:g} s") from None
+        return await taken
     except RayTaskError as e:
         if isinstance(e.cause, _REPLICA_LOST):
             raise StepUnavailable(f"a model replica was lost mid-round ({type(e.cause).__name__})") from None
@@ -52,19 +61,22 @@ async def _result(response):
 
 
 class ServePipeline:
-    """The ``Pipeline`` over the three deployments' handles (encodings pass by object reference)."""
+    """The ``Pipeline`` over the three deployments' handles (encodings pass by object reference);
+    ``taken_within_s``: how long a step may wait for a replica to take it."""
 
-    def __init__(self, encoder, reasoner, segmenter):
+    def __init__(self, encoder, reasoner, segmenter, *, taken_within_s: float = 10.0):
         self.encoder, self.reasoner, self.segmenter = encoder, reasoner, segmenter
+        self.taken_within_s = taken_within_s
 
     async def encode(self, image_key: str, image: bytes | None = None) -> Encoding:
-        return await _result(self.encoder.encode.remote(image_key, image))
+        return await _result(self.encoder.encode.remote(image_key, image), self.taken_within_s)
 
     async def reason(self, request: ReasonRequest) -> ReasonedTurn:
-        return await _result(self.reasoner.reason.remote(request))  # routed by its session (SessionAffinityRouter)
+        # routed by its session (SessionAffinityRouter)
+        return await _result(self.reasoner.reason.remote(request), self.taken_within_s)
 
     async def decode(self, request: MaskRequest) -> DecodedMask:
-        return await _result(self.segmenter.decode.remote(request))  # one batch item
+        return await _result(self.segmenter.decode.remote(request), self.taken_within_s)  # one batch item
 
 
 def load_serve_config(path: str | Path | None = None, *, checkpoint: str | Path | None = None,
@@ -84,14 +96,14 @@ def load_serve_config(path: str | Path | None = None, *, checkpoint: str | Path 
     return config
 
 
-def deploy_pipeline(config: dict, *, timeout: float = 600.0) -> ServePipeline:
+def deploy_pipeline(config: dict, *, timeout: float = 600.0, taken_within_s: float = 10.0) -> ServePipeline:
     """Deploy the three applications of ``config`` on the connected Ray cluster; wait until running."""
     from ray.serve.schema import ServeDeploySchema
 
     schema = ServeDeploySchema.model_validate(config)
     serve.start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
     ray.get(_run_applications.remote(config))
-    return attach_pipeline(timeout=timeout)
+    return attach_pipeline(timeout=timeout, taken_within_s=taken_within_s)
 
 
 @ray.remote(num_cpus=0, max_calls=1)  # one call per worker: the torch it imported leaves with it
@@ -102,7 +114,7 @@ def _run_applications(config: dict) -> None:
     serve.run_many(run_targets(config), wait_for_applications_running=False)
 
 
-def attach_pipeline(*, timeout: float = 600.0) -> ServePipeline:
+def attach_pipeline(*, timeout: float = 600.0, taken_within_s: float = 10.0) -> ServePipeline:
     """The ``ServePipeline`` of the three applications on the connected Ray cluster, once they all run
     (deployed by ``deploy_pipeline`` or by a cluster operator such as KubeRay)."""
     from ray.serve.schema import ApplicationStatus
@@ -114,7 +126,7 @@ def attach_pipeline(*, timeout: float = 600.0) -> ServePipeline:
         if failed:
             raise RuntimeError(f"Serve applications failed to deploy: {failed}")
         if all(n in apps and apps[n].status == ApplicationStatus.RUNNING for n in APPS):
-            return ServePipeline(*(serve.get_app_handle(name) for name in APPS))
+            return ServePipeline(*(serve.get_app_handle(name) for name in APPS), taken_within_s=taken_within_s)
         if time.monotonic() > deadline:
             raise TimeoutError(f"Serve applications not running after {timeout:.0f} s: "
                                f"{ {n: a.status for n, a in apps.items()} }")

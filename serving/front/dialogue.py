@@ -93,8 +93,12 @@ class Limits:
     session_wait_s: float = 60.0
     """How long a round waits for the previous round of its session."""
     replica_retry_s: float = 10.0
-    """How long a round's model steps may take, a lost replica's retries (on another replica, or the restarted
-    one) and waits for a replacement included; then UNAVAILABLE."""
+    """How long a round waits for a replica to take each model step (Serve holds a step while its deployment
+    has no replica) and retries steps whose replica was lost (on another, or the restarted one); then
+    UNAVAILABLE."""
+    model_timeout_s: float = 300.0
+    """The longest a round's model steps may run once replicas hold them; then UNAVAILABLE. Minutes, not
+    seconds: a burst of new images waits its turn at the encoder (~1.3 s an image a replica on 2 cores)."""
     store_retry_s: float = 5.0
     """How long a round is retried while the dialogue store is unreachable (a Redis restart takes a second or
     two): safe, as a round is appended once per request id."""
@@ -134,7 +138,11 @@ class RenderedSource:
 
 
 class Pipeline(Protocol):
-    """The model's three steps, wherever they run."""
+    """The model's three steps, wherever they run.
+
+    Each step raises ``StepUnavailable`` when no replica takes it in time or its replica is lost; a step a
+    replica holds runs as long as it takes.
+    """
 
     async def encode(self, image_key: str, image: bytes | None = None) -> Encoding:
         """The encoding of the image stored as ``image_key`` (``serving.store.content_key``), from a cache or
@@ -310,12 +318,12 @@ class Dialogue:
         return record
 
     async def _retrying(self, deadline: float | None, compute):
-        """``await compute()``, again while a model replica is lost (nothing is applied before the append, so
-        a retry is safe), for up to ``replica_retry_s`` and never past ``deadline``. The model steps get that
-        long in all, waiting included: Serve holds a request to a deployment whose replicas are gone until a
-        replacement has started, which with one replica can outlast the caller's deadline; past it the
-        round is UNAVAILABLE, which a client retries, not a deadline it cannot tell from a slow model."""
-        give_up = time.monotonic() + self.limits.replica_retry_s
+        """``await compute()``, again while a model step is unavailable (its replica lost, or none took it in
+        time; nothing is applied before the append, so a retry is safe), for up to ``replica_retry_s`` after the
+        first loss and never past ``deadline``. A round the steps' replicas hold runs until it ends, however
+        long the queue before it, for up to ``model_timeout_s``; past that the round is UNAVAILABLE, which a
+        client retries."""
+        give_up = time.monotonic() + self.limits.model_timeout_s
 
         async def attempt():
             try:
@@ -323,14 +331,17 @@ class Dialogue:
                     return await compute()
             except TimeoutError:
                 if waited.expired():
-                    raise StepUnavailable("no replica of the model's steps answered in time") from None
+                    raise StepUnavailable(f"the model's steps ran past {self.limits.model_timeout_s:.0f} s") \
+                        from None
                 raise
 
         try:
-            return await _retrying(attempt, StepUnavailable, self.limits.replica_retry_s, deadline)
+            try:
+                return await attempt()
+            except StepUnavailable:  # the retry budget starts at the loss: the try before may have queued long
+                return await _retrying(attempt, StepUnavailable, self.limits.replica_retry_s, deadline)
         except StepUnavailable as e:
-            raise StepUnavailable(f"{e}; no replica answered in time and nothing was appended: retry with the same "
-                                  "request_id") from None
+            raise StepUnavailable(f"{e}; nothing was appended: retry with the same request_id") from None
 
     async def _compute(self, image_key: str, image: bytes | None, history: list[Round], question: str,
                        reference_round: int | None, on_answer, *, session_id: str | None = None) -> Round:

@@ -113,10 +113,10 @@ class Service:
                  "deploying the model's applications (image encoder, reasoner, segmenter): the first start loads "
                  "the model in each replica")
         if o.attach:
-            pipeline = attach_pipeline()
+            pipeline = attach_pipeline(taken_within_s=o.limits.replica_retry_s)
         else:
             pipeline = deploy_pipeline(load_serve_config(o.serve_config, checkpoint=o.checkpoint, redis_url=url,
-                                                         replicas=o.replicas))
+                                                         replicas=o.replicas), taken_within_s=o.limits.replica_retry_s)
         store = self.store = RedisSessionStore(url)
         self.dialogue = Dialogue(store, pipeline, o.limits)
         self.server, port = await start_server(self.dialogue, o.server)

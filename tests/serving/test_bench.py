@@ -102,6 +102,7 @@ def _hand_made_report() -> dict:
               "naive": [level(1, 10.0, [60.0, 80.0, 100.0]), level(2, 8.0, [120.0, 160.0, 200.0])],
               "served": [level(1, 20.0, [90.0, 45.0, 60.0], 2), level(2, 30.0, [100.0, 50.0, 50.0], 1)],
               "counters": {"encoder_runs": 3, "distinct_images": 2, "reasoner": {"reused": 8, "rebuilt": 4}}}
+    report["served"][1]["failed_calls"] = {"UNAVAILABLE": 2, "ABORTED": 1}
     report["summary"] = summary(report)
     return report
 
@@ -126,6 +127,8 @@ def test_the_markdown_tables_carry_the_comparisons():
     assert "| batched floor, 2 at once | 70 | 40 | 40 |" in md and "| model-only floor | 60 | 30 | 30 |" in md
     assert "- served at concurrency 1 / model-only floor, per round (median over rounds): 1.50x" in md
     assert "- image-encoder runs for 2 distinct images, by concurrency: 2 at 1, 1 at 2 (each level's" in md
+    assert "failed after the client's retries (each ended its dialogue; the rates count the rounds answered): " \
+           "3 at 2 (ABORTED 1, UNAVAILABLE 2)" in md
 
 
 def test_without_concurrency_1_there_is_no_per_round_comparison_with_the_floor():
@@ -150,6 +153,7 @@ def test_the_whole_bench_answers_every_round_and_reports_sane_values(bench):
     assert report["dialogues"] == DIALOGUES and report["rounds_per_dialogue"] == ROUNDS
     parts = [report["floor"], report["batched_floor"], *report["naive"], *report["served"]]
     assert all(part["rounds"] == DIALOGUES * ROUNDS and part["rounds_per_s"] > 0 for part in parts)
+    assert all(level["failed_calls"] == {} for level in report["served"])
     assert [r["concurrency"] for r in report["naive"]] == [r["concurrency"] for r in report["served"]] == list(LEVELS)
     assert all(len(r["p50_ms_by_round"]) == ROUNDS for r in report["served"])
     assert len(report["batched_floor"]["passes_rounds_per_s"]) == 3  # which floor is faster: a printed figure

@@ -18,6 +18,8 @@ from model.data.real import REAL_DIALOGUES, REAL_SLICES
 from model.predictor import MultiRoundPredictor
 from model.questions import round_number
 from serving.client import MediRoundClient
+from serving.errors import StepUnavailable
+from serving.front.dialogue import Limits
 from serving.front.server import ServerOptions
 from serving.replicas.settings import EncoderSettings, SegmenterSettings
 from serving.retries import Backoff
@@ -27,11 +29,16 @@ from tests.serving.dicom.orthanc import free_port
 FOUND = "Segment the left lung."  # what the shipped model finds on the real CT slices these tests open
 
 
+LIMITS = Limits(replica_retry_s=3.0)
+"""A step waits 3 s for a replica to take it: well past what a live one needs, and shorter than a burst of a
+few new images takes to encode (~1.3 s each on 2 cores)."""
+
+
 @pytest.fixture(scope="module")
 def service():
     """A running service (two Reasoner replicas) on a free loopback port, its front's and its Ray node's
     metrics served on free ports."""
-    options = ServiceOptions(replicas={"Reasoner": 2}, server=ServerOptions(address="127.0.0.1:0"),
+    options = ServiceOptions(replicas={"Reasoner": 2}, server=ServerOptions(address="127.0.0.1:0"), limits=LIMITS,
                              metrics_port=free_port(), ray_metrics_port=free_port())
     with BackgroundService(options) as svc:
         yield svc.address, svc
@@ -175,6 +182,64 @@ def test_a_round_answered_unavailable_is_sent_again_with_its_request_id(service,
         first = retrying.ask(session.id, FOUND)
     assert len(refusing.sent) == 2 and refusing.sent[0] == refusing.sent[1]
     assert first.number == 1 and [r.number for r in client.rounds(session.id)] == [1]
+
+
+def _new_images(count: int) -> list[bytes]:
+    """``count`` real CT slices no cache has seen: each with one pixel of its own this run."""
+    base = np.array(Image.open(REAL_SLICES / load(REAL_DIALOGUES)[0].image).convert("L"))
+    out = []
+    for k in range(count):
+        image = base.copy()
+        image[0, :4] = np.frombuffer(uuid.uuid4().bytes[:4], np.uint8)
+        image[1, 0] = k
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
+
+
+def test_a_burst_of_new_images_queues_at_the_encoder_and_every_first_round_is_answered(service):
+    """Four new images at once outlast the 3 s a step may wait for a replica (the encoder takes them one
+    after another): a step a replica holds is waited for, not answered UNAVAILABLE. No client retries."""
+    import time
+
+    def first_round(image: bytes) -> float:
+        with MediRoundClient(service[0], round_backoff=Backoff(retries=0)) as once:
+            session = once.create_session(image)
+            start = time.monotonic()
+            assert once.ask(session.id, FOUND).number == 1
+            return time.monotonic() - start
+
+    with ThreadPoolExecutor(4) as pool:
+        waited = list(pool.map(first_round, _new_images(4)))
+    assert max(waited) > LIMITS.replica_retry_s, f"the burst took {max(waited):.1f} s: use more images"
+
+
+def test_a_step_no_replica_takes_is_unavailable_after_the_wait(service):
+    """A deployment whose replica cannot be placed (it asks for more CPUs than the node has): Serve holds its
+    requests, and the pipeline answers StepUnavailable when none is taken within its wait."""
+    import asyncio
+    import time
+
+    from ray import serve
+
+    from serving.pipeline import ServePipeline
+
+    @serve.deployment(ray_actor_options={"num_cpus": 1024})
+    class NeverPlaced:
+        async def encode(self, image_key: str, image: bytes | None = None):
+            raise AssertionError("never placed")
+
+    app = serve.RunTarget(NeverPlaced.bind(), name="never-placed", route_prefix=None)
+    [handle] = serve.run_many([app], wait_for_applications_running=False)
+    try:
+        pipeline = ServePipeline(handle, handle, handle, taken_within_s=1.0)
+        start = time.monotonic()
+        with pytest.raises(StepUnavailable, match="no model replica took the step within 1 s"):
+            asyncio.run(pipeline.encode("image-key", b""))
+        assert time.monotonic() - start < 10
+    finally:
+        serve.delete("never-placed", _blocking=False)
 
 
 def test_the_image_encoder_runs_once_per_distinct_image(client, phantom_root):
