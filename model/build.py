@@ -54,9 +54,9 @@ def build_sam(cfg: SegConfig, *, load_pretrained: bool = True) -> Sam:
     """A segment-anything ``Sam`` of the configured size, as ``build_sam_vit_b`` builds ViT-B; LiteMedSAM always
     with its pretrained weights (its frozen encoder is in no checkpoint of ours)."""
     if cfg.encoder == "litemedsam":
-        if cfg.checkpoint:
-            return build_litemedsam(checkpoint=Path(cfg.checkpoint), sha256=None)
-        return build_litemedsam(checkpoint=litemedsam_weights_path())
+        sam = build_litemedsam(checkpoint=Path(cfg.checkpoint), sha256=None) if cfg.checkpoint \
+            else build_litemedsam(checkpoint=litemedsam_weights_path())
+        return _channels_last_upscaling(sam)
     sam = Sam(
         image_encoder=ImageEncoderViT(
             depth=cfg.encoder_depth, embed_dim=cfg.encoder_dim, img_size=cfg.img_size, mlp_ratio=4,
@@ -74,6 +74,16 @@ def build_sam(cfg: SegConfig, *, load_pretrained: bool = True) -> Sam:
     )
     if cfg.checkpoint and load_pretrained:
         load_sam_weights(sam, cfg.checkpoint)
+    return _channels_last_upscaling(sam)
+
+
+def _channels_last_upscaling(sam: Sam) -> Sam:
+    """``sam`` with its mask decoder's transposed convolutions' weights kept channels_last (loading a state dict
+    copies into them and keeps that): oneDNN then upscales in that layout, a LiteMedSAM mask in 38 ms instead
+    of 53 on 2 cores, equal to float rounding (5e-6 in the logits)."""
+    for layer in sam.mask_decoder.output_upscaling:
+        if isinstance(layer, nn.ConvTranspose2d):
+            layer.weight.data = layer.weight.data.contiguous(memory_format=torch.channels_last)
     return sam
 
 

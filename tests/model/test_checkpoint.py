@@ -52,3 +52,23 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_model, p
         load_checkpoint(tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="not a MediRound checkpoint"):
         load_checkpoint(tmp_path)
+
+
+def test_the_shipped_mask_decoder_upscales_channels_last_and_decodes_as_the_plain_layout_does():
+    """The layout ``build_sam`` gives the transposed convolutions survives loading, and changes the masks by
+    float rounding only."""
+    from torch import nn
+
+    from model.config import SHIPPED_TINY
+
+    model, _, _ = load_checkpoint(SHIPPED_TINY)
+    upscaling = [m for m in model.sam.mask_decoder.output_upscaling if isinstance(m, nn.ConvTranspose2d)]
+    assert upscaling and all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in upscaling)
+    torch.manual_seed(0)
+    embedding, prompts = torch.randn(1, 256, 64, 64), torch.randn(3, 256)
+    with torch.inference_mode():
+        fast = model.decode_masks(embedding, prompts, (256, 256), (300, 300))
+        for m in upscaling:
+            m.weight.data = m.weight.data.contiguous()
+        plain = model.decode_masks(embedding, prompts, (256, 256), (300, 300))
+    assert torch.allclose(fast, plain, atol=1e-4) and ((fast > 0) == (plain > 0)).float().mean() > 0.999
