@@ -40,7 +40,7 @@ def _worker(config: dict) -> None:
         apply_lora(model)
     settings = StageSettings(**config["settings"])
     stage = make_stage(config["stage"], TrainingData.from_dict(config["data"]), tokenizer, cfg.mllm.image_tokens,
-                       lora=config["lora"], masks_per_item=settings.masks_per_item)
+                       lora=config["lora"], settings=settings)
     last = fit(model, stage, settings, config["out"], rank=rank, world=world,
                progress=False)
     if rank == 0:

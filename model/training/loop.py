@@ -47,12 +47,18 @@ class StageSettings:
     masks_per_item: int | None = None
     """Most masks decoded per training item (image or dialogue) a step, drawn at random; None: the stage's own
     default. LiteMedSAM's mask decoder costs ~0.3 s per mask forward and backward on 2 cores, most of a step."""
+    box_share: float = 0.0
+    """Stage 1: the share of dialogues whose first decoded round is decoded again from a jittered box of its
+    mask, so the mask decoder keeps answering box prompts while it learns ``[SEG]`` prompts (one more mask
+    each: ~0.3 s)."""
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if self.masks_per_item is not None and self.masks_per_item < 1:
             raise ValueError(f"masks_per_item must be >= 1 or None, got {self.masks_per_item}")
+        if not 0.0 <= self.box_share <= 1.0:
+            raise ValueError(f"box_share must be in [0, 1], got {self.box_share}")
 
     def lr_at(self, step: int) -> float:
         """Learning-rate multiplier at ``step`` (0-based)."""

@@ -9,23 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from model.training.loop import StageSettings
 from model.training.mixture import TrainingData
 from model.training.stages import Alignment, AnswerText, JCMTraining, MediRoundTraining, SamPretraining, Stage
 
-StageBuilder = Callable[[TrainingData, object, int, bool, "int | None"], Stage]
-"""(training data, tokenizer, image tokens per image, LoRA on the language model, most masks decoded per item
-(None: the stage's default)) -> the stage."""
+StageBuilder = Callable[[TrainingData, object, int, bool, StageSettings], Stage]
+"""(training data, tokenizer, image tokens per image, LoRA on the language model, the stage's settings) -> the
+stage."""
 
 STAGES: dict[str, StageBuilder] = {
-    SamPretraining.name: lambda data, tokenizer, image_tokens, lora, masks: SamPretraining(
-        data, **({"masks_per_image": masks} if masks else {})),
-    Alignment.name: lambda data, tokenizer, image_tokens, lora, masks: Alignment(data, tokenizer, image_tokens),
-    AnswerText.name: lambda data, tokenizer, image_tokens, lora, masks: AnswerText(
+    SamPretraining.name: lambda data, tokenizer, image_tokens, lora, s: SamPretraining(
+        data, **({"masks_per_image": s.masks_per_item} if s.masks_per_item else {})),
+    Alignment.name: lambda data, tokenizer, image_tokens, lora, s: Alignment(data, tokenizer, image_tokens),
+    AnswerText.name: lambda data, tokenizer, image_tokens, lora, s: AnswerText(
         data, tokenizer, image_tokens, lora=lora),
-    MediRoundTraining.name: lambda data, tokenizer, image_tokens, lora, masks: MediRoundTraining(
-        data, tokenizer, image_tokens, lora=lora, masks_per_dialogue=masks),
-    JCMTraining.name: lambda data, tokenizer, image_tokens, lora, masks: JCMTraining(
-        data, tokenizer, image_tokens, masks_per_dialogue=masks),
+    MediRoundTraining.name: lambda data, tokenizer, image_tokens, lora, s: MediRoundTraining(
+        data, tokenizer, image_tokens, lora=lora, masks_per_dialogue=s.masks_per_item, box_share=s.box_share),
+    JCMTraining.name: lambda data, tokenizer, image_tokens, lora, s: JCMTraining(
+        data, tokenizer, image_tokens, masks_per_dialogue=s.masks_per_item),
 }
 
 
@@ -36,8 +37,8 @@ def check_stage_name(name: str) -> None:
 
 
 def make_stage(name: str, data: TrainingData | str | Path, tokenizer, image_tokens: int, *,
-               lora: bool = False, masks_per_item: int | None = None) -> Stage:
-    """The stage registered as ``name``, reading ``data`` (training data, or a phantom dataset root);
-    ``masks_per_item``: ``StageSettings.masks_per_item``."""
+               lora: bool = False, settings: StageSettings | None = None) -> Stage:
+    """The stage registered as ``name``, reading ``data`` (training data, or a phantom dataset root), shaped by
+    ``settings`` (its ``masks_per_item`` and ``box_share``; None: the stage's defaults)."""
     check_stage_name(name)
-    return STAGES[name](TrainingData.of(data), tokenizer, image_tokens, lora, masks_per_item)
+    return STAGES[name](TrainingData.of(data), tokenizer, image_tokens, lora, settings or StageSettings(steps=1))

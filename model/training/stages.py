@@ -60,6 +60,20 @@ def _weighted(terms: list[tuple[dict, int]]) -> dict[str, torch.Tensor]:
     return {key: sum(d[key] * k for d, k in terms) / n for key in terms[0][0]}
 
 
+def jittered_boxes(masks: torch.Tensor, jitter: float) -> torch.Tensor:
+    """Boxes (N, 4) xyxy of non-empty masks (N, H, W): each mask's tight box with each side moved by up to
+    ``jitter`` of the box size, as MedSAM perturbs its training boxes, kept inside the image."""
+    boxes = []
+    for m in masks:
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+        size = (box[2:] - box[:2]).repeat(2)
+        box = box + (torch.rand(4) * 2 - 1) * jitter * size
+        h, w = m.shape
+        boxes.append(box.clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32)))
+    return torch.stack(boxes)
+
+
 class SamPretraining(Stage):
     """Box-prompted segmentation of every labelled instance; the SAM learns (a pretrained encoder excepted,
     whose embeddings are then computed once per view, ``SamEmbeddings``).
@@ -80,17 +94,6 @@ class SamPretraining(Stage):
     def dataset(self) -> Dataset:
         return self.data.images()
 
-    def _boxes(self, masks: torch.Tensor) -> torch.Tensor:
-        boxes = []
-        for m in masks:
-            ys, xs = torch.nonzero(m, as_tuple=True)
-            box = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
-            size = (box[2:] - box[:2]).repeat(2)
-            box = box + (torch.rand(4) * 2 - 1) * self.jitter * size
-            h, w = m.shape
-            boxes.append(box.clamp(min=0).minimum(torch.tensor([w, h, w, h], dtype=torch.float32)))
-        return torch.stack(boxes)
-
     def loss(self, model, batch):
         images = [item["image"] for item in batch]
         if model.pretrained_sam_encoder:
@@ -102,7 +105,8 @@ class SamPretraining(Stage):
             keep = [i for i in range(len(item["masks"])) if item["masks"][i].any()]
             chosen = random.sample(keep, min(self.masks_per_image, len(keep)))
             target = item["masks"][chosen]
-            logits = model.box_masks(emb[k:k + 1], self._boxes(target), sizes[k], tuple(item["image"].shape[-2:]))
+            logits = model.box_masks(emb[k:k + 1], jittered_boxes(target, self.jitter), sizes[k],
+                                     tuple(item["image"].shape[-2:]))
             terms.append((mask_loss(logits, target, bce_weight=1.0, dice_weight=1.0), len(chosen)))
         out = _weighted(terms)
         return {"loss": out["mask"], "bce": out["bce"], "dice": out["dice"]}
@@ -220,12 +224,15 @@ class MediRoundTraining(Stage):
                                "text_hidden_fcs.", "bbox_encoder.")
 
     def __init__(self, data, tokenizer, image_tokens: int, *, lora: bool = False, ce_weight: float = 1.0,
-                 bce_weight: float = 2.0, dice_weight: float = 0.5, masks_per_dialogue: int | None = None):
+                 bce_weight: float = 2.0, dice_weight: float = 0.5, masks_per_dialogue: int | None = None,
+                 box_share: float = 0.0, box_jitter: float = 0.1):
         self.data, self.tokenizer, self.image_tokens, self.lora = TrainingData.of(data), tokenizer, image_tokens, lora
         self.weights = (ce_weight, bce_weight, dice_weight)
         self.masks_per_dialogue = masks_per_dialogue
         """Most rounds of a dialogue whose mask is decoded and scored a step (a random draw; None: all of them).
         The text loss always covers every round; the mask decoder is most of a step's cost."""
+        self.box_share, self.box_jitter = box_share, box_jitter
+        """The share of dialogues whose first decoded round is also decoded from a box (``box_prompted``)."""
         self.frozen = FrozenEncodings(self.data.embeddings)
 
     def trainable(self, name: str) -> bool:
@@ -292,6 +299,18 @@ class MediRoundTraining(Stage):
             start += n
         return out
 
+    def box_prompted(self, model, encodings, batch, chosen: list[list[int]]):
+        """For a ``box_share`` of the conversations with a chosen round, its first chosen round's mask decoded
+        from a jittered box of that mask, paired with it: the mask decoder keeps answering box prompts (the
+        learner's box, Table 3) while it learns ``[SEG]`` prompts."""
+        out = []
+        for enc, masks, found, places in zip(encodings, batch["masks"], batch["has_mask"], chosen, strict=True):
+            if places and random.random() < self.box_share:
+                target = masks[found][places[:1]]  # (1, H, W)
+                out.append((model.box_masks(enc.sam_embedding, jittered_boxes(target, self.box_jitter),
+                                            enc.input_size, enc.original_size), target))
+        return out
+
     @staticmethod
     def mask_terms(decoded, bce_w: float, dice_w: float, anchor: torch.Tensor) -> dict[str, torch.Tensor]:
         """Mask loss averaged over the decoded rounds; zeros (tied to ``anchor``'s graph) when none has a mask."""
@@ -306,6 +325,7 @@ class MediRoundTraining(Stage):
         encodings, h, logits = self.seg_states(model, batch)
         chosen, rows = self.choose(batch)
         decoded = self.decode_each(model, encodings, model.seg_prompts(h[rows]), batch, chosen)
+        decoded += self.box_prompted(model, encodings, batch, chosen)
         masks = self.mask_terms(decoded, bce_w, dice_w, h)
         ce = text_ce(logits, batch["labels"])
         return {"loss": ce_w * ce + masks["mask"], "ce": ce, "bce": masks["bce"], "dice": masks["dice"]}

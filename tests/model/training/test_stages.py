@@ -91,3 +91,38 @@ def test_masks_per_dialogue_decodes_that_many_rounds_of_each_and_keeps_their_pai
     assert [len(c) for c in everything.choose(batch)[0]] == with_mask
     losses = stage.loss(model, batch)
     assert torch.isfinite(losses["loss"]) and losses["bce"] > 0
+
+
+def test_box_share_decodes_a_chosen_mask_again_from_its_box_and_trains_the_decoder_on_it(tiny_model,
+                                                                                           phantom_tokenizer,
+                                                                                           absent_root):
+    """box_share 1: every conversation with a chosen round adds its first chosen mask, decoded from a box inside
+    the image that covers most of it; 0 adds none. The box term's gradient reaches the mask decoder."""
+    model, cfg = tiny_model
+    stage = MediRoundTraining(absent_root, phantom_tokenizer, cfg.mllm.image_tokens, masks_per_dialogue=2,
+                              box_share=1.0)
+    batch = _batch(stage, absent_root)
+    encodings, _, _ = stage.seg_states(model, batch)
+    chosen, _ = stage.choose(batch)
+    boxed = stage.box_prompted(model, encodings, batch, chosen)
+    kept = [(c, m, f) for c, m, f in zip(chosen, batch["masks"], batch["has_mask"], strict=True) if c]
+    assert len(boxed) == len(kept) > 0
+    for (logits, target), (places, masks, found) in zip(boxed, kept, strict=True):
+        assert logits.shape == target.shape and torch.equal(target, masks[found][places[:1]])
+    model.zero_grad()
+    stage.mask_terms(boxed, 2.0, 0.5, logits)["mask"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.sam.mask_decoder.parameters())
+    assert MediRoundTraining(absent_root, phantom_tokenizer, cfg.mllm.image_tokens).box_prompted(
+        model, encodings, batch, chosen) == []
+
+
+def test_jittered_boxes_hold_the_mask_and_stay_inside_the_image():
+    from model.training.stages import jittered_boxes
+
+    mask = torch.zeros(1, 40, 50, dtype=torch.bool)
+    mask[0, 10:20, 30:50] = True  # touches the right edge
+    tight = jittered_boxes(mask, 0.0)
+    assert tight.tolist() == [[30.0, 10.0, 50.0, 20.0]]
+    for _ in range(20):
+        x0, y0, x1, y1 = jittered_boxes(mask, 0.1)[0].tolist()
+        assert 28 <= x0 <= 32 and 9 <= y0 <= 11 and 48 <= x1 <= 50 and 19 <= y1 <= 21
