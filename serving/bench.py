@@ -72,11 +72,13 @@ def hold_all(dialogues: list[ScriptedDialogue], concurrency: int, hold) -> dict:
     with ThreadPoolExecutor(concurrency) as pool:
         per_dialogue = list(pool.map(hold, dialogues))
     wall = time.perf_counter() - start
-    by_round = [[d[k] for d in per_dialogue if k < len(d)] for k in range(max(map(len, per_dialogue)))]
-    return {"concurrency": concurrency, "rounds": sum(map(len, per_dialogue)), "seconds": wall,
-            "rounds_per_s": sum(map(len, per_dialogue)) / wall,
+    answered = [x for d in per_dialogue for x in d]
+    by_round = [[d[k] for d in per_dialogue if k < len(d)] for k in range(max(map(len, per_dialogue), default=0))]
+    return {"concurrency": concurrency, "rounds": len(answered), "seconds": wall,
+            "rounds_per_s": len(answered) / wall,
             "p50_ms_by_round": [1e3 * statistics.median(s) for s in by_round],
-            "p95_ms": 1e3 * statistics.quantiles([x for d in per_dialogue for x in d], n=20)[18]}
+            "p95_ms": 1e3 * statistics.quantiles(answered, n=20)[18] if len(answered) > 1
+            else 1e3 * max(answered, default=float("nan"))}
 
 
 class NaiveServer:
@@ -272,16 +274,20 @@ def run_bench(out: str | Path, *, data: str | Path | None = None, dialogues: int
 def summary(report: dict) -> dict:
     """The served figures against the others: per concurrency, and per round at one dialogue at a time."""
     fl, batched = report["floor"], report["batched_floor"]
+    def last_over_second(p50: list[float]) -> float | None:  # None when failed calls left under two rounds
+        return p50[-1] / p50[1] if len(p50) > 1 else None
+
     by_level = [{"concurrency": s["concurrency"], "served_over_naive": s["rounds_per_s"] / n["rounds_per_s"],
                  "served_over_batched_floor": s["rounds_per_s"] / batched["rounds_per_s"],
-                 "round_last_over_round_2": s["p50_ms_by_round"][-1] / s["p50_ms_by_round"][1]}
+                 "round_last_over_round_2": last_over_second(s["p50_ms_by_round"])}
                 for s, n in zip(report["served"], report["naive"], strict=True)]
     alone = next((s for s in report["served"] if s["concurrency"] == 1), None)
+    # over the rounds both have (failed calls shorten the served dialogues); None when concurrency 1 was not run
+    per_round = [s / f for s, f in zip(alone["p50_ms_by_round"], fl["p50_ms_by_round"], strict=False)] \
+        if alone else []
     return {"by_concurrency": by_level,
             "batched_floor_over_floor": batched["rounds_per_s"] / fl["rounds_per_s"],
-            # None when concurrency 1 was not run
-            "served_alone_over_floor_per_round": None if alone is None else statistics.median(
-                s / f for s, f in zip(alone["p50_ms_by_round"], fl["p50_ms_by_round"], strict=True))}
+            "served_alone_over_floor_per_round": statistics.median(per_round) if per_round else None}
 
 
 def markdown(report: dict) -> str:
@@ -302,9 +308,10 @@ def markdown(report: dict) -> str:
     alone = summ["served_alone_over_floor_per_round"]
     for n, s, c in zip(naive, ours, summ["by_concurrency"], strict=True):
         per_round = f"{alone:.2f}x" if s["concurrency"] == 1 else "-"  # the floor holds one dialogue at a time
+        later = "-" if c["round_last_over_round_2"] is None else f"{c['round_last_over_round_2']:.2f}x"
         lines.append(f"| {s['concurrency']} | {n['rounds_per_s']:.1f} | {s['rounds_per_s']:.1f} | "
                      f"{c['served_over_naive']:.1f}x | {100 * c['served_over_batched_floor']:.0f}% | {per_round} | "
-                     f"{c['round_last_over_round_2']:.2f}x | {s['p95_ms']:.0f} ms |")
+                     f"{later} | {s['p95_ms']:.0f} ms |")
     lines += ["", "Median latency by round index (ms):", "",
               "| round | " + " | ".join(str(k + 1) for k in range(last)) + " |",
               "|---|" + "---|" * last]
@@ -331,8 +338,9 @@ def markdown(report: dict) -> str:
               "the rounds answered): " + ("; ".join(failures) if failures else "none"),
               *([] if alone is None else [f"- served at concurrency 1 / model-only floor, per round "
                                                f"(median over rounds): {alone:.2f}x"]),
-              *[f"- served round {last} / round 2 latency at concurrency {s['concurrency']}: "
-                f"{s['round_last_over_round_2']:.2f}x" for s in summ["by_concurrency"]],
+              *[f"- served last round / round 2 latency at concurrency {s['concurrency']}: "
+                f"{s['round_last_over_round_2']:.2f}x" for s in summ["by_concurrency"]
+                if s["round_last_over_round_2"] is not None],
               f"- image-encoder runs for {c['distinct_images']} distinct images, by concurrency: "
               + ", ".join(f"{s['encoder_runs']} at {s['concurrency']}" for s in ours)
               + " (each level's sessions are deleted as they end: a later level may encode an image again)",
@@ -356,11 +364,13 @@ def plot(report: dict, path: Path) -> None:
     left.set(xticks=list(x), xticklabels=[str(c) for c in levels], xlabel="dialogues at once",
              ylabel="rounds / s", title="Throughput")
     left.legend()
-    rounds = range(1, len(report["floor"]["p50_ms_by_round"]) + 1)
-    right.plot(rounds, report["floor"]["p50_ms_by_round"], "k--", label="model-only floor")
+    def by_round(p50: list[float]) -> tuple[range, list[float]]:  # failed calls may leave fewer rounds
+        return range(1, len(p50) + 1), p50
+
+    right.plot(*by_round(report["floor"]["p50_ms_by_round"]), "k--", label="model-only floor")
     for name in ("naive", "served"):
         for r in (report[name][0], report[name][-1]):
-            right.plot(rounds, r["p50_ms_by_round"], marker="o", label=f"{name}, {r['concurrency']} at once")
+            right.plot(*by_round(r["p50_ms_by_round"]), marker="o", label=f"{name}, {r['concurrency']} at once")
     right.set(xlabel="round", ylabel="median latency (ms)", yscale="log", title="Latency by round")
     right.legend(fontsize=8)
     fig.tight_layout()

@@ -176,3 +176,27 @@ def test_the_whole_bench_writes_json_markdown_and_a_plot(bench):
     assert json.loads((out / "bench.json").read_text()) == json.loads(json.dumps(report))
     assert (out / "bench.md").read_text() == markdown(report)
     assert (out / "bench.png").stat().st_size > 0
+
+
+def test_failed_calls_that_leave_few_rounds_are_reported_not_a_crash(tmp_path):
+    """A level whose dialogues failed early: hold_all counts the rounds answered, the summary leaves out what
+    two rounds are needed for, and the Markdown and the plot are still written."""
+    import math
+
+    from serving.bench import ScriptedDialogue, plot
+
+    dialogues = [ScriptedDialogue(b"", ["Segment the liver."]) for _ in range(2)]
+    none = hold_all(dialogues, 2, lambda dialogue: [])
+    assert none["rounds"] == 0 and none["p50_ms_by_round"] == [] and math.isnan(none["p95_ms"])
+    one = hold_all(dialogues, 2, lambda dialogue: [0.5] if dialogue is dialogues[0] else [])
+    assert one["rounds"] == 1 and one["p50_ms_by_round"] == [500.0] and one["p95_ms"] == 500.0
+    report = _hand_made_report()
+    report["served"][0].update(p50_ms_by_round=[90.0], rounds=2, failed_calls={"UNAVAILABLE": 2})
+    report["summary"] = summary(report)
+    assert report["summary"]["by_concurrency"][0]["round_last_over_round_2"] is None
+    assert report["summary"]["served_alone_over_floor_per_round"] == pytest.approx(1.5)  # round 1 only
+    md = markdown(report)
+    assert "| 1 | 10.0 | 20.0 | 2.0x | 50% | 1.50x | - | 90 ms |" in md
+    assert "served last round / round 2 latency at concurrency 1" not in md
+    plot(report, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").stat().st_size > 0
