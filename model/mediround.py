@@ -16,6 +16,7 @@ the steps on different replicas) share one code path:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,15 @@ class ImageEncoding:
     image_features: torch.Tensor  # (T, d) projected LLaVA patch features
     input_size: tuple[int, int]  # (h, w) inside the padded SAM input
     original_size: tuple[int, int]  # (H, W)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` is a CPU that computes bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere bf16 on a CPU
+    is emulated and slower than fp32. (torch exposes the check only as ``torch.cpu``'s private helpers.)"""
+    if device.type != "cpu":
+        return False
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def masked_mean(embedding: torch.Tensor, mask: np.ndarray | None, input_size: tuple[int, int]) -> torch.Tensor:
@@ -77,6 +87,8 @@ class MediRound(nn.Module):
         # names a pretrained SAM encoder that never learns here (its embeddings may be cached on disk under this
         # name); "" when the encoder is trained here
         self.pretrained_sam_encoder = pretrained_sam_encoder
+        # a frozen pretrained encoder runs in bf16 where the CPU computes it natively (``sam_embed``)
+        self.encoder_bf16 = True
 
     def train(self, mode: bool = True) -> MediRound:
         """``nn.Module.train``, except that a pretrained SAM encoder always stays in eval mode: it never learns
@@ -117,7 +129,18 @@ class MediRound(nn.Module):
         """uint8 (3, H, W) images -> SAM image embeddings (N, P, g, g) and their resized sizes."""
         inputs = [self.sam_input(im.to(self.device), self.sam.image_encoder.img_size) for im in images]
         x = torch.stack([x for x, _ in inputs]).to(self.dtype)
-        return self.sam.image_encoder(x), [size for _, size in inputs]
+        with self._encoder_precision():
+            embedding = self.sam.image_encoder(x)
+        return embedding.to(self.dtype), [size for _, size in inputs]
+
+    def _encoder_precision(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for a frozen pretrained encoder on a CPU with native bf16 (LiteMedSAM: 1.08 -> 0.60 s an
+        image on 2 cores; its embedding 9% off fp32 in norm, per-cell cosine 0.996; the shipped checkpoint's held-out
+        Dice within 0.3 points); fp32 otherwise, and always for an encoder that learns here or with ``encoder_bf16``
+        off."""
+        if self.encoder_bf16 and self.pretrained_sam_encoder and native_bf16(self.device):
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def vision_layer(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Hidden states of the selected vision layer (N, 1 + T, c), CLS first."""
