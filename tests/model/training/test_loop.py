@@ -57,6 +57,30 @@ def test_training_resumes_from_its_saved_state(tmp_path, tiny_model, phantom_roo
     assert json.loads((tmp_path / "seconds.json").read_text())["seconds"] >= round(first, 1) > 0  # summed
 
 
+def test_a_bf16_stage_runs_its_forward_passes_in_bf16_where_the_cpu_has_it_and_keeps_fp32_weights(
+        tmp_path, tiny_model, phantom_root, phantom_tokenizer):
+    from model.mediround import native_bf16
+
+    model, cfg = tiny_model
+    stage = MediRoundTraining(phantom_root, phantom_tokenizer, cfg.mllm.image_tokens)
+    autocast_on, loss = [], stage.loss
+
+    def watched_loss(m, batch):
+        autocast_on.append(torch.is_autocast_enabled("cpu"))
+        return loss(m, batch)
+
+    stage.loss = watched_loss
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    last = fit(model, stage, StageSettings(steps=2, batch_size=2, warmup=1, bf16=True), tmp_path, progress=False)
+    assert autocast_on == [native_bf16(torch.device("cpu"))] * 2
+    assert torch.isfinite(torch.tensor(last["loss"]))
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n.startswith("text_hidden_fcs."))
+    stage.loss = watched_loss
+    fit(model, stage, StageSettings(steps=3, batch_size=2, warmup=1), tmp_path, progress=False)  # fp32 unless asked
+    assert autocast_on[-1] is False
+
+
 def test_stage_one_with_lora_trains_adapters_not_the_base_language_model(tiny_model, phantom_root, phantom_tokenizer,
                                                                           tmp_path):
     model, cfg = tiny_model

@@ -48,6 +48,18 @@ def test_the_tiny_recipe_mixes_the_brain_into_every_stage_and_rewords_questions(
     assert list(recipe_choices) == list(RECIPES)
 
 
+def test_a_stage_may_read_the_brain_in_its_own_share(tmp_path):
+    from model.training.recipe import stage_training_data, training_data
+
+    train = training_data(Recipe("x", brain=BrainData(share=0.25)), tmp_path, tmp_path)
+    assert stage_training_data(train, StageSettings(steps=1)) is train
+    assert stage_training_data(train, StageSettings(steps=1, brain_share=0.5)).brain_share == 0.5
+    phantoms_only = training_data(Recipe("x"), tmp_path, None)
+    assert stage_training_data(phantoms_only, StageSettings(steps=1, brain_share=0.5)).brain is None
+    with pytest.raises(ValueError, match="brain_share must be within"):
+        StageSettings(steps=1, brain_share=1.0)
+
+
 @pytest.mark.parametrize("share", [0.0, 1.0])
 def test_a_brain_share_outside_zero_to_one_is_refused(share, tmp_path):
     from model.training.recipe import training_data
