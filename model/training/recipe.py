@@ -80,10 +80,11 @@ class Recipe:
             check_stage_name(name)  # here, not in a Ray worker halfway through the run
 
 
-# The tiny model stands on LiteMedSAM: its encoder is frozen, so every training view is encoded once (0.43 s in bf16, 0.88-1.1 s in fp32 on
-# 2 cores) and cached in out/embeddings; 4 views per brain slice in every stage (1,500 phantom images + 301 x 4
-# brain views, ~50 min of encoding once). Its mask decoder costs ~0.3 s per mask forward and backward here (SAM's
-# two-way transformer over 64 x 64 x 256 and the upscaling to 256 x 256), so the stages decode a few masks per
+# The tiny model stands on LiteMedSAM: its encoder is frozen, so every training view is encoded once (0.43 s in
+# bf16, 0.88-1.1 s in fp32 on 2 cores) and cached in out/embeddings; 4 views per brain slice in every stage (1,500
+# phantom images + 301 x 4 brain views, ~20 min of encoding once in bf16). Its mask decoder costs ~0.3 s per mask
+# forward and backward here (SAM's two-way transformer over 64 x 64 x 256 and the upscaling to 256 x 256), so the
+# stages decode a few masks per
 # item a step (``masks_per_item``) while the text loss covers every round; and the ``text`` stage first teaches
 # the language model the answers alone (no mask decoded, ~0.3 s a step against ~1.8 s for stage 1: a first run
 # without it ended stage 1 with garbled answers, 44% of names right on 12 phantom test dialogues). The SAM stage
