@@ -74,29 +74,31 @@ def test_the_shipped_mask_decoder_upscales_channels_last_and_decodes_as_the_plai
     assert torch.allclose(fast, plain, atol=1e-4) and ((fast > 0) == (plain > 0)).float().mean() > 0.999
 
 
-def test_the_shipped_frozen_encoder_runs_in_bf16_only_where_the_cpu_computes_it_natively():
-    """Where it does, the embedding moves by bf16 rounding alone and a box gives the same mask; elsewhere (and
-    with ``encoder_bf16`` off) it is fp32 exactly."""
+def test_the_shipped_model_encodes_and_decodes_in_bf16_only_where_the_cpu_computes_it_natively():
+    """Where it does, the embedding moves by bf16 rounding alone and the masks little; elsewhere (and with
+    ``bf16_inference`` off) it is fp32 exactly."""
     from model.config import SHIPPED_TINY
-    from model.data.images import load_image, load_mask
+    from model.data.images import load_image
     from model.data.real import REAL_SLICES
     from model.mediround import native_bf16
 
     model, _, _ = load_checkpoint(SHIPPED_TINY)
     image = torch.from_numpy(load_image(REAL_SLICES / "images" / "amos_0006_90.png")).permute(2, 0, 1)
-    liver = torch.from_numpy(load_mask(REAL_SLICES / "masks" / "amos_0006_90_liver_000.png"))
-    ys, xs = torch.nonzero(liver, as_tuple=True)
-    box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
+    size = tuple(image.shape[-2:])
+    torch.manual_seed(0)
+    prompts = torch.randn(3, 256)
     with torch.inference_mode():
         fast, sizes = model.sam_embed([image])
-        model.encoder_bf16 = False
+        fast_masks = model.decode_masks(fast, prompts, sizes[0], size) > 0
+        model.bf16_inference = False
         exact, _ = model.sam_embed([image])
-        masks = [model.box_masks(e, box, sizes[0], tuple(liver.shape), image) > 0 for e in (fast, exact)]
+        exact_masks = model.decode_masks(exact, prompts, sizes[0], size) > 0
     assert fast.dtype == exact.dtype == model.dtype
     error = ((fast - exact).norm() / exact.norm()).item()  # measured: 0.094 (the first convolutions' rounding)
     if native_bf16(model.device):
         assert 0 < error < 0.15
-        overlap = 2 * (masks[0] & masks[1]).sum() / (masks[0].sum() + masks[1].sum())
-        assert overlap > 0.98
+        assert exact_masks.any(dim=(1, 2)).all()
+        dice = (2 * (fast_masks & exact_masks).sum() / (fast_masks.sum() + exact_masks.sum())).item()
+        assert dice > 0.85, dice  # measured 0.93 with these random prompts' ragged masks (1-5% of the image)
     else:
-        assert error == 0
+        assert error == 0 and torch.equal(fast_masks, exact_masks)
