@@ -98,7 +98,7 @@ class Limits:
     UNAVAILABLE."""
     model_timeout_s: float = 300.0
     """The longest a round's model steps may run once replicas hold them; then UNAVAILABLE. Minutes, not
-    seconds: a burst of new images waits its turn at the encoder (0.6-1.3 s an image a replica on 2 cores)."""
+    seconds: a burst of new images waits its turn at the encoder (0.4-1.3 s an image a replica on 2 cores)."""
     store_retry_s: float = 5.0
     """How long a round is retried while the dialogue store is unreachable (a Redis restart takes a second or
     two): safe, as a round is appended once per request id."""
