@@ -87,8 +87,8 @@ class MediRound(nn.Module):
         # names a pretrained SAM encoder that never learns here (its embeddings may be cached on disk under this
         # name); "" when the encoder is trained here
         self.pretrained_sam_encoder = pretrained_sam_encoder
-        # a frozen pretrained encoder, and the mask decoder outside training, run in bf16 where the CPU computes it
-        # natively (``_bf16_where_native``); False keeps them fp32
+        # a frozen pretrained encoder runs in bf16 where the CPU computes it natively (``_bf16_where_native``); False
+        # keeps it fp32
         self.bf16_inference = True
 
     def train(self, mode: bool = True) -> MediRound:
@@ -137,8 +137,10 @@ class MediRound(nn.Module):
     def _bf16_where_native(self, applies: bool = True) -> contextlib.AbstractContextManager:
         """bf16 autocast where ``applies``, ``bf16_inference`` is on and the device is a CPU with native bf16; fp32
         otherwise. Measured on 2 cores: LiteMedSAM's encoder 0.88 -> 0.43 s an image (its embedding 9% off fp32 in
-        norm, per-cell cosine 0.996), a mask decoded 56 -> 47 ms; the shipped checkpoint's held-out Dice moved by
-        at most 0.3 points. (A training stage sets its own precision: ``StageSettings.bf16``.)"""
+        norm, per-cell cosine 0.996; the shipped checkpoint's held-out Dice moved by at most 0.3 points). The mask
+        decoder stays fp32 when serving: in bf16 (56 -> 47 ms a mask) its masks depend on how many are decoded
+        together, so a served round would differ from the same round in-process. (A training stage sets its own
+        precision: ``StageSettings.bf16``.)"""
         if applies and self.bf16_inference and native_bf16(self.device):
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
@@ -233,10 +235,9 @@ class MediRound(nn.Module):
         Given the uint8 (3, H, W) ``image``, the logits are refined on it (``postprocess``)."""
         pe = self.sam.prompt_encoder
         dense = pe.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(prompts.shape[0], -1, *sam_embedding.shape[-2:])
-        with self._bf16_where_native(not self.training):
-            low_res, _ = self.sam.mask_decoder(image_embeddings=sam_embedding, image_pe=pe.get_dense_pe(),
-                                               sparse_prompt_embeddings=prompts[:, None, :].to(sam_embedding.dtype),
-                                               dense_prompt_embeddings=dense, multimask_output=False)
+        low_res, _ = self.sam.mask_decoder(image_embeddings=sam_embedding, image_pe=pe.get_dense_pe(),
+                                           sparse_prompt_embeddings=prompts[:, None, :].to(sam_embedding.dtype),
+                                           dense_prompt_embeddings=dense, multimask_output=False)
         return self.postprocess(low_res, input_size, original_size, image)[:, 0]
 
     def postprocess(self, low_res: torch.Tensor, input_size: tuple[int, int], original_size: tuple[int, int],

@@ -88,7 +88,7 @@ def test_show_draws_one_panel_per_round(tiny_phantoms, tmp_path, capsys):
 def test_eval_writes_the_tables_of_the_shipped_model(phantom_root, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["eval", "--data", str(phantom_root), "--out", str(out), "--limit", "1", "--split", "test",
-                 "--protocol", "paper", "--no-real"]) == 0
+                 "--protocol", "paper", "--no-real", "--no-brain"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["limit"] == 1 and "real_ct" not in results["tables"]
     main_table = results["tables"]["main"]
