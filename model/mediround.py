@@ -87,7 +87,7 @@ class MediRound(nn.Module):
         # names a pretrained SAM encoder that never learns here (its embeddings may be cached on disk under this
         # name); "" when the encoder is trained here
         self.pretrained_sam_encoder = pretrained_sam_encoder
-        # a frozen pretrained encoder runs in bf16 where the CPU computes it natively (``_bf16_where_native``); False
+        # a frozen pretrained encoder runs in bf16 where the CPU computes it natively (``_encoder_precision``); False
         # keeps it fp32
         self.bf16_inference = True
 
@@ -130,18 +130,19 @@ class MediRound(nn.Module):
         """uint8 (3, H, W) images -> SAM image embeddings (N, P, g, g) and their resized sizes."""
         inputs = [self.sam_input(im.to(self.device), self.sam.image_encoder.img_size) for im in images]
         x = torch.stack([x for x, _ in inputs]).to(self.dtype)
-        with self._bf16_where_native(bool(self.pretrained_sam_encoder)):  # an encoder that learns here stays fp32
+        with self._encoder_precision():
             embedding = self.sam.image_encoder(x)
         return embedding.to(self.dtype), [size for _, size in inputs]
 
-    def _bf16_where_native(self, applies: bool = True) -> contextlib.AbstractContextManager:
-        """bf16 autocast where ``applies``, ``bf16_inference`` is on and the device is a CPU with native bf16; fp32
-        otherwise. Measured on 2 cores: LiteMedSAM's encoder 0.88 -> 0.43 s an image (its embedding 9% off fp32 in
-        norm, per-cell cosine 0.996; the shipped checkpoint's held-out Dice moved by at most 0.3 points). The mask
-        decoder stays fp32 when serving: in bf16 (56 -> 47 ms a mask) its masks depend on how many are decoded
-        together, so a served round would differ from the same round in-process. (A training stage sets its own
-        precision: ``StageSettings.bf16``.)"""
-        if applies and self.bf16_inference and native_bf16(self.device):
+    def _encoder_precision(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast for a frozen pretrained encoder where ``bf16_inference`` is on and the device is a CPU with
+        native bf16; fp32 otherwise, and always for an encoder that learns here. Measured on 2 cores: LiteMedSAM's
+        encoder 0.88 -> 0.43 s an image (its embedding 9% off fp32 in norm, per-cell cosine 0.996; the shipped
+        checkpoint's held-out Dice moved by at most 0.3 points), and the same embedding whether an image is encoded
+        alone or beside others. The mask decoder stays fp32 when serving: in bf16 (56 -> 47 ms a mask) its masks
+        depend on how many are decoded together, so a served round would differ from the same round in-process.
+        (A training stage sets its own precision: ``StageSettings.bf16``.)"""
+        if self.pretrained_sam_encoder and self.bf16_inference and native_bf16(self.device):
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
