@@ -80,25 +80,24 @@ class Recipe:
             check_stage_name(name)  # here, not in a Ray worker halfway through the run
 
 
-# The tiny model stands on LiteMedSAM: its encoder is frozen, so every training view is encoded once (0.43 s in
-# bf16, 0.88-1.1 s in fp32 on 2 cores) and cached in out/embeddings; 4 views per brain slice in every stage (1,500
-# phantom images + 301 x 4 brain views, ~20 min of encoding once in bf16). Its mask decoder costs ~0.3 s per mask
-# forward and backward here (SAM's two-way transformer over 64 x 64 x 256 and the upscaling to 256 x 256), so the
-# stages decode a few masks per
-# item a step (``masks_per_item``) while the text loss covers every round; and the ``text`` stage first teaches
-# the language model the answers alone (no mask decoded, ~0.3 s a step against ~1.8 s for stage 1: a first run
+# The tiny model stands on LiteMedSAM: its encoder is frozen, so every training view is encoded once (0.43 s in bf16,
+# 0.88-1.1 s in fp32 on 2 cores) and cached in out/embeddings; 4 views per brain slice in every stage (1,500 phantom
+# images + 301 x 4 brain views, ~20 min of encoding once in bf16). Its mask decoder costs ~0.3 s per mask forward and
+# backward here (SAM's two-way transformer over 64 x 64 x 256 and the upscaling to 256 x 256), so the stages decode a
+# few masks per item a step (``masks_per_item``) while the text loss covers every round; and the ``text`` stage first
+# teaches the language model the answers alone (no mask decoded, ~0.3 s a step against ~1.8 s for stage 1: a first run
 # without it ended stage 1 with garbled answers, 44% of names right on 12 phantom test dialogues). The SAM stage
 # fine-tunes the pretrained decoder box-prompted at a low lr (it starts from MedSAM's weights). The earlier recipe
-# over a SAM trained from nothing (model "tiny-scratch": sam 1500 steps at lr 1e-3, 8 views per slice, every
-# round's mask decoded) measured 8692 s from nothing on 2 cores (data 124, sam 1735, align 819, stage 1 4845, JCM 1169).
-# Stage 1 also decodes a quarter of its dialogues' masks from a jittered box (``box_share``): without it the shipped
-# run's decoder forgot box prompts (Table 3 box-prompted, after the sam stage -> after stage 1 and JCM: real CT
-# 76.6 -> 68.5, brain test 75.4 -> 57.7). Stage 1 reads the brain in half its items (the shipped run: a quarter):
-# the shipped checkpoint continued 1,000 steps at three quarters moved held-out brain Dice (test_shipped's
-# regression slices) 25.6 -> 31.7 and phantoms 88.9 -> 90.2. Every stage runs its forward passes in bf16 where the
-# CPU has it natively (``StageSettings.bf16``; measured per step, fp32 -> bf16: sam 2.7 -> 1.9 s, text 0.38 -> 0.34,
-# stage 1 3.0 -> 1.7, JCM 1.8 -> 1.4) and LiteMedSAM encodes in bf16 (0.43 s an image against 0.88): a run must
-# fit in one session, whose machine keeps no runs/ for the next.
+# over a SAM trained from nothing (model "tiny-scratch": sam 1500 steps at lr 1e-3, 8 views per slice, every round's
+# mask decoded) measured 8692 s from nothing on 2 cores (data 124, sam 1735, align 819, stage 1 4845, JCM 1169). Stage
+# 1 also decodes a quarter of its dialogues' masks from a jittered box (``box_share``): without it the shipped run's
+# decoder forgot box prompts (Table 3 box-prompted, after the sam stage -> after stage 1 and JCM: real CT 76.6 ->
+# 68.5, brain test 75.4 -> 57.7). Stage 1 reads the brain in half its items (the shipped run: a quarter): the shipped
+# checkpoint continued 1,000 steps at three quarters moved held-out brain Dice (test_shipped's regression slices) 25.6
+# -> 31.7 and phantoms 88.9 -> 90.2. Every stage runs its forward passes in bf16 where the CPU has it natively
+# (``StageSettings.bf16``; measured per step, fp32 -> bf16: sam 2.7 -> 1.9 s, text 0.38 -> 0.34, stage 1 3.0 -> 1.7,
+# JCM 1.8 -> 1.4) and LiteMedSAM encodes in bf16 (0.43 s an image against 0.88): a run must fit in one session, whose
+# machine keeps no runs/ for the next.
 TINY = Recipe(
     name="tiny",
     brain=BrainData(augment=BrainAugment(variants=4)),
